@@ -1,1 +1,15 @@
-"""Kairos gateway."""
+"""Kairos gateway: the Tornado data plane.
+
+Run it with `kairos-gateway` (see `cli`), or embed it::
+
+    async with Gateway(load_config_file("config.json")) as gateway:
+        ...
+"""
+
+__version__ = "0.1.0"
+
+from .accesslog import AccessLog  # noqa: E402
+from .app import Gateway  # noqa: E402
+from .settings import GatewaySettings, SettingsError  # noqa: E402
+
+__all__ = ["AccessLog", "Gateway", "GatewaySettings", "SettingsError", "__version__"]

@@ -1,2 +1,157 @@
-def main() -> None:
-    raise SystemExit(0)
+"""`kairos-gateway`: load settings and config, serve until SIGTERM/SIGINT, drain, exit.
+
+Exit codes: 0 after a clean stop (or a valid `--check`), 1 for an invalid or unreadable
+config, 2 for bad flags or environment, 3 when the listener cannot be bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from kairos_core import ConfigError, GatewayConfig, load_config_file
+
+from . import __version__
+from .app import Gateway
+from .logs import configure
+from .settings import GatewaySettings, SettingsError
+
+log = logging.getLogger("kairos.gateway")
+
+EXIT_CONFIG = 1
+EXIT_USAGE = 2
+EXIT_BIND = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kairos-gateway",
+        description="Kairos HTTP API gateway. Flags override KAIROS_* environment variables.",
+    )
+    p.add_argument("--config", type=Path, help="config file (KAIROS_CONFIG_PATH, ./config.json)")
+    p.add_argument("--host", help="address to listen on (KAIROS_HOST, 0.0.0.0)")
+    p.add_argument("--port", type=int, help="port to listen on, 0 for any (KAIROS_PORT, 5900)")
+    p.add_argument("--check", action="store_true", help="validate the config file and exit")
+    p.add_argument("--version", action="version", version=f"kairos-gateway {__version__}")
+    return p
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"kairos-gateway: {message}", file=sys.stderr)
+    return code
+
+
+def load(path: Path, *, explicit: bool) -> GatewayConfig | None:
+    """The config at `path`; None when the default path has no file (built-in default)."""
+    if not path.exists() and not explicit:
+        return None
+    return load_config_file(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = GatewaySettings.from_env()
+        overrides: dict[str, object] = {}
+        if args.config is not None:
+            overrides["config_path"] = args.config
+        if args.host is not None:
+            overrides["host"] = args.host
+        if args.port is not None:
+            overrides["port"] = args.port
+        settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
+        settings.check()
+    except SettingsError as exc:
+        return _fail(EXIT_USAGE, str(exc))
+
+    explicit = args.config is not None or "KAIROS_CONFIG_PATH" in os.environ
+    try:
+        config = load(settings.config_path, explicit=explicit)
+    except ConfigError as exc:
+        lines = "\n".join(f"  - {error}" for error in exc.errors) or f"  - {exc}"
+        return _fail(EXIT_CONFIG, f"invalid config {settings.config_path}:\n{lines}")
+
+    if args.check:
+        if config is None:
+            return _fail(EXIT_CONFIG, f"no config file at {settings.config_path}")
+        print(f"{settings.config_path}: valid ({len(config.routers)} routes)")
+        return 0
+
+    configure(settings.log_format, settings.log_level)
+    source: Path | None = settings.config_path
+    if config is None:
+        source = None
+        config = GatewayConfig(version=1, routers=[])
+        log.info(
+            f"no config file at {settings.config_path}: serving the gateway's own endpoints "
+            "only; to add routes, copy examples/config.json to ./config.json or pass --config"
+        )
+    try:
+        return _run(lambda: serve(config, settings, source))
+    except KeyboardInterrupt:
+        return 0
+
+
+def _run(main_coro: Callable[[], object]) -> int:
+    try:
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main_coro())  # type: ignore[arg-type, no-any-return]
+
+
+async def serve(config: GatewayConfig, settings: GatewaySettings, source: Path | None) -> int:
+    loop = asyncio.get_running_loop()
+    gateway = Gateway(config, settings, source=source)
+    try:
+        await gateway.start()
+    except OSError as exc:
+        gateway.access_log.close()
+        return _fail(EXIT_BIND, f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
+
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info("shutting down", extra={"fields": {"signal": signal.Signals(signum).name}})
+            stop.set()
+        else:
+            log.warning("second signal: not waiting for in-flight requests")
+            gateway.abort_drain()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+    for host, port in gateway.addresses:
+        log.info(
+            f"listening on http://{host}:{port}",
+            extra={
+                "fields": {
+                    "host": host,
+                    "port": port,
+                    "routes": len(config.routers),
+                    "version": __version__,
+                }
+            },
+        )
+    await stop.wait()
+    await gateway.stop()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""The gateway process: listener, live snapshot, upstream pool, metrics, access log.
+
+Lifecycle: `start()` binds (or adopts) the listening sockets and begins serving;
+`stop()` drains: it stops accepting, closes idle keep-alive connections, lets in-flight
+requests finish within the drain timeout, then closes what is left, the upstream pool
+and the access log, in that order. `Gateway` is also an async context manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from pathlib import Path
+from types import TracebackType
+
+from kairos_core import GatewayConfig
+from tornado.http1connection import HTTP1ServerConnection
+from tornado.netutil import bind_sockets
+
+from . import ops
+from .accesslog import AccessLog
+from .exchange import OpsHandler
+from .metrics import GatewayMetrics
+from .server import KairosHTTPServer
+from .settings import GatewaySettings
+from .snapshot import Snapshot, build_snapshot
+from .upstream import UpstreamPool
+
+log = logging.getLogger("kairos.gateway")
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        settings: GatewaySettings | None = None,
+        *,
+        source: Path | None = None,
+        access_log: AccessLog | None = None,
+    ) -> None:
+        self.settings = settings or GatewaySettings()
+        self.metrics = GatewayMetrics()
+        self.snapshot: Snapshot = build_snapshot(config, metrics=self.metrics, source=source)
+        self.pool = UpstreamPool()
+        self.access_log = access_log or AccessLog.open(
+            self.settings.access_log, self.settings.log_format
+        )
+        self.ops: dict[str, OpsHandler] = ops.build(self)
+        #: Connections waiting for their next request, with the loop time they began.
+        self.waiting: dict[HTTP1ServerConnection, float] = {}
+        self.ready = False
+        self.draining = False
+        self.inflight = 0
+        self._drained = asyncio.Event()
+        self._server: KairosHTTPServer | None = None
+        self._sockets: list[socket.socket] = []
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._started_at = time.monotonic()
+        self.clock = asyncio.get_running_loop().time
+
+    # -- state used by the request path ---------------------------------------------
+
+    def uptime_s(self) -> float:
+        return time.monotonic() - self._started_at
+
+    def request_started(self) -> None:
+        self.inflight += 1
+        self.metrics.active_requests += 1
+
+    def request_finished(self) -> None:
+        self.inflight -= 1
+        self.metrics.active_requests -= 1
+        if self.draining and self.inflight == 0:
+            self._drained.set()
+
+    def abort_drain(self) -> None:
+        """Stop waiting for in-flight requests (a second SIGTERM/SIGINT)."""
+        self._drained.set()
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The (host, port) pairs actually bound (useful with port 0)."""
+        return [s.getsockname()[:2] for s in self._sockets]
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self, sockets: list[socket.socket] | None = None) -> None:
+        settings = self.settings
+        if sockets is None:
+            sockets = bind_sockets(settings.port, settings.host)
+        self._sockets = sockets
+        server = KairosHTTPServer(
+            self,
+            max_header_size=settings.max_header_size,
+            max_body_size=settings.max_body_size,
+            body_timeout=settings.body_timeout_s,
+        )
+        server.add_sockets(sockets)
+        self._server = server
+        self._started_at = time.monotonic()
+        self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep())
+        self.ready = True
+
+    async def stop(self, drain_timeout_s: float | None = None) -> None:
+        """Drain and shut down; safe to call more than once."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        timeout = self.settings.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        self.ready = False
+        self.draining = True
+        server.stop()
+        for conn in list(self.waiting):
+            conn.stream.close()
+        if self.inflight > 0:
+            log.info("draining", extra={"fields": {"in_flight": self.inflight}})
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout)
+            except TimeoutError:
+                log.warning(
+                    "drain timeout reached; closing connections",
+                    extra={"fields": {"in_flight": self.inflight}},
+                )
+        await server.close_all_connections()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        await self.pool.close()
+        self.access_log.close()
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _housekeep(self) -> None:
+        """Once per interval: close connections idle too long, write access lines."""
+        idle = self.settings.idle_timeout_s
+        interval = min(1.0, max(0.05, idle / 4))
+        while True:
+            await asyncio.sleep(interval)
+            deadline = self.clock() - idle
+            for conn, since in list(self.waiting.items()):
+                if since < deadline:
+                    del self.waiting[conn]
+                    conn.stream.close()
+            self.access_log.flush()

@@ -1,0 +1,137 @@
+"""Header rewriting between client and backend (RFC 9110 section 7.6.1).
+
+Pure functions over header lists so they can be tested without sockets. Tornado hands
+the request headers over with names normalised to `Http-Header-Case`; response headers
+come from the upstream client as sent by the backend.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable
+
+from tornado.httputil import HTTPHeaders
+
+# Hop-by-hop headers (plus those listed in Connection) never cross the proxy. Host and
+# Content-Length are set by the gateway; Expect is answered by the gateway, which
+# buffers the request body before forwarding it.
+_REQUEST_DROP = frozenset(
+    {
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Connection",
+        "Proxy-Authorization",
+        "Te",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Host",
+        "Content-Length",
+        "Expect",
+        "X-Forwarded-For",
+        "X-Forwarded-Proto",
+        "X-Forwarded-Host",
+        "X-Request-Id",
+    }
+)
+
+_RESPONSE_DROP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "x-request-id",
+    }
+)
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=/-]{1,128}")
+
+
+def new_request_id() -> str:
+    # Request ids only have to be unique, not unguessable; this is ~10x cheaper than uuid4.
+    return f"{random.getrandbits(128):032x}"
+
+
+def request_id_from(headers: HTTPHeaders) -> str:
+    """The client's `X-Request-ID` when it is sane (short, no odd characters), else a new one."""
+    value = headers.get("X-Request-Id")
+    if value and _REQUEST_ID.fullmatch(value):
+        return value
+    return new_request_id()
+
+
+def _normalise(name: str) -> str:
+    return "-".join(part.capitalize() for part in name.strip().split("-"))
+
+
+def _connection_tokens(value: str | None, *, normalise: bool) -> frozenset[str]:
+    if not value:
+        return frozenset()
+    tokens = (t.strip() for t in value.split(","))
+    if normalise:
+        return frozenset(_normalise(t) for t in tokens if t)
+    return frozenset(t.lower() for t in tokens if t)
+
+
+def upstream_request_headers(
+    incoming: HTTPHeaders,
+    *,
+    host: str,
+    client_ip: str,
+    proto: str,
+    request_id: str,
+    trust_forwarded: bool,
+) -> list[tuple[str, str]]:
+    """Headers to send to the backend for a client request with `incoming` headers.
+
+    `host` is the Host value to send (the backend's, or the client's with
+    `preserve_host`). `X-Forwarded-For` gets the client address appended.
+    `X-Forwarded-Proto` / `-Host` are kept from the client only when it is a trusted
+    proxy (`trust_forwarded`); otherwise they describe this hop.
+    """
+    listed = _connection_tokens(incoming.get("Connection"), normalise=True)
+    out: list[tuple[str, str]] = [("Host", host)]
+    for name, value in incoming.get_all():
+        if name in _REQUEST_DROP or name in listed:
+            continue
+        out.append((name, value))
+    prior = incoming.get_list("X-Forwarded-For")
+    out.append(
+        ("X-Forwarded-For", ", ".join([*prior, client_ip]) if prior else client_ip),
+    )
+    forwarded_proto = incoming.get("X-Forwarded-Proto") if trust_forwarded else None
+    forwarded_host = incoming.get("X-Forwarded-Host") if trust_forwarded else None
+    out.append(("X-Forwarded-Proto", forwarded_proto or proto))
+    client_host = forwarded_host or incoming.get("Host")
+    if client_host:
+        out.append(("X-Forwarded-Host", client_host))
+    out.append(("X-Request-Id", request_id))
+    return out
+
+
+def client_response_headers(
+    upstream: Iterable[tuple[str, str]], *, request_id: str, close: bool
+) -> HTTPHeaders:
+    """Headers for the client from a backend's response: hop-by-hop ones removed,
+    repeated ones (several Set-Cookie) kept, `X-Request-ID` set."""
+    pairs = list(upstream)
+    listed: frozenset[str] = frozenset()
+    for name, value in pairs:
+        if name.lower() == "connection":
+            listed = listed | _connection_tokens(value, normalise=False)
+    out = HTTPHeaders()
+    for name, value in pairs:
+        lname = name.lower()
+        if lname in _RESPONSE_DROP or lname in listed:
+            continue
+        out.add(name, value)
+    out["X-Request-Id"] = request_id
+    if close:
+        out["Connection"] = "close"
+    return out

@@ -1,0 +1,32 @@
+"""RFC 9457 problem details: the one place errors become HTTP responses.
+
+Every error body the gateway produces (no route, upstream failures, bad requests) goes
+through `render`, so they all carry the same fields and a `request_id`. The `detail`
+is written for the client; internal causes go to the log only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from kairos_core import KairosError, MethodNotAllowed
+
+CONTENT_TYPE = "application/problem+json"
+
+
+def render(exc: KairosError, request_id: str) -> tuple[int, Sequence[tuple[str, str]], bytes]:
+    """Status, extra headers and body for `exc`."""
+    body: dict[str, object] = {
+        "type": exc.type,
+        "title": exc.title,
+        "status": exc.status,
+        "detail": exc.detail,
+        "request_id": request_id,
+    }
+    headers: list[tuple[str, str]] = []
+    if isinstance(exc, MethodNotAllowed):
+        allow = ", ".join(sorted(exc.allow))
+        headers.append(("Allow", allow))
+        body["allow"] = sorted(exc.allow)
+    return exc.status, headers, json.dumps(body, separators=(",", ":")).encode()

@@ -1,0 +1,84 @@
+"""Process settings: where to listen and how to log. Not part of the config file.
+
+Built once in `cli.main()` from the environment and the command line, then passed
+explicitly; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .logs import LogFormat, parse_level
+
+DEFAULT_PORT = 5900
+
+
+class SettingsError(ValueError):
+    """An environment variable or flag has a value that cannot be used."""
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise SettingsError(f"{name}={raw!r} must not be negative")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    config_path: Path = field(default_factory=lambda: Path("config.json"))
+    log_format: LogFormat = "json"
+    log_level: int = 20
+    #: `-` for standard output, `off`, or a file path.
+    access_log: str = "-"
+    #: A keep-alive connection with no request in progress (or a client still sending
+    #: its request headers) is closed after this long.
+    idle_timeout_s: float = 60.0
+    #: Longest wait for a client to send a request body.
+    body_timeout_s: float = 60.0
+    #: On SIGTERM, how long in-flight requests may run before connections are closed.
+    drain_timeout_s: float = 15.0
+    #: Largest request body the gateway buffers before forwarding.
+    max_body_size: int = 10 * 1024 * 1024
+    max_header_size: int = 64 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
+        env = os.environ if env is None else env
+        port_raw = env.get("KAIROS_PORT", str(DEFAULT_PORT))
+        try:
+            port = int(port_raw)
+        except ValueError:
+            raise SettingsError(f"KAIROS_PORT={port_raw!r} is not a port number") from None
+        fmt = env.get("KAIROS_LOG_FORMAT", "json").lower()
+        if fmt not in ("json", "text"):
+            raise SettingsError(f"KAIROS_LOG_FORMAT={fmt!r} must be 'json' or 'text'")
+        settings = cls(
+            host=env.get("KAIROS_HOST", "0.0.0.0"),
+            port=port,
+            config_path=Path(env.get("KAIROS_CONFIG_PATH", "config.json")),
+            log_format="json" if fmt == "json" else "text",
+            log_level=parse_level(env.get("KAIROS_LOG_LEVEL") or env.get("RUST_LOG")),
+            access_log=env.get("KAIROS_ACCESS_LOG", "-"),
+            idle_timeout_s=_float(env, "KAIROS_IDLE_TIMEOUT_S", 60.0),
+            drain_timeout_s=_float(env, "KAIROS_DRAIN_TIMEOUT_S", 15.0),
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"port {self.port} is out of range 0-65535")
+        if self.idle_timeout_s <= 0:
+            raise SettingsError("the idle timeout must be positive")

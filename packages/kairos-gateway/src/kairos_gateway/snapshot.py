@@ -1,0 +1,127 @@
+"""The live configuration as one immutable object.
+
+A `Snapshot` holds the validated config, the compiled route table and, per route,
+everything the request path needs precomputed: upstream endpoints, Host header values,
+timeouts in seconds, the balancer and the route's metrics. The gateway swaps one
+reference to change configuration; a request keeps the snapshot it started with.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kairos_core import Backend, CompiledRoute, GatewayConfig, RouteTable, effective_timeouts
+
+from .balancer import RoundRobin
+from .metrics import BackendStats, GatewayMetrics, RouteStats
+from .upstream import Endpoint
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def host_header(backend: Backend) -> str:
+    """The `Host` value for requests to `backend` (default ports omitted)."""
+    host = backend.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    if _DEFAULT_PORTS.get(backend.scheme) == backend.port:
+        return host
+    return f"{host}:{backend.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """One backend of one route, ready for the request path."""
+
+    endpoint: Endpoint
+    host_header: str
+    label: str
+    stats: BackendStats
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRuntime:
+    route: CompiledRoute
+    upstreams: tuple[Upstream, ...]
+    balancer: RoundRobin
+    connect_timeout_s: float
+    read_timeout_s: float
+    preserve_host: bool
+    stats: RouteStats
+
+    def pick(self) -> Upstream:
+        return self.upstreams[self.balancer.pick()]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    config: GatewayConfig
+    table: RouteTable
+    routes: tuple[RouteRuntime, ...]  # indexed by CompiledRoute.index
+    trusted_proxies: tuple[IPNetwork, ...]
+    generation: int
+    loaded_at: float
+    source: Path | None
+
+    def is_trusted_proxy(self, address: str) -> bool:
+        if not self.trusted_proxies:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.trusted_proxies)
+
+
+def build_snapshot(
+    config: GatewayConfig,
+    *,
+    metrics: GatewayMetrics,
+    generation: int = 1,
+    source: Path | None = None,
+) -> Snapshot:
+    table = RouteTable(config.routers)
+    runtimes: list[RouteRuntime] = []
+    for compiled in table:
+        router = compiled.config
+        timeouts = effective_timeouts(router, config.timeouts)
+        upstreams = tuple(
+            Upstream(
+                endpoint=Endpoint(
+                    scheme=b.scheme,
+                    host=b.hostname,
+                    port=b.port,
+                    tls_verify=b.tls_verify,
+                    tls_ca_file=b.tls_ca_file,
+                ),
+                host_header=host_header(b),
+                label=b.address,
+                stats=metrics.backend(b.address),
+            )
+            for b in router.backends
+        )
+        runtimes.append(
+            RouteRuntime(
+                route=compiled,
+                upstreams=upstreams,
+                balancer=RoundRobin(len(upstreams)),
+                connect_timeout_s=timeouts.connect_ms / 1000,
+                read_timeout_s=timeouts.read_ms / 1000,
+                preserve_host=router.preserve_host,
+                stats=metrics.route(compiled.template),
+            )
+        )
+    return Snapshot(
+        config=config,
+        table=table,
+        routes=tuple(runtimes),
+        trusted_proxies=tuple(config.trusted_proxies),
+        generation=generation,
+        loaded_at=time.time(),
+        source=source,
+    )

@@ -1,0 +1,75 @@
+"""Fixtures shared by every test tier: real backends and an in-process gateway."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from kairos_core import load_config
+from kairos_gateway import AccessLog, Gateway, GatewaySettings
+from tornado.testing import bind_unused_port
+
+from tests.support import EchoBackend
+
+
+@dataclass
+class RunningGateway:
+    gateway: Gateway
+    port: int
+    access_buffer: io.BytesIO
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def access_lines(self) -> list[str]:
+        self.gateway.access_log.flush()
+        return self.access_buffer.getvalue().decode().splitlines()
+
+
+GatewayFactory = Callable[..., Awaitable[RunningGateway]]
+BackendFactory = Callable[..., Awaitable[EchoBackend]]
+
+
+@pytest.fixture
+async def backend_factory() -> AsyncIterator[BackendFactory]:
+    started: list[EchoBackend] = []
+
+    async def make(name: str = "backend", port: int = 0) -> EchoBackend:
+        backend = await EchoBackend(name=name).start(port)
+        started.append(backend)
+        return backend
+
+    yield make
+    for backend in started:
+        backend.release.set()
+        await backend.stop()
+
+
+@pytest.fixture
+async def backend(backend_factory: BackendFactory) -> EchoBackend:
+    return await backend_factory()
+
+
+@pytest.fixture
+async def gateway_factory() -> AsyncIterator[GatewayFactory]:
+    started: list[Gateway] = []
+
+    async def make(config: dict[str, Any], **settings: Any) -> RunningGateway:
+        buffer = io.BytesIO()
+        gateway = Gateway(
+            load_config(config),
+            GatewaySettings(**settings),
+            access_log=AccessLog(buffer, "json"),
+        )
+        sock, port = bind_unused_port()
+        await gateway.start([sock])
+        started.append(gateway)
+        return RunningGateway(gateway, port, buffer)
+
+    yield make
+    for gateway in started:
+        await gateway.stop(drain_timeout_s=1)

@@ -1,0 +1,241 @@
+"""Real servers and a raw HTTP client for the tests (no mocked HTTP anywhere).
+
+`EchoBackend` is a Tornado application on an unused loopback port that reports what it
+received and can answer in the awkward ways a backend may (slow, streamed, cookies,
+no body). It counts accepted TCP connections so tests can prove keep-alive reuse.
+`raw_request` speaks HTTP/1.1 over a plain socket so tests control every byte sent
+(aiohttp's client would normalise dot-segments in paths).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from tornado import web
+from tornado.httpserver import HTTPServer
+from tornado.iostream import IOStream
+from tornado.netutil import bind_sockets
+from tornado.testing import bind_unused_port
+
+LOOPBACK = "127.0.0.1"
+
+
+def unused_port() -> int:
+    """A port free right now (for subprocesses that must be told a port up front)."""
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+class _CountingServer(HTTPServer):
+    accepted = 0
+
+    def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
+        self.accepted += 1
+        super().handle_stream(stream, address)
+
+
+class _Echo(web.RequestHandler):
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+
+    def initialize(self, backend: EchoBackend) -> None:
+        self.backend = backend
+
+    def _echo(self) -> None:
+        req = self.request
+        self.backend.requests.append(req)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("X-Backend", self.backend.name)
+        self.write(
+            json.dumps(
+                {
+                    "backend": self.backend.name,
+                    "method": req.method,
+                    "uri": req.uri,
+                    "headers": [[k, v] for k, v in req.headers.get_all()],
+                    "body": req.body.decode("latin-1"),
+                }
+            )
+        )
+
+    get = post = put = delete = patch = options = _echo
+
+    def head(self) -> None:
+        self.set_header("Content-Length", "42")
+        self.set_header("X-Backend", self.backend.name)
+
+
+class _Stream(web.RequestHandler):
+    def initialize(self, backend: EchoBackend) -> None:
+        self.backend = backend
+
+    async def get(self) -> None:
+        self.write("first-chunk;")
+        await self.flush()
+        await self.backend.release.wait()
+        self.write("second-chunk")
+
+
+class _Slow(web.RequestHandler):
+    async def get(self, ms: str) -> None:
+        await asyncio.sleep(int(ms) / 1000)
+        self.write(f"slept {ms}")
+
+
+class _Status(web.RequestHandler):
+    def get(self, code: str) -> None:
+        self.set_status(int(code))
+        if int(code) not in (204, 304):
+            self.write(f"status {code}")
+
+
+class _Cookies(web.RequestHandler):
+    def get(self) -> None:
+        self.add_header("Set-Cookie", "a=1; Path=/")
+        self.add_header("Set-Cookie", "b=2; Path=/")
+        self.add_header("Set-Cookie", "c=3; Path=/; HttpOnly")
+        self.set_header("Connection", "close, X-Hop")
+        self.set_header("X-Hop", "secret")
+        self.write("cookies")
+
+
+@dataclass
+class EchoBackend:
+    name: str = "backend"
+    requests: list[Any] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    port: int = 0
+    _server: _CountingServer | None = None
+
+    @property
+    def accepted(self) -> int:
+        return self._server.accepted if self._server else 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    async def start(self, port: int = 0) -> EchoBackend:
+        app = web.Application(
+            [
+                (r"/stream", _Stream, {"backend": self}),
+                (r"/slow/(\d+)", _Slow),
+                (r"/status/(\d+)", _Status),
+                (r"/cookies", _Cookies),
+                (r"/.*", _Echo, {"backend": self}),
+            ]
+        )
+        server = _CountingServer(app)
+        if port:
+            sockets = bind_sockets(port, LOOPBACK)
+            self.port = port
+        else:
+            sock, self.port = bind_unused_port()
+            sockets = [sock]
+        server.add_sockets(sockets)
+        self._server = server
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            await self._server.close_all_connections()
+            self._server = None
+
+
+@dataclass
+class RawResponse:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def read_response(reader: asyncio.StreamReader, *, head: bool = False) -> RawResponse:
+    """Read one HTTP/1.1 response (Content-Length, chunked or until close)."""
+    block = await reader.readuntil(b"\r\n\r\n")
+    lines = block.decode("latin-1").split("\r\n")
+    _, status, *reason = lines[0].split(" ", 2)
+    headers = [
+        (k.strip(), v.strip()) for k, v in (line.split(":", 1) for line in lines[1:] if line)
+    ]
+    resp = RawResponse(int(status), reason[0] if reason else "", headers, b"")
+    if head or resp.status in (204, 304) or 100 <= resp.status < 200:
+        return resp
+    length = resp.header("Content-Length")
+    if length is not None:
+        resp.body = await reader.readexactly(int(length))
+    elif (resp.header("Transfer-Encoding") or "").lower() == "chunked":
+        body = bytearray()
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")
+                break
+            body += await reader.readexactly(size)
+            await reader.readexactly(2)
+        resp.body = bytes(body)
+    else:
+        resp.body = await reader.read()
+    return resp
+
+
+async def raw_request(
+    port: int,
+    target: str,
+    *,
+    method: str = "GET",
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+    host: str = "gateway.test",
+    timeout: float = 10.0,
+) -> RawResponse:
+    """Send one request on a fresh connection exactly as given and read the response."""
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(LOOPBACK, port)
+        try:
+            lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
+            lines += [f"{k}: {v}" for k, v in headers or []]
+            if body:
+                lines.append(f"Content-Length: {len(body)}")
+            lines.append("Connection: close")
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+            await writer.drain()
+            return await read_response(reader, head=method == "HEAD")
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+
+def route(
+    external: str, internal: str, backends: list[EchoBackend | str], **extra: Any
+) -> dict[str, Any]:
+    """A route dict for a config, with backends given as EchoBackends or URLs."""
+    out: list[dict[str, Any]] = []
+    for b in backends:
+        url = b.url if isinstance(b, EchoBackend) else b
+        scheme_host, port = url.rsplit(":", 1)
+        out.append({"host": scheme_host, "port": int(port)})
+    return {
+        "external_path": external,
+        "internal_path": internal,
+        "methods": extra.pop("methods", ["GET", "HEAD", "POST", "PUT", "DELETE"]),
+        "backends": out,
+        **extra,
+    }
