@@ -1,0 +1,163 @@
+"""`JwtConfig`: how the gateway verifies bearer tokens, and the secret-strength rule."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    Field,
+    SecretStr,
+    SerializationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+
+from ._model import KairosModel
+
+__all__ = [
+    "ASYMMETRIC_ALGORITHMS",
+    "HMAC_ALGORITHMS",
+    "MIN_SECRET_BYTES",
+    "JwtAlgorithm",
+    "JwtConfig",
+    "reveal_secret",
+    "secret_problem",
+]
+
+JwtAlgorithm = Literal[
+    "HS256",
+    "HS384",
+    "HS512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+]
+HMAC_ALGORITHMS: frozenset[str] = frozenset({"HS256", "HS384", "HS512"})
+ASYMMETRIC_ALGORITHMS: frozenset[str] = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+MIN_SECRET_BYTES = 32
+
+_PLACEHOLDER_SECRETS = frozenset(
+    {
+        "please-change-this-secret",
+        "your-secret-key-here",
+        "your-256-bit-secret",
+        "your-256-bit-secret-key-here",
+        "changeme",
+        "change-me",
+        "secret",
+    }
+)
+_PLACEHOLDER_FRAGMENTS = ("change-this", "your-secret")
+_REDACTED = "***"
+
+
+def secret_problem(secret: str) -> str | None:
+    """Why ``secret`` is too weak to sign tokens, or None. Never quotes the secret."""
+    lowered = secret.lower()
+    if lowered in _PLACEHOLDER_SECRETS or any(f in lowered for f in _PLACEHOLDER_FRAGMENTS):
+        return "is a well-known placeholder; generate a random secret (e.g. openssl rand -hex 32)"
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        return f"must be at least {MIN_SECRET_BYTES} bytes long"
+    return None
+
+
+def reveal_secret(value: SecretStr | None, info: SerializationInfo) -> str | None:
+    """Serialise a secret: in clear only when the dump's context asks for it."""
+    if value is None:
+        return None
+    context = info.context
+    if isinstance(context, dict) and context.get("reveal_secrets"):
+        return value.get_secret_value()
+    return _REDACTED
+
+
+class JwtConfig(KairosModel):
+    """Token verification. Exactly one key source: ``secret``, ``public_key`` or ``jwks_url``.
+
+    ``algorithms`` defaults to ``["HS256"]`` with a secret and ``["RS256"]`` otherwise;
+    HMAC algorithms need the secret, asymmetric ones a public key or JWKS URL.
+    """
+
+    secret: SecretStr | None = None
+    public_key: str | None = None
+    jwks_url: str | None = None
+    algorithms: Annotated[list[JwtAlgorithm], Field(min_length=1)]
+    issuer: str | None = None
+    audience: str | list[str] | None = None
+    required_claims: list[str] = Field(default_factory=list)
+    leeway_s: Annotated[int, Field(ge=0, le=3600)] = 60
+
+    @field_serializer("secret")
+    def _dump_secret(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
+        return reveal_secret(value, info)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_algorithms(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "algorithms" not in data:
+            data = {**data, "algorithms": ["HS256"] if data.get("secret") else ["RS256"]}
+        return data
+
+    @field_validator("algorithms", mode="before")
+    @classmethod
+    def _no_none_algorithm(cls, value: object) -> object:
+        if isinstance(value, list) and any(str(a).lower() == "none" for a in value):
+            raise ValueError("'none' is never allowed: unsigned tokens would be accepted")
+        return value
+
+    @field_validator("audience", mode="before")
+    @classmethod
+    def _audience(cls, value: object) -> object:
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return value
+        raise ValueError("must be a string or a list of strings")
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("public_key")
+    @classmethod
+    def _public_key(cls, value: str | None) -> str | None:
+        if value is not None and "-----BEGIN" not in value:
+            raise ValueError("must be a PEM-encoded public key ('-----BEGIN PUBLIC KEY-----...')")
+        return value
+
+    @model_validator(mode="after")
+    def _key_matches_algorithms(self) -> JwtConfig:
+        sources = [
+            name
+            for name, value in (
+                ("secret", self.secret),
+                ("public_key", self.public_key),
+                ("jwks_url", self.jwks_url),
+            )
+            if value is not None
+        ]
+        if len(sources) != 1:
+            given = ", ".join(sources) if sources else "none"
+            raise ValueError(f"give exactly one of secret, public_key or jwks_url (given: {given})")
+        hmac = sorted(set(self.algorithms) & HMAC_ALGORITHMS)
+        asymmetric = sorted(set(self.algorithms) & ASYMMETRIC_ALGORITHMS)
+        if self.secret is not None and asymmetric:
+            raise ValueError(
+                f"algorithms {', '.join(asymmetric)} need public_key or jwks_url, not secret"
+            )
+        if self.secret is None and hmac:
+            raise ValueError(f"algorithms {', '.join(hmac)} need secret")
+        return self

@@ -1,0 +1,180 @@
+"""The Kairos exception tree.
+
+Every error the gateway can turn into an HTTP response is a `KairosError`. Each
+class carries, as class attributes, the HTTP ``status``, the problem ``type`` token
+and a short ``title`` (RFC 9457); an instance carries the ``detail``. One handler
+at the HTTP edge renders them::
+
+    KairosError                500 internal_error
+    ├── BadRequest             400 bad_request
+    │   └── InvalidPath        400 invalid_path
+    ├── RouteNotFound          404 route_not_found
+    ├── MethodNotAllowed       405 method_not_allowed   (.allow)
+    ├── ConfigError            422 invalid_config       (.errors)
+    ├── UpstreamError          502 upstream_error
+    ├── ServiceUnavailable     503 service_unavailable
+    └── UpstreamTimeout        504 upstream_timeout
+
+`FieldError` is one validation failure inside a configuration, located by a
+field path such as ``routers[0].backends[1].port``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Final, final
+
+__all__ = [
+    "ABSENT",
+    "BadRequest",
+    "ConfigError",
+    "FieldError",
+    "InvalidPath",
+    "KairosError",
+    "MethodNotAllowed",
+    "RouteNotFound",
+    "ServiceUnavailable",
+    "UpstreamError",
+    "UpstreamTimeout",
+]
+
+
+class KairosError(Exception):
+    """Base of all Kairos errors; ``detail`` is safe to show to a client."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str = "") -> None:
+        self.detail = detail or self.title
+        super().__init__(self.detail)
+
+
+class BadRequest(KairosError):
+    status = 400
+    type = "bad_request"
+    title = "Bad request"
+
+
+class InvalidPath(BadRequest):
+    """The request path holds a dot-segment (``.``/``..``, possibly percent-encoded)."""
+
+    type = "invalid_path"
+    title = "Invalid path"
+
+
+class RouteNotFound(KairosError):
+    status = 404
+    type = "route_not_found"
+    title = "Route not found"
+
+
+class MethodNotAllowed(KairosError):
+    """The path matched, but no route for it allows the method; ``allow`` is the union."""
+
+    status = 405
+    type = "method_not_allowed"
+    title = "Method not allowed"
+
+    def __init__(self, detail: str = "", *, allow: Iterable[str] = ()) -> None:
+        super().__init__(detail)
+        self.allow: frozenset[str] = frozenset(allow)
+
+
+class UpstreamError(KairosError):
+    status = 502
+    type = "upstream_error"
+    title = "Upstream error"
+
+
+class ServiceUnavailable(KairosError):
+    status = 503
+    type = "service_unavailable"
+    title = "Service unavailable"
+
+
+class UpstreamTimeout(KairosError):
+    status = 504
+    type = "upstream_timeout"
+    title = "Upstream timeout"
+
+
+@final
+class _Absent:
+    """Type of `ABSENT`: marks a `FieldError` that has no offending value to show."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Final = _Absent()
+
+_MAX_VALUE_CHARS = 80
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One configuration error at ``loc`` (keys and list indexes from the root)."""
+
+    loc: tuple[str | int, ...]
+    message: str
+    value: object = field(default=ABSENT)
+
+    @property
+    def path(self) -> str:
+        """The location as ``routers[0].backends[1].port``; ``""`` for the root."""
+        out = ""
+        for part in self.loc:
+            if isinstance(part, int):
+                out += f"[{part}]"
+            else:
+                out += f".{part}" if out else part
+        return out
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-safe form: ``path``, ``message`` and, when there is one, ``value``."""
+        out: dict[str, object] = {"path": self.path, "message": self.message}
+        if self.value is not ABSENT:
+            out["value"] = _json_safe(self.value)
+        return out
+
+    def __str__(self) -> str:
+        text = f"{self.path}: {self.message}" if self.loc else self.message
+        if self.value is not ABSENT:
+            shown = json.dumps(_json_safe(self.value), ensure_ascii=False)
+            if len(shown) > _MAX_VALUE_CHARS:
+                shown = shown[: _MAX_VALUE_CHARS - 3] + "..."
+            text += f" (got {shown})"
+        return text
+
+
+def _json_safe(value: object) -> object:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    return str(value)
+
+
+class ConfigError(KairosError):
+    """A configuration is invalid; ``errors`` lists every problem found."""
+
+    status = 422
+    type = "invalid_config"
+    title = "Invalid configuration"
+
+    def __init__(self, errors: Sequence[FieldError], detail: str = "") -> None:
+        self.errors: list[FieldError] = list(errors)
+        count = len(self.errors)
+        super().__init__(detail or f"{count} configuration error{'s' if count != 1 else ''}")
+
+    def __str__(self) -> str:
+        return "\n".join([f"{self.detail}:", *(f"  {error}" for error in self.errors)])

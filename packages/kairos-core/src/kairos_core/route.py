@@ -1,0 +1,139 @@
+"""`Router` (one route) and the settings that belong to it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+
+from ._model import KairosModel, aliased
+from .backend import Backend
+from .paths import PathTemplate, parse_external_path, parse_internal_path
+
+__all__ = [
+    "HTTP_METHODS",
+    "LoadBalancingStrategy",
+    "RetryConfig",
+    "RouteTimeouts",
+    "Router",
+    "Timeouts",
+    "effective_timeouts",
+]
+
+HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"]
+HTTP_METHODS: tuple[str, ...] = get_args(HttpMethod)
+LoadBalancingStrategy = Literal[
+    "round_robin", "least_connections", "random", "weighted", "ip_hash", "latency_aware"
+]
+ConnectMs = Annotated[int, Field(ge=1, le=600_000)]
+ReadMs = Annotated[int, Field(ge=1, le=3_600_000)]
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+class Timeouts(KairosModel):
+    """Upstream timeouts in milliseconds."""
+
+    connect_ms: ConnectMs = 5000
+    read_ms: ReadMs = 30000
+
+
+class RouteTimeouts(KairosModel):
+    """Per-route timeouts; a field left None inherits the top-level `Timeouts`."""
+
+    connect_ms: ConnectMs | None = None
+    read_ms: ReadMs | None = None
+
+
+def effective_timeouts(route: Router, defaults: Timeouts) -> Timeouts:
+    """The timeouts that apply to ``route``: its own where set, else ``defaults``."""
+    own = route.timeouts
+    if own is None:
+        return defaults
+    return Timeouts(
+        connect_ms=defaults.connect_ms if own.connect_ms is None else own.connect_ms,
+        read_ms=defaults.read_ms if own.read_ms is None else own.read_ms,
+    )
+
+
+class RetryConfig(KairosModel):
+    max_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    initial_backoff_ms: Annotated[int, Field(ge=0)] = 100
+    max_backoff_ms: Annotated[int, Field(ge=0)] = 5000
+    backoff_multiplier: Annotated[float, Field(ge=1)] = 2.0
+    retryable_status_codes: list[Annotated[int, Field(ge=100, le=599)]] = aliased(
+        "retryable_status_codes", "retry_on_status_codes", default_factory=lambda: [502, 503, 504]
+    )
+    retry_on_connection_error: bool = True
+    retry_non_idempotent: bool = False
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> RetryConfig:
+        if self.initial_backoff_ms > self.max_backoff_ms:
+            raise ValueError(
+                f"initial_backoff_ms ({self.initial_backoff_ms}) must not exceed "
+                f"max_backoff_ms ({self.max_backoff_ms})"
+            )
+        return self
+
+
+class Router(KairosModel):
+    """One route: requests matching ``external_path`` and ``methods`` go to ``backends``.
+
+    The kairos-rs single-backend form (``host`` and ``port`` on the route) is
+    accepted and becomes ``backends=[{host, port}]``.
+    """
+
+    external_path: str
+    internal_path: str
+    methods: Annotated[list[Annotated[HttpMethod, BeforeValidator(_upper)]], Field(min_length=1)]
+    auth_required: bool = False
+    backends: Annotated[list[Backend], Field(min_length=1)]
+    load_balancing_strategy: LoadBalancingStrategy = "round_robin"
+    retry_config: RetryConfig | None = aliased("retry_config", "retry", default=None)
+    timeouts: RouteTimeouts | None = None
+    preserve_host: bool = False
+    protocol: Literal["http"] = "http"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_backend(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or ("host" not in data and "port" not in data):
+            return data
+        if "backends" in data:
+            raise ValueError("give either 'backends' or the legacy 'host' and 'port', not both")
+        if "host" not in data or "port" not in data:
+            raise ValueError("the legacy single-backend form needs both 'host' and 'port'")
+        data = dict(data)
+        data["backends"] = [{"host": data.pop("host"), "port": data.pop("port")}]
+        return data
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol(cls, value: object) -> object:
+        if value in ("websocket", "ftp", "dns"):
+            raise ValueError(f"protocol {value!r} is not supported yet; only 'http' is")
+        return value
+
+    @field_validator("external_path")
+    @classmethod
+    def _external_path(cls, value: str) -> str:
+        parse_external_path(value)
+        return value
+
+    @field_validator("internal_path")
+    @classmethod
+    def _internal_path(cls, value: str, info: ValidationInfo) -> str:
+        external = info.data.get("external_path")
+        parse_internal_path(value, parse_external_path(external) if external else None)
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _dedupe_methods(cls, value: list[HttpMethod]) -> list[HttpMethod]:
+        return list(dict.fromkeys(value))
+
+    def external_template(self) -> PathTemplate:
+        return parse_external_path(self.external_path)
