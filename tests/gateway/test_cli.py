@@ -21,6 +21,9 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "config.json"
 
 
+Running = tuple[asyncio.subprocess.Process, int, list[dict[str, Any]]]
+
+
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAIROS_", "RUST_LOG"))}
     env.update(extra)
@@ -29,9 +32,14 @@ def _env(**extra: str) -> dict[str, str]:
 
 async def _run(*args: str, cwd: Path, **env: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "kairos_gateway", *args,
-        cwd=cwd, env=_env(**env),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "kairos_gateway",
+        *args,
+        cwd=cwd,
+        env=_env(**env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None
@@ -39,12 +47,23 @@ async def _run(*args: str, cwd: Path, **env: str) -> tuple[int, str, str]:
 
 
 @asynccontextmanager
-async def running(*args: str, cwd: Path, **env: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, list[dict[str, Any]]]]:
+async def running(
+    *args: str, cwd: Path, **env: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, list[dict[str, Any]]]]:
     """Start the gateway on port 0 and yield (process, bound port, log records so far)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "kairos_gateway", "--host", "127.0.0.1", "--port", "0", *args,
-        cwd=cwd, env=_env(KAIROS_LOG_FORMAT="json", KAIROS_ACCESS_LOG="off", **env),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "kairos_gateway",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        *args,
+        cwd=cwd,
+        env=_env(KAIROS_LOG_FORMAT="json", KAIROS_ACCESS_LOG="off", **env),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stderr is not None
     records: list[dict[str, Any]] = []
@@ -185,9 +204,17 @@ async def test_sigterm_lets_an_in_flight_request_finish(
 async def test_text_log_format_and_level(tmp_path: Path, level_var: str) -> None:
     port = unused_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "kairos_gateway", "--host", "127.0.0.1", "--port", str(port),
-        cwd=tmp_path, env=_env(KAIROS_LOG_FORMAT="text", **{level_var: "warning"}),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "kairos_gateway",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        cwd=tmp_path,
+        env=_env(KAIROS_LOG_FORMAT="text", **{level_var: "warning"}),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     async with asyncio.timeout(20):  # wait until it serves, then stop it
         while True:

@@ -69,17 +69,21 @@ async def test_metrics_count_requests_by_route_template(
     assert (resp.header("Content-Type") or "").startswith("text/plain")
     text = resp.body.decode()
 
-    assert sample(text, "kairos_requests_total", route="/users/{id}", method="GET", status="200") == 3
+    assert (
+        sample(text, "kairos_requests_total", route="/users/{id}", method="GET", status="200") == 3
+    )
     # 404s are counted as 404s, under one bounded label, never the raw path.
     assert sample(text, "kairos_requests_total", route="unmatched", status="404") == 1
-    assert "/users/1" not in text and "/missing" not in text
+    assert "/users/1" not in text
+    assert "/missing" not in text
     assert sample(text, "kairos_request_duration_seconds_count", route="/users/{id}") == 3
     assert sample(text, "kairos_upstream_request_duration_seconds_count", backend=backend.url) == 3
     assert sample(text, "kairos_response_bytes_total", route="/users/{id}")
     assert sample(text, "kairos_request_bytes_total", route="/users/{id}") == 0
     # The scrape itself is in flight while it renders.
     assert sample(text, "kairos_active_requests") == 1
-    assert 'kairos_build_info{python="' in text and 'version="0.1.0"' in text
+    assert 'kairos_build_info{python="' in text
+    assert 'version="0.1.0"' in text
 
 
 async def test_upstream_errors_are_counted_by_kind(gateway_factory: GatewayFactory) -> None:

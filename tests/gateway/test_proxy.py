@@ -162,9 +162,7 @@ async def test_forwarding_headers(backend: EchoBackend, gateway_factory: Gateway
 async def test_trusted_proxy_keeps_forwarded_proto_and_host(
     backend: EchoBackend, gateway_factory: GatewayFactory
 ) -> None:
-    gw = await gateway_factory(
-        cfg(route("/x", "/x", [backend]), trusted_proxies=["127.0.0.0/8"])
-    )
+    gw = await gateway_factory(cfg(route("/x", "/x", [backend]), trusted_proxies=["127.0.0.0/8"]))
     resp = await raw_request(
         gw.port,
         "/x",
@@ -317,7 +315,10 @@ async def test_slow_backend_is_504(backend: EchoBackend, gateway_factory: Gatewa
 async def test_access_log_line(backend: EchoBackend, gateway_factory: GatewayFactory) -> None:
     gw = await gateway_factory(cfg(route("/users/{id}", "/u/{id}", [backend])))
     await raw_request(
-        gw.port, "/users/7?token=secret", headers=[("X-Request-ID", "log-1")], method="POST",
+        gw.port,
+        "/users/7?token=secret",
+        headers=[("X-Request-ID", "log-1")],
+        method="POST",
         body=b"abc",
     )
     lines = [json.loads(line) for line in gw.access_lines()]

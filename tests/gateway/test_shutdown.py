@@ -25,7 +25,7 @@ async def test_stop_lets_in_flight_requests_finish(
             await asyncio.sleep(0.01)
     # An idle keep-alive connection is closed at once; new connections are refused.
     assert await asyncio.wait_for(idle_reader.read(), 5) == b""
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", gw.port)
     assert not stopping.done()
 

@@ -8,8 +8,8 @@ Run it with `kairos-gateway` (see `cli`), or embed it::
 
 __version__ = "0.1.0"
 
-from .accesslog import AccessLog  # noqa: E402
-from .app import Gateway  # noqa: E402
-from .settings import GatewaySettings, SettingsError  # noqa: E402
+from .accesslog import AccessLog
+from .app import Gateway
+from .settings import GatewaySettings, SettingsError
 
 __all__ = ["AccessLog", "Gateway", "GatewaySettings", "SettingsError", "__version__"]

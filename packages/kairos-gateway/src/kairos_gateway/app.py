@@ -26,7 +26,7 @@ from .exchange import OpsHandler
 from .metrics import GatewayMetrics
 from .server import KairosHTTPServer
 from .settings import GatewaySettings
-from .snapshot import Snapshot, build_snapshot
+from .snapshot import Snapshot, build_snapshot, unenforced_settings
 from .upstream import UpstreamPool
 
 log = logging.getLogger("kairos.gateway")
@@ -103,6 +103,8 @@ class Gateway:
         self._started_at = time.monotonic()
         self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep())
         self.ready = True
+        for note in unenforced_settings(self.snapshot.config):
+            log.warning(f"config setting not in effect: {note}")
 
     async def stop(self, drain_timeout_s: float | None = None) -> None:
         """Drain and shut down; safe to call more than once."""

@@ -13,8 +13,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from kairos_core import ConfigError, GatewayConfig, load_config_file
 
@@ -99,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _run(main_coro: Callable[[], object]) -> int:
+def _run(main_coro: Callable[[], Coroutine[Any, Any, int]]) -> int:
     try:
         import uvloop
 
@@ -107,7 +108,7 @@ def _run(main_coro: Callable[[], object]) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(main_coro())  # type: ignore[arg-type, no-any-return]
+        return runner.run(main_coro())
 
 
 async def serve(config: GatewayConfig, settings: GatewaySettings, source: Path | None) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from http import HTTPStatus
 from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
@@ -25,6 +26,7 @@ from kairos_core import (
     MethodNotAllowed,
     MethodNotAllowedResult,
     RouteNotFound,
+    ServiceUnavailable,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -40,6 +42,8 @@ from .upstream import UpstreamResponse
 from .upstream import UpstreamTimeout as UpstreamTimedOut
 
 if TYPE_CHECKING:
+    from tornado.httpserver import _HTTPRequestContext as HTTPRequestContext
+
     from .app import Gateway
     from .snapshot import RouteRuntime, Snapshot, Upstream
 
@@ -119,16 +123,16 @@ class Exchange(httputil.HTTPMessageDelegate):
     ) -> None:
         gateway = self.gateway
         gateway.waiting.pop(self.server_conn, None)
-        gateway.request_started()
-        self._started = perf_counter()
         start_line = cast(httputil.RequestStartLine, start_line)
         self.method = start_line.method
         self.request_headers = headers
         self.request_id = request_id_from(headers)
-        self.client_ip = self.conn.context.remote_ip  # type: ignore[attr-defined]
+        self.client_ip = cast("HTTPRequestContext", self.conn.context).remote_ip
         self.snapshot = snapshot = gateway.snapshot
         path, _, self.query = start_line.path.partition("?")
         self.path = path
+        gateway.request_started()
+        self._started = perf_counter()
 
         ops = gateway.ops.get(path)
         if ops is not None:
@@ -143,8 +147,12 @@ class Exchange(httputil.HTTPMessageDelegate):
             return
         result = snapshot.table.match(self.method, path)
         if isinstance(result, Match):
-            self._match = result
-            self._stats = snapshot.routes[result.route.index].stats
+            runtime = snapshot.routes[result.route.index]
+            self._stats = runtime.stats
+            if runtime.refusal is None:
+                self._match = result
+            else:
+                self._error = ServiceUnavailable(runtime.refusal)
         elif isinstance(result, MethodNotAllowedResult):
             self._fail(MethodNotAllowed(f"{self.method} is not allowed", allow=result.allow))
         elif isinstance(result, BadPath):
@@ -191,7 +199,7 @@ class Exchange(httputil.HTTPMessageDelegate):
             out["Connection"] = "close"
         self._status = status
         self._bytes_out = len(body)
-        start = httputil.ResponseStartLine("HTTP/1.1", status, httputil.responses.get(status, ""))
+        start = httputil.ResponseStartLine("HTTP/1.1", status, HTTPStatus(status).phrase)
         self.conn.write_headers(start, out, body if self.method != "HEAD" else None)
         self.conn.finish()
         self._complete()
@@ -206,7 +214,9 @@ class Exchange(httputil.HTTPMessageDelegate):
         try:
             await self._forward(match)
         except Exception:
-            log.exception("unexpected error while proxying", extra={"fields": {"request_id": self.request_id}})
+            log.exception(
+                "unexpected error while proxying", extra={"fields": {"request_id": self.request_id}}
+            )
             if self._status == 0:
                 self._send_error(KairosError("the gateway failed to handle the request"))
             else:
@@ -246,7 +256,7 @@ class Exchange(httputil.HTTPMessageDelegate):
     async def _send_upstream(
         self, runtime: RouteRuntime, upstream: Upstream, match: Match
     ) -> UpstreamResponse:
-        context = self.conn.context  # type: ignore[attr-defined]
+        context = cast("HTTPRequestContext", self.conn.context)
         incoming = self.request_headers
         trusted = self.snapshot.is_trusted_proxy(self.client_ip)
         host = upstream.host_header

@@ -90,7 +90,9 @@ class RouteStats:
         self.bytes_in = 0
         self.bytes_out = 0
 
-    def record(self, method: str, status: int, seconds: float, bytes_in: int, bytes_out: int) -> None:
+    def record(
+        self, method: str, status: int, seconds: float, bytes_in: int, bytes_out: int
+    ) -> None:
         key = (method if method in STANDARD_METHODS else "OTHER", status)
         requests = self.requests
         requests[key] = requests.get(key, 0) + 1

@@ -53,6 +53,9 @@ class RouteRuntime:
     read_timeout_s: float
     preserve_host: bool
     stats: RouteStats
+    #: Set when the route needs a feature this version cannot enforce safely (JWT
+    #: verification): the route then answers 503 instead of serving unprotected.
+    refusal: str | None = None
 
     def pick(self) -> Upstream:
         return self.upstreams[self.balancer.pick()]
@@ -76,6 +79,29 @@ class Snapshot:
         except ValueError:
             return False
         return any(ip in net for net in self.trusted_proxies)
+
+
+def unenforced_settings(config: GatewayConfig) -> list[str]:
+    """Config settings that validate but are not enforced by this version yet.
+
+    Ignoring them is safe except for `auth_required`, whose routes refuse requests
+    (see `RouteRuntime.refusal`) rather than serve without authentication.
+    """
+    notes: list[str] = []
+    if config.rate_limit is not None:
+        notes.append("rate_limit: not enforced yet")
+    for i, router in enumerate(config.routers):
+        where = f"routers[{i}] ({router.external_path})"
+        if router.auth_required:
+            notes.append(f"{where}.auth_required: JWT verification not available yet; answers 503")
+        if router.retry_config is not None:
+            notes.append(f"{where}.retry_config: retries not performed yet")
+        if router.load_balancing_strategy != "round_robin" and len(router.backends) > 1:
+            notes.append(
+                f"{where}.load_balancing_strategy={router.load_balancing_strategy}: "
+                "round robin is used for now"
+            )
+    return notes
 
 
 def build_snapshot(
@@ -114,6 +140,12 @@ def build_snapshot(
                 read_timeout_s=timeouts.read_ms / 1000,
                 preserve_host=router.preserve_host,
                 stats=metrics.route(compiled.template),
+                refusal=(
+                    "this route requires authentication, which this gateway version "
+                    "cannot verify yet"
+                    if router.auth_required
+                    else None
+                ),
             )
         )
     return Snapshot(
