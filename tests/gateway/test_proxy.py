@@ -346,3 +346,21 @@ async def test_idle_keepalive_connections_are_closed(gateway_factory: GatewayFac
         assert await asyncio.wait_for(reader.read(), 3) == b""
     finally:
         writer.close()
+
+
+async def test_auth_required_route_is_refused_until_jwt_is_supported(
+    backend: EchoBackend, gateway_factory: GatewayFactory
+) -> None:
+    # JWT verification is a later feature: a protected route must never be served open.
+    gw = await gateway_factory(
+        cfg(
+            route("/private", "/private", [backend], auth_required=True),
+            route("/public", "/public", [backend]),
+            jwt_secret="k" * 40,
+        )
+    )
+    resp = await raw_request(gw.port, "/private", headers=[("Authorization", "Bearer x.y.z")])
+    assert resp.status == 503
+    assert resp.json()["type"] == "service_unavailable"
+    assert backend.requests == []
+    assert (await raw_request(gw.port, "/public")).status == 200
