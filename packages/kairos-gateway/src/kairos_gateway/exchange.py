@@ -259,7 +259,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         context = cast("HTTPRequestContext", self.conn.context)
         incoming = self.request_headers
         trusted = self.snapshot.is_trusted_proxy(self.client_ip)
-        host = upstream.host_header
+        host = upstream.endpoint.host_header
         if runtime.preserve_host:
             host = incoming.get("Host") or host
         headers = upstream_request_headers(

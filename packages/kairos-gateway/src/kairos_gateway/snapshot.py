@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kairos_core import Backend, CompiledRoute, GatewayConfig, RouteTable, effective_timeouts
+from kairos_core import CompiledRoute, GatewayConfig, RouteTable, effective_timeouts
 
 from .balancer import RoundRobin
 from .metrics import BackendStats, GatewayMetrics, RouteStats
@@ -21,25 +21,11 @@ from .upstream import Endpoint
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def host_header(backend: Backend) -> str:
-    """The `Host` value for requests to `backend` (default ports omitted)."""
-    host = backend.hostname
-    if ":" in host:
-        host = f"[{host}]"
-    if _DEFAULT_PORTS.get(backend.scheme) == backend.port:
-        return host
-    return f"{host}:{backend.port}"
-
-
 @dataclass(frozen=True, slots=True)
 class Upstream:
     """One backend of one route, ready for the request path."""
 
     endpoint: Endpoint
-    host_header: str
     label: str
     stats: BackendStats
 
@@ -125,7 +111,6 @@ def build_snapshot(
                     tls_verify=b.tls_verify,
                     tls_ca_file=b.tls_ca_file,
                 ),
-                host_header=host_header(b),
                 label=b.address,
                 stats=metrics.backend(b.address),
             )
