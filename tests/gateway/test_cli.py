@@ -228,3 +228,30 @@ async def test_text_log_format_and_level(tmp_path: Path, level_var: str) -> None
     # INFO lines (listening, no config file) are below the level: nothing printed.
     assert err.decode() == ""
     assert proc.returncode == 0
+
+
+async def test_unreadable_ca_file_fails_the_check(tmp_path: Path) -> None:
+    config = {
+        "version": 1,
+        "routers": [
+            {
+                "external_path": "/x",
+                "internal_path": "/x",
+                "methods": ["GET"],
+                "backends": [
+                    {"host": "https://a.test", "port": 443, "tls_ca_file": "/nonexistent/ca.pem"}
+                ],
+            }
+        ],
+    }
+    code, _, err = await _run("--check", "--config", str(_write(tmp_path, config)), cwd=tmp_path)
+    assert code == 1
+    assert "routers[0].backends[0].tls_ca_file" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+async def test_non_finite_timeouts_are_refused(tmp_path: Path, value: str) -> None:
+    code, _, err = await _run("--check", cwd=tmp_path, KAIROS_DRAIN_TIMEOUT_S=value)
+    assert code == 2
+    assert "KAIROS_DRAIN_TIMEOUT_S" in err

@@ -364,3 +364,14 @@ async def test_auth_required_route_is_refused_until_jwt_is_supported(
     assert resp.json()["type"] == "service_unavailable"
     assert backend.requests == []
     assert (await raw_request(gw.port, "/public")).status == 200
+
+
+@pytest.mark.parametrize("target", ["/api/backends", "/api/routes", "/api/config/status"])
+async def test_management_paths_are_never_proxied(
+    backend: EchoBackend, gateway_factory: GatewayFactory, target: str
+) -> None:
+    gw = await gateway_factory(cfg(route("/api/{*rest}", "/{*rest}", [backend])))
+    assert (await raw_request(gw.port, "/api/users")).status == 200
+    resp = await raw_request(gw.port, target)
+    assert resp.status == 404
+    assert len(backend.requests) == 1

@@ -23,6 +23,7 @@ from . import __version__
 from .app import Gateway
 from .logs import configure
 from .settings import GatewaySettings, SettingsError
+from .snapshot import check_local_files
 
 log = logging.getLogger("kairos.gateway")
 
@@ -75,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     explicit = args.config is not None or "KAIROS_CONFIG_PATH" in os.environ
     try:
         config = load(settings.config_path, explicit=explicit)
+        if config is not None:
+            check_local_files(config)
     except ConfigError as exc:
         lines = "\n".join(f"  - {error}" for error in exc.errors) or f"  - {exc}"
         return _fail(EXIT_CONFIG, f"invalid config {settings.config_path}:\n{lines}")

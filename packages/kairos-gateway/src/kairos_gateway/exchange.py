@@ -18,6 +18,8 @@ from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
 from kairos_core import (
+    RESERVED_PATHS,
+    RESERVED_PREFIXES,
     BadPath,
     BadRequest,
     InvalidPath,
@@ -57,6 +59,12 @@ OpsHandler = Callable[["Exchange"], tuple[int, str, bytes]]
 CLIENT_CLOSED = 499
 
 _OPS_METHODS = frozenset({"GET", "HEAD"})
+
+
+def _reserved(path: str) -> bool:
+    if path in RESERVED_PATHS:
+        return True
+    return any(path == root or path.startswith(root + "/") for root in RESERVED_PREFIXES)
 
 
 class Exchange(httputil.HTTPMessageDelegate):
@@ -141,6 +149,11 @@ class Exchange(httputil.HTTPMessageDelegate):
                 self._ops = ops
             else:
                 self._error = MethodNotAllowed(f"{self.method} is not allowed", allow=_OPS_METHODS)
+            return
+        if path.startswith("/api/") and _reserved(path):
+            # A management path with no handler in this version: still the gateway's,
+            # never proxied, so a route such as /api/{*rest} cannot capture it.
+            self._fail(RouteNotFound(f"no route for {path}"))
             return
         if not path.startswith("/"):
             self._fail(BadRequest("the request target must be a path starting with '/'"))

@@ -19,12 +19,12 @@ _LEVELS = {"trace": "DEBUG", "debug": "DEBUG", "info": "INFO", "warn": "WARNING"
 def parse_level(value: str | None) -> int:
     """A level name such as `info` or `DEBUG`; `RUST_LOG`-style `kairos=debug,info` too.
 
-    Unknown values fall back to INFO rather than refusing to start.
+    For comma-separated directives the last recognisable level wins, whether bare or
+    `module=level` (there are no per-module levels). Unknown values fall back to INFO
+    rather than refusing to start.
     """
     if not value:
         return logging.INFO
-    # RUST_LOG may hold directives such as "kairos_gateway=debug,info": take the last bare
-    # level, else the first module directive's level.
     candidates = [part.split("=")[-1] for part in value.split(",") if part]
     for name in reversed(candidates):
         name = name.strip().lower()

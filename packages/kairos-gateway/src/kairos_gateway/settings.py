@@ -6,6 +6,7 @@ explicitly; nothing reads the environment at import time.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,8 +29,8 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if value < 0:
-        raise SettingsError(f"{name}={raw!r} must not be negative")
+    if not math.isfinite(value) or value < 0:
+        raise SettingsError(f"{name}={raw!r} must be a finite number, not negative")
     return value
 
 

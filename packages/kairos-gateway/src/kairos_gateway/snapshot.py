@@ -13,13 +13,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kairos_core import CompiledRoute, GatewayConfig, RouteTable, effective_timeouts
+from kairos_core import (
+    Backend,
+    CompiledRoute,
+    ConfigError,
+    FieldError,
+    GatewayConfig,
+    RouteTable,
+    effective_timeouts,
+)
 
 from .balancer import RoundRobin
 from .metrics import BackendStats, GatewayMetrics, RouteStats
-from .upstream import Endpoint
+from .upstream import Endpoint, UpstreamTLSError
+from .upstream.tls import client_ssl_context
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
@@ -67,6 +77,41 @@ class Snapshot:
         return any(ip in net for net in self.trusted_proxies)
 
 
+def endpoint_for(backend: Backend) -> Endpoint:
+    return Endpoint(
+        scheme=backend.scheme,
+        host=backend.hostname,
+        port=backend.port,
+        tls_verify=backend.tls_verify,
+        tls_ca_file=backend.tls_ca_file,
+    )
+
+
+def check_local_files(config: GatewayConfig) -> None:
+    """Raise `ConfigError` when a file the config names (a TLS CA bundle) is unusable.
+
+    kairos-core validates without I/O; this is the gateway's half, run before serving,
+    so a bad path fails at start-up instead of turning every request into a 502.
+    """
+    errors: list[FieldError] = []
+    for i, router in enumerate(config.routers):
+        for j, backend in enumerate(router.backends):
+            if backend.scheme != "https" or not backend.tls_ca_file:
+                continue
+            try:
+                client_ssl_context(endpoint_for(backend))
+            except UpstreamTLSError:
+                errors.append(
+                    FieldError(
+                        ("routers", i, "backends", j, "tls_ca_file"),
+                        "cannot be read as a PEM CA bundle",
+                        backend.tls_ca_file,
+                    )
+                )
+    if errors:
+        raise ConfigError(errors)
+
+
 def unenforced_settings(config: GatewayConfig) -> list[str]:
     """Config settings that validate but are not enforced by this version yet.
 
@@ -97,6 +142,7 @@ def build_snapshot(
     generation: int = 1,
     source: Path | None = None,
 ) -> Snapshot:
+    check_local_files(config)
     table = RouteTable(config.routers)
     runtimes: list[RouteRuntime] = []
     for compiled in table:
@@ -104,13 +150,7 @@ def build_snapshot(
         timeouts = effective_timeouts(router, config.timeouts)
         upstreams = tuple(
             Upstream(
-                endpoint=Endpoint(
-                    scheme=b.scheme,
-                    host=b.hostname,
-                    port=b.port,
-                    tls_verify=b.tls_verify,
-                    tls_ca_file=b.tls_ca_file,
-                ),
+                endpoint=endpoint_for(b),
                 label=b.address,
                 stats=metrics.backend(b.address),
             )
