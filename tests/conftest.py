@@ -58,12 +58,15 @@ async def backend(backend_factory: BackendFactory) -> EchoBackend:
 async def gateway_factory() -> AsyncIterator[GatewayFactory]:
     started: list[Gateway] = []
 
-    async def make(config: dict[str, Any], **settings: Any) -> RunningGateway:
+    async def make(
+        config: dict[str, Any], *, ewma_decay_s: float = 10.0, **settings: Any
+    ) -> RunningGateway:
         buffer = io.BytesIO()
         gateway = Gateway(
             load_config(config),
             GatewaySettings(**settings),
             access_log=AccessLog(buffer, "json"),
+            ewma_decay_s=ewma_decay_s,
         )
         sock, port = bind_unused_port()
         await gateway.start([sock])

@@ -45,9 +45,16 @@ class _Echo(web.RequestHandler):
     def initialize(self, backend: EchoBackend) -> None:
         self.backend = backend
 
-    def _echo(self) -> None:
+    async def _echo(self) -> None:
         req = self.request
-        self.backend.requests.append(req)
+        backend = self.backend
+        backend.requests.append(req)
+        if backend.delay_s:
+            await asyncio.sleep(backend.delay_s)
+        if backend.status != 200:
+            self.set_status(backend.status)
+            if backend.retry_after is not None:
+                self.set_header("Retry-After", backend.retry_after)
         self.set_header("Content-Type", "application/json")
         self.set_header("X-Backend", self.backend.name)
         self.write(
@@ -67,6 +74,16 @@ class _Echo(web.RequestHandler):
     def head(self) -> None:
         self.set_header("Content-Length", "42")
         self.set_header("X-Backend", self.backend.name)
+
+
+class _Health(web.RequestHandler):
+    def initialize(self, backend: EchoBackend) -> None:
+        self.backend = backend
+
+    def get(self) -> None:
+        self.backend.probes += 1
+        self.set_status(self.backend.health_status)
+        self.write("ok" if self.backend.health_status < 400 else "failing")
 
 
 class _Stream(web.RequestHandler):
@@ -109,6 +126,13 @@ class EchoBackend:
     requests: list[Any] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
+    #: Every echo response waits this long first, and answers with this status.
+    delay_s: float = 0.0
+    status: int = 200
+    retry_after: str | None = None
+    #: What /health answers, and how many probes it got.
+    health_status: int = 200
+    probes: int = 0
     _server: _CountingServer | None = None
 
     @property
@@ -123,6 +147,7 @@ class EchoBackend:
         app = web.Application(
             [
                 (r"/stream", _Stream, {"backend": self}),
+                (r"/health", _Health, {"backend": self}),
                 (r"/slow/(\d+)", _Slow),
                 (r"/status/(\d+)", _Status),
                 (r"/cookies", _Cookies),
@@ -145,6 +170,34 @@ class EchoBackend:
             self._server.stop()
             await self._server.close_all_connections()
             self._server = None
+
+
+class ResettingServer:
+    """Accepts TCP connections and closes them at once: a backend that is "up" at the
+    TCP level but never answers. Counts accepted connections."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    async def start(self) -> ResettingServer:
+        async def on_connect(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.accepted += 1
+            writer.close()
+
+        self._server = await asyncio.start_server(on_connect, LOOPBACK, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
 
 
 @dataclass
@@ -224,14 +277,20 @@ async def raw_request(
 
 
 def route(
-    external: str, internal: str, backends: list[EchoBackend | str], **extra: Any
+    external: str,
+    internal: str,
+    backends: list[EchoBackend | ResettingServer | str],
+    *,
+    backend_extra: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
-    """A route dict for a config, with backends given as EchoBackends or URLs."""
+    """A route dict for a config, with backends given as servers or URLs;
+    ``backend_extra`` is merged into every backend (e.g. a health_check_path)."""
     out: list[dict[str, Any]] = []
     for b in backends:
-        url = b.url if isinstance(b, EchoBackend) else b
+        url = b if isinstance(b, str) else b.url
         scheme_host, port = url.rsplit(":", 1)
-        out.append({"host": scheme_host, "port": int(port)})
+        out.append({"host": scheme_host, "port": int(port), **(backend_extra or {})})
     return {
         "external_path": external,
         "internal_path": internal,

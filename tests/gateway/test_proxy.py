@@ -366,7 +366,7 @@ async def test_auth_required_route_is_refused_until_jwt_is_supported(
     assert (await raw_request(gw.port, "/public")).status == 200
 
 
-@pytest.mark.parametrize("target", ["/api/backends", "/api/routes", "/api/config/status"])
+@pytest.mark.parametrize("target", ["/api/openapi.json", "/api/routes", "/api/config/status"])
 async def test_management_paths_are_never_proxied(
     backend: EchoBackend, gateway_factory: GatewayFactory, target: str
 ) -> None:

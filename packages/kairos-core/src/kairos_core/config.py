@@ -28,6 +28,7 @@ from ._translate import field_errors
 from .auth import JwtConfig, reveal_secret
 from .errors import ConfigError, FieldError
 from .ratelimit import RateLimitConfig
+from .resilience import CircuitBreakerConfig, HealthCheckConfig
 from .route import Router, Timeouts
 from .validation import auth_errors, duplicate_route_errors
 
@@ -63,6 +64,8 @@ class GatewayConfig(KairosModel):
     jwt: JwtConfig | None = None
     rate_limit: RateLimitConfig | None = None
     timeouts: Timeouts = Field(default_factory=Timeouts)
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+    health_check: HealthCheckConfig = Field(default_factory=HealthCheckConfig)
     trusted_proxies: list[Annotated[IPv4Network | IPv6Network, BeforeValidator(_network)]] = Field(
         default_factory=list
     )

@@ -3,16 +3,21 @@
 Every error the gateway can turn into an HTTP response is a `KairosError`. Each
 class carries, as class attributes, the HTTP ``status``, the problem ``type`` token
 and a short ``title`` (RFC 9457); an instance carries the ``detail``. One handler
-at the HTTP edge renders them::
+at the HTTP edge renders them, adding `headers()` to the response and `extensions()`
+to the problem body::
 
     KairosError                500 internal_error
     ├── BadRequest             400 bad_request
     │   └── InvalidPath        400 invalid_path
+    ├── Unauthorized           401 unauthorized         (WWW-Authenticate: Bearer)
+    ├── Forbidden              403 forbidden
     ├── RouteNotFound          404 route_not_found
     ├── MethodNotAllowed       405 method_not_allowed   (.allow)
     ├── ConfigError            422 invalid_config       (.errors)
     ├── UpstreamError          502 upstream_error
     ├── ServiceUnavailable     503 service_unavailable
+    │   ├── CircuitOpen        503 circuit_open         (.retry_after_s)
+    │   └── NoHealthyBackend   503 no_healthy_backend
     └── UpstreamTimeout        504 upstream_timeout
 
 `FieldError` is one validation failure inside a configuration, located by a
@@ -30,13 +35,17 @@ from typing import ClassVar, Final, final
 __all__ = [
     "ABSENT",
     "BadRequest",
+    "CircuitOpen",
     "ConfigError",
     "FieldError",
+    "Forbidden",
     "InvalidPath",
     "KairosError",
     "MethodNotAllowed",
+    "NoHealthyBackend",
     "RouteNotFound",
     "ServiceUnavailable",
+    "Unauthorized",
     "UpstreamError",
     "UpstreamTimeout",
 ]
@@ -53,6 +62,14 @@ class KairosError(Exception):
         self.detail = detail or self.title
         super().__init__(self.detail)
 
+    def headers(self) -> list[tuple[str, str]]:
+        """Response headers this error requires (e.g. ``Allow``, ``Retry-After``)."""
+        return []
+
+    def extensions(self) -> dict[str, object]:
+        """Extra members for the problem body (RFC 9457 extension members)."""
+        return {}
+
 
 class BadRequest(KairosError):
     status = 400
@@ -65,6 +82,44 @@ class InvalidPath(BadRequest):
 
     type = "invalid_path"
     title = "Invalid path"
+
+
+def _bearer_challenge(error: str | None) -> str:
+    challenge = 'Bearer realm="kairos"'
+    return f'{challenge}, error="{error}"' if error else challenge
+
+
+class Unauthorized(KairosError):
+    """No usable credentials. ``error`` is an RFC 6750 code (e.g. ``invalid_token``)."""
+
+    status = 401
+    type = "unauthorized"
+    title = "Unauthorized"
+
+    def __init__(self, detail: str = "", *, error: str | None = None) -> None:
+        super().__init__(detail)
+        self.error = error
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [("WWW-Authenticate", _bearer_challenge(self.error))]
+
+
+class Forbidden(KairosError):
+    """Credentials are valid but not sufficient. With ``error`` (RFC 6750, e.g.
+    ``insufficient_scope``) the response carries a Bearer challenge too."""
+
+    status = 403
+    type = "forbidden"
+    title = "Forbidden"
+
+    def __init__(self, detail: str = "", *, error: str | None = None) -> None:
+        super().__init__(detail)
+        self.error = error
+
+    def headers(self) -> list[tuple[str, str]]:
+        if self.error is None:
+            return []
+        return [("WWW-Authenticate", _bearer_challenge(self.error))]
 
 
 class RouteNotFound(KairosError):
@@ -84,6 +139,12 @@ class MethodNotAllowed(KairosError):
         super().__init__(detail)
         self.allow: frozenset[str] = frozenset(allow)
 
+    def headers(self) -> list[tuple[str, str]]:
+        return [("Allow", ", ".join(sorted(self.allow)))]
+
+    def extensions(self) -> dict[str, object]:
+        return {"allow": sorted(self.allow)}
+
 
 class UpstreamError(KairosError):
     status = 502
@@ -95,6 +156,30 @@ class ServiceUnavailable(KairosError):
     status = 503
     type = "service_unavailable"
     title = "Service unavailable"
+
+
+class CircuitOpen(ServiceUnavailable):
+    """Every backend the request could use has an open circuit breaker."""
+
+    type = "circuit_open"
+    title = "Circuit open"
+
+    def __init__(self, detail: str = "", *, retry_after_s: float) -> None:
+        super().__init__(detail)
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [("Retry-After", str(self.retry_after_s))]
+
+    def extensions(self) -> dict[str, object]:
+        return {"retry_after_s": self.retry_after_s}
+
+
+class NoHealthyBackend(ServiceUnavailable):
+    """Active health checks have taken every backend of the route out of rotation."""
+
+    type = "no_healthy_backend"
+    title = "No healthy backend"
 
 
 class UpstreamTimeout(KairosError):

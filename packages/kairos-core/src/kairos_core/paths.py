@@ -126,7 +126,7 @@ def _parse_segment(text: str) -> Segment:
     if not (text.startswith("{") and text.endswith("}")) or text.count("{") != 1:
         if text.count("{") != text.count("}"):
             raise ValueError(f"unbalanced braces in segment {text!r}")
-        raise ValueError(f"a placeholder must fill a whole segment (got {text!r})")
+        raise ValueError(f"segment {text!r}: a placeholder must fill a whole segment")
     if text.count("}") != 1:
         raise ValueError(f"unbalanced braces in segment {text!r}")
     inner = text[1:-1]

@@ -9,6 +9,7 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, mo
 from ._model import KairosModel, aliased
 from .backend import Backend
 from .paths import PathTemplate, parse_external_path, parse_internal_path
+from .resilience import CircuitBreakerConfig, HealthCheckConfig
 
 __all__ = [
     "HTTP_METHODS",
@@ -27,6 +28,7 @@ LoadBalancingStrategy = Literal[
 ]
 ConnectMs = Annotated[int, Field(ge=1, le=600_000)]
 ReadMs = Annotated[int, Field(ge=1, le=3_600_000)]
+TotalMs = Annotated[int, Field(ge=1, le=3_600_000)]
 
 
 def _upper(value: object) -> object:
@@ -34,17 +36,26 @@ def _upper(value: object) -> object:
 
 
 class Timeouts(KairosModel):
-    """Upstream timeouts in milliseconds."""
+    """Upstream timeouts in milliseconds.
+
+    ``connect_ms`` and ``read_ms`` apply to each try; ``total_ms`` (None: no limit)
+    is one deadline for all tries of a request together, backoff pauses included.
+    """
 
     connect_ms: ConnectMs = 5000
     read_ms: ReadMs = 30000
+    total_ms: TotalMs | None = None
 
 
 class RouteTimeouts(KairosModel):
-    """Per-route timeouts; a field left None inherits the top-level `Timeouts`."""
+    """Per-route timeouts; a field left None inherits the top-level `Timeouts`.
+
+    (So a route cannot lift a top-level ``total_ms``; it can only set its own.)
+    """
 
     connect_ms: ConnectMs | None = None
     read_ms: ReadMs | None = None
+    total_ms: TotalMs | None = None
 
 
 def effective_timeouts(route: Router, defaults: Timeouts) -> Timeouts:
@@ -55,10 +66,19 @@ def effective_timeouts(route: Router, defaults: Timeouts) -> Timeouts:
     return Timeouts(
         connect_ms=defaults.connect_ms if own.connect_ms is None else own.connect_ms,
         read_ms=defaults.read_ms if own.read_ms is None else own.read_ms,
+        total_ms=defaults.total_ms if own.total_ms is None else own.total_ms,
     )
 
 
 class RetryConfig(KairosModel):
+    """How a route retries failed tries, and how many retries it may spend.
+
+    The budget caps retries over a sliding ``budget_window_s``: at most
+    ``max(budget_min_retries, budget_ratio * requests in the window)`` retries, so a
+    failing backend cannot multiply the load on the others. ``budget_min_retries``
+    lets a quiet route still retry.
+    """
+
     max_retries: Annotated[int, Field(ge=0, le=10)] = 3
     initial_backoff_ms: Annotated[int, Field(ge=0)] = 100
     max_backoff_ms: Annotated[int, Field(ge=0)] = 5000
@@ -68,6 +88,9 @@ class RetryConfig(KairosModel):
     )
     retry_on_connection_error: bool = True
     retry_non_idempotent: bool = False
+    budget_ratio: Annotated[float, Field(ge=0, le=1)] = 0.2
+    budget_min_retries: Annotated[int, Field(ge=0)] = 3
+    budget_window_s: Annotated[float, Field(gt=0, le=300)] = 10.0
 
     @model_validator(mode="after")
     def _backoff_order(self) -> RetryConfig:
@@ -94,6 +117,10 @@ class Router(KairosModel):
     load_balancing_strategy: LoadBalancingStrategy = "round_robin"
     retry_config: RetryConfig | None = aliased("retry_config", "retry", default=None)
     timeouts: RouteTimeouts | None = None
+    #: Replaces the top-level ``circuit_breaker`` block as a whole for this route.
+    circuit_breaker: CircuitBreakerConfig | None = None
+    #: Replaces the top-level ``health_check`` block as a whole for this route.
+    health_check: HealthCheckConfig | None = None
     preserve_host: bool = False
     protocol: Literal["http"] = "http"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import socket
 import time
 from pathlib import Path
@@ -22,7 +23,9 @@ from tornado.netutil import bind_sockets
 
 from . import ops
 from .accesslog import AccessLog
+from .backends import EWMA_DECAY_S, BackendRegistry
 from .exchange import OpsHandler
+from .health import HealthChecker
 from .metrics import GatewayMetrics
 from .server import KairosHTTPServer
 from .settings import GatewaySettings
@@ -40,11 +43,20 @@ class Gateway:
         *,
         source: Path | None = None,
         access_log: AccessLog | None = None,
+        ewma_decay_s: float = EWMA_DECAY_S,
     ) -> None:
         self.settings = settings or GatewaySettings()
         self.metrics = GatewayMetrics()
-        self.snapshot: Snapshot = build_snapshot(config, metrics=self.metrics, source=source)
+        self.rng = random.Random()
+        self.registry = BackendRegistry(
+            self.metrics, clock=time.monotonic, ewma_decay_s=ewma_decay_s
+        )
+        self.metrics.backend_gauges = self._backend_gauges
+        self.snapshot: Snapshot = build_snapshot(
+            config, metrics=self.metrics, registry=self.registry, source=source, rng=self.rng
+        )
         self.pool = UpstreamPool()
+        self.health = HealthChecker(rng=self.rng)
         self.access_log = access_log or AccessLog.open(
             self.settings.access_log, self.settings.log_format
         )
@@ -76,6 +88,15 @@ class Gateway:
         if self.draining and self.inflight == 0:
             self._drained.set()
 
+    def _backend_gauges(self) -> list[tuple[str, int, int, int]]:
+        seen: dict[str, tuple[str, int, int, int]] = {}
+        for state in self.registry:
+            seen.setdefault(
+                state.address,
+                (state.address, int(state.healthy), state.breaker.state_value, state.inflight),
+            )
+        return list(seen.values())
+
     def abort_drain(self) -> None:
         """Stop waiting for in-flight requests (a second SIGTERM/SIGINT)."""
         self._drained.set()
@@ -102,6 +123,7 @@ class Gateway:
         self._server = server
         self._started_at = time.monotonic()
         self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep())
+        self.health.update(self.snapshot.health_targets)
         self.ready = True
         for note in unenforced_settings(self.snapshot.config):
             log.warning(f"config setting not in effect: {note}")
@@ -131,6 +153,7 @@ class Gateway:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
+        await self.health.close()
         await self.pool.close()
         self.access_log.close()
 

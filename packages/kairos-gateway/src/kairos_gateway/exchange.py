@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from time import perf_counter
@@ -22,11 +23,13 @@ from kairos_core import (
     RESERVED_PREFIXES,
     BadPath,
     BadRequest,
+    CircuitOpen,
     InvalidPath,
     KairosError,
     Match,
     MethodNotAllowed,
     MethodNotAllowedResult,
+    NoHealthyBackend,
     RouteNotFound,
     ServiceUnavailable,
     UpstreamError,
@@ -37,7 +40,12 @@ from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
 from tornado.iostream import StreamClosedError
 
 from . import problems
-from .headers import client_response_headers, request_id_from, upstream_request_headers
+from .headers import (
+    client_address,
+    client_response_headers,
+    request_id_from,
+    upstream_request_headers,
+)
 from .metrics import UNMATCHED, RouteStats
 from .upstream import UpstreamError as UpstreamFailure
 from .upstream import UpstreamResponse
@@ -47,7 +55,9 @@ if TYPE_CHECKING:
     from tornado.httpserver import _HTTPRequestContext as HTTPRequestContext
 
     from .app import Gateway
-    from .snapshot import RouteRuntime, Snapshot, Upstream
+    from .backends import BackendState
+    from .breaker import Permit
+    from .snapshot import RouteRuntime, Snapshot
 
 log = logging.getLogger("kairos.gateway")
 
@@ -61,6 +71,13 @@ CLIENT_CLOSED = 499
 _OPS_METHODS = frozenset({"GET", "HEAD"})
 
 
+def _header(headers: Sequence[tuple[str, str]], lower_name: str) -> str | None:
+    for name, value in headers:
+        if name.lower() == lower_name:
+            return value
+    return None
+
+
 def _reserved(path: str) -> bool:
     if path in RESERVED_PATHS:
         return True
@@ -69,6 +86,7 @@ def _reserved(path: str) -> bool:
 
 class Exchange(httputil.HTTPMessageDelegate):
     __slots__ = (
+        "_backend",
         "_body",
         "_bytes_in",
         "_bytes_out",
@@ -81,12 +99,12 @@ class Exchange(httputil.HTTPMessageDelegate):
         "_stats",
         "_status",
         "_task",
-        "_upstream",
         "client_ip",
         "conn",
         "gateway",
         "method",
         "path",
+        "peer_ip",
         "query",
         "request_headers",
         "request_id",
@@ -99,6 +117,7 @@ class Exchange(httputil.HTTPMessageDelegate):
     query: str
     request_headers: httputil.HTTPHeaders
     request_id: str
+    peer_ip: str
     client_ip: str
     snapshot: Snapshot
 
@@ -117,7 +136,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         self._ops: OpsHandler | None = None
         self._error: KairosError | None = None
         self._match: Match | None = None
-        self._upstream: Upstream | None = None
+        self._backend: BackendState | None = None
         self._response: UpstreamResponse | None = None
         self._task: asyncio.Task[None] | None = None
         self._stats: RouteStats | None = None
@@ -135,8 +154,13 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.method = start_line.method
         self.request_headers = headers
         self.request_id = request_id_from(headers)
-        self.client_ip = cast("HTTPRequestContext", self.conn.context).remote_ip
+        self.peer_ip = cast("HTTPRequestContext", self.conn.context).remote_ip
         self.snapshot = snapshot = gateway.snapshot
+        self.client_ip = (
+            client_address(self.peer_ip, headers, snapshot)
+            if snapshot.trusted_proxies
+            else self.peer_ip
+        )
         path, _, self.query = start_line.path.partition("?")
         self.path = path
         gateway.request_started()
@@ -180,7 +204,11 @@ class Exchange(httputil.HTTPMessageDelegate):
 
     def finish(self) -> None:
         if self._ops is not None:
-            status, content_type, body = self._ops(self)
+            try:
+                status, content_type, body = self._ops(self)
+            except KairosError as exc:
+                self._send_error(exc)
+                return
             self._send_whole(status, [("Content-Type", content_type)], body)
         elif self._match is not None:
             task = asyncio.get_running_loop().create_task(self._proxy(self._match))
@@ -225,7 +253,11 @@ class Exchange(httputil.HTTPMessageDelegate):
 
     async def _proxy(self, match: Match) -> None:
         try:
-            await self._forward(match)
+            await self._forward(self.snapshot.routes[match.route.index], match)
+        except asyncio.CancelledError:
+            pass  # the client went away; _client_closed has recorded the exchange
+        except KairosError as exc:
+            self._send_error(exc)
         except Exception:
             log.exception(
                 "unexpected error while proxying", extra={"fields": {"request_id": self.request_id}}
@@ -236,69 +268,162 @@ class Exchange(httputil.HTTPMessageDelegate):
                 self.conn.close()
                 self._complete()
 
-    async def _forward(self, match: Match) -> None:
-        runtime = self.snapshot.routes[match.route.index]
-        upstream = runtime.pick()
-        self._upstream = upstream
-        try:
-            response = await self._send_upstream(runtime, upstream, match)
-        except UpstreamTimedOut as exc:
-            self._upstream_failed(upstream, exc)
-            self._send_error(UpstreamTimeout("the backend did not answer in time"))
-            return
-        except UpstreamFailure as exc:
-            self._upstream_failed(upstream, exc)
-            self._send_error(UpstreamError("the backend could not be reached or answered badly"))
-            return
-        except asyncio.CancelledError:
-            return  # the client went away; _client_closed has recorded it
-        self._response = response
-        try:
-            await self._relay(response)
-        except UpstreamFailure as exc:
-            # Part of the response is already with the client: all we can do is cut
-            # the connection so the client sees an incomplete response.
-            self._upstream_failed(upstream, exc)
-            self.conn.close()
-            self._complete()
-        except (StreamClosedError, asyncio.CancelledError):
-            response.abort()
-            self._status = CLIENT_CLOSED
-            self._complete()
+    async def _forward(self, runtime: RouteRuntime, match: Match) -> None:
+        """Try backends until one answers in a way that is not worth retrying, then relay.
 
-    async def _send_upstream(
-        self, runtime: RouteRuntime, upstream: Upstream, match: Match
-    ) -> UpstreamResponse:
+        Each try: pick a backend (skipping unavailable ones and, when possible, those
+        already tried), take a breaker permit, count it in flight, send. A failure or a
+        retryable status is retried while the retry policy, the route's retry budget
+        and the total deadline allow; otherwise a failure becomes a 502/504 problem and
+        a response (even a retryable one) is relayed as it is.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = (
+            None if runtime.total_timeout_s is None else loop.time() + runtime.total_timeout_s
+        )
+        if runtime.budget is not None:
+            runtime.budget.on_request()
+        client_key = self.client_key() if runtime.balancer.uses_client_key else ""
         context = cast("HTTPRequestContext", self.conn.context)
-        incoming = self.request_headers
-        trusted = self.snapshot.is_trusted_proxy(self.client_ip)
-        host = upstream.endpoint.host_header
-        if runtime.preserve_host:
-            host = incoming.get("Host") or host
         headers = upstream_request_headers(
-            incoming,
-            host=host,
-            client_ip=self.client_ip,
+            self.request_headers,
+            client_ip=self.peer_ip,
             proto=context.protocol,
             request_id=self.request_id,
-            trust_forwarded=trusted,
+            trust_forwarded=self.snapshot.is_trusted_proxy(self.peer_ip),
         )
+        client_host = self.request_headers.get("Host") if runtime.preserve_host else None
         target = match.upstream_path
         if self.query:
             target = f"{target}?{self.query}"
         body = b"".join(self._body) if self._body else b""
-        sent = perf_counter()
-        response = await self.gateway.pool.request(
-            upstream.endpoint,
-            self.method,
-            target,
-            headers,
-            body,
-            connect_timeout=runtime.connect_timeout_s,
-            read_timeout=runtime.read_timeout_s,
-        )
-        upstream.stats.duration.observe(perf_counter() - sent)
-        return response
+        pool = self.gateway.pool
+        tried: list[int] = []
+        while True:
+            index, state, permit = self._pick(runtime, client_key, tried)
+            self._backend = state
+            connect_timeout = runtime.connect_timeout_s
+            read_timeout = runtime.read_timeout_s
+            if deadline is not None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    permit.release()
+                    raise UpstreamTimeout("the route's total deadline passed before an answer")
+                connect_timeout = min(connect_timeout, remaining)
+                read_timeout = min(read_timeout, remaining)
+            state.inflight += 1
+            sent = perf_counter()
+            try:
+                response = await pool.request(
+                    state.endpoint,
+                    self.method,
+                    target,
+                    [("Host", client_host or state.endpoint.host_header), *headers],
+                    body,
+                    connect_timeout=connect_timeout,
+                    read_timeout=read_timeout,
+                )
+            except UpstreamFailure as exc:
+                state.inflight -= 1
+                permit.failure()
+                self._upstream_failed(state, exc)
+                if await self._retry(runtime, tried, index, exc.kind, None, deadline):
+                    continue
+                if isinstance(exc, UpstreamTimedOut):
+                    raise UpstreamTimeout("the backend did not answer in time") from exc
+                raise UpstreamError("the backend could not be reached or answered badly") from exc
+            except BaseException:
+                state.inflight -= 1
+                permit.release()
+                raise
+            elapsed = perf_counter() - sent
+            state.stats.duration.observe(elapsed)
+            state.observe_latency(elapsed, time.monotonic())
+            permit.response(response.status)
+            status = response.status
+            if runtime.retry is not None and runtime.retry.status_retryable(status):
+                retry_after = _header(response.headers, "retry-after")
+                if await self._retry(
+                    runtime, tried, index, f"status_{status}", retry_after, deadline, response
+                ):
+                    state.inflight -= 1
+                    continue
+            break
+        self._response = response
+        try:
+            await self._relay(response)
+        except UpstreamFailure as exc:
+            # Part of the response is already with the client: all that is left is to
+            # cut the connection so the client sees an incomplete response.
+            self._upstream_failed(state, exc)
+            self.conn.close()
+            self._complete()
+        except StreamClosedError:
+            response.abort()
+            self._status = CLIENT_CLOSED
+            self._complete()
+        finally:
+            state.inflight -= 1
+
+    def _pick(
+        self, runtime: RouteRuntime, client_key: str, tried: list[int]
+    ) -> tuple[int, BackendState, Permit]:
+        backends = runtime.backends
+        exclude: list[int] = list(tried)
+        for _ in range(len(backends) + 1):
+            index = runtime.balancer.pick(backends, client_key=client_key, exclude=exclude)
+            if index is None:
+                break
+            permit = backends[index].breaker.acquire()
+            if permit is not None:
+                return index, backends[index], permit
+            exclude.append(index)  # lost a half-open probe slot to a concurrent request
+        open_breakers = [b.breaker.retry_after_s() for b in backends if b.healthy]
+        if open_breakers:
+            raise CircuitOpen(
+                "every backend of this route has an open circuit breaker",
+                retry_after_s=min(open_breakers),
+            )
+        raise NoHealthyBackend("every backend of this route failed its health checks")
+
+    async def _retry(
+        self,
+        runtime: RouteRuntime,
+        tried: list[int],
+        index: int,
+        reason: str,
+        retry_after: str | None,
+        deadline: float | None,
+        response: UpstreamResponse | None = None,
+    ) -> bool:
+        """Decide whether to try again; if so, discard ``response`` and wait the backoff."""
+        policy = runtime.retry
+        retries = len(tried)
+        if (
+            policy is None
+            or retries >= policy.max_retries
+            or not policy.method_allowed(self.method)
+        ):
+            return False
+        if response is None and not policy.retry_on_connection_error:
+            return False
+        delay = policy.retry_after_s(retry_after) if retry_after is not None else None
+        if delay is None:
+            delay = policy.backoff_s(retries, self.gateway.rng)
+        loop = asyncio.get_running_loop()
+        if deadline is not None and loop.time() + delay >= deadline:
+            return False
+        # Spend budget last: a retry refused for another reason must not use it up.
+        if runtime.budget is not None and not runtime.budget.try_spend():
+            runtime.stats.retry("budget_exhausted")
+            return False
+        if response is not None:
+            response.abort()
+        tried.append(index)
+        runtime.stats.retry(reason)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return True
 
     async def _relay(self, response: UpstreamResponse) -> None:
         """Stream `response` to the client; what is already buffered goes out with the
@@ -330,19 +455,23 @@ class Exchange(httputil.HTTPMessageDelegate):
         conn.finish()
         self._complete()
 
-    def _upstream_failed(self, upstream: Upstream, exc: UpstreamFailure) -> None:
-        upstream.stats.error(exc.kind)
+    def _upstream_failed(self, state: BackendState, exc: UpstreamFailure) -> None:
+        state.stats.error(exc.kind)
         log.warning(
             "upstream request failed",
             extra={
                 "fields": {
                     "request_id": self.request_id,
-                    "backend": upstream.label,
+                    "backend": state.address,
                     "kind": exc.kind,
                     "error": str(exc) or type(exc).__name__,
                 }
             },
         )
+
+    def client_key(self) -> str:
+        """The key ip_hash hashes: the client address (see `headers.client_address`)."""
+        return self.client_ip
 
     def _client_closed(self) -> None:
         if self._done:
@@ -367,13 +496,13 @@ class Exchange(httputil.HTTPMessageDelegate):
         stats = self._stats
         if stats is not None:
             stats.record(self.method, self._status, duration, self._bytes_in, self._bytes_out)
-        upstream = self._upstream
+        backend = self._backend
         self.gateway.access_log.record(
             request_id=self.request_id,
             method=self.method,
             path=self.path,
             route=stats.label if stats is not None else UNMATCHED,
-            backend=upstream.label if upstream is not None else "",
+            backend=backend.address if backend is not None else "",
             status=self._status,
             duration_s=duration,
             bytes_in=self._bytes_in,

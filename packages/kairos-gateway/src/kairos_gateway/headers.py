@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable
+from typing import Protocol
 
 from tornado.httputil import HTTPHeaders
 
@@ -50,6 +51,11 @@ _RESPONSE_DROP = frozenset(
     }
 )
 
+
+class _TrustsProxies(Protocol):
+    def is_trusted_proxy(self, address: str) -> bool: ...
+
+
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=/-]{1,128}")
 
 
@@ -79,24 +85,41 @@ def _connection_tokens(value: str | None, *, normalise: bool) -> frozenset[str]:
     return frozenset(t.lower() for t in tokens if t)
 
 
+def client_address(peer: str, headers: HTTPHeaders, snapshot: _TrustsProxies) -> str:
+    """The client's address: the socket peer, unless the peer is a trusted proxy; then
+    the nearest address in `X-Forwarded-For` (read right to left) that is not itself a
+    trusted proxy. An untrusted peer's `X-Forwarded-For` is ignored: it can be forged.
+    """
+    if not snapshot.is_trusted_proxy(peer):
+        return peer
+    hops = [h.strip() for v in headers.get_list("X-Forwarded-For") for h in v.split(",")]
+    address = peer
+    for hop in reversed(hops):
+        if not hop:
+            continue
+        address = hop
+        if not snapshot.is_trusted_proxy(hop):
+            break
+    return address
+
+
 def upstream_request_headers(
     incoming: HTTPHeaders,
     *,
-    host: str,
     client_ip: str,
     proto: str,
     request_id: str,
     trust_forwarded: bool,
 ) -> list[tuple[str, str]]:
-    """Headers to send to the backend for a client request with `incoming` headers.
+    """Headers to send to the backend for a client request with `incoming` headers,
+    without `Host` (it depends on the backend, so it is added per try).
 
-    `host` is the Host value to send (the backend's, or the client's with
-    `preserve_host`). `X-Forwarded-For` gets the client address appended.
+    `X-Forwarded-For` gets `client_ip` (the socket peer) appended.
     `X-Forwarded-Proto` / `-Host` are kept from the client only when it is a trusted
     proxy (`trust_forwarded`); otherwise they describe this hop.
     """
     listed = _connection_tokens(incoming.get("Connection"), normalise=True)
-    out: list[tuple[str, str]] = [("Host", host)]
+    out: list[tuple[str, str]] = []
     for name, value in incoming.get_all():
         if name in _REQUEST_DROP or name in listed:
             continue

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import platform
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -81,7 +81,7 @@ class Histogram:
 class RouteStats:
     """Everything recorded for one route label; handed to the request path once."""
 
-    __slots__ = ("bytes_in", "bytes_out", "duration", "label", "requests")
+    __slots__ = ("bytes_in", "bytes_out", "duration", "label", "requests", "retries")
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -89,6 +89,12 @@ class RouteStats:
         self.duration = Histogram()
         self.bytes_in = 0
         self.bytes_out = 0
+        self.retries: dict[str, int] = {}
+
+    def retry(self, reason: str) -> None:
+        """Count a retry (``reason``: the upstream error kind or ``status_<code>``), or a
+        retry the budget refused (``budget_exhausted``)."""
+        self.retries[reason] = self.retries.get(reason, 0) + 1
 
     def record(
         self, method: str, status: int, seconds: float, bytes_in: int, bytes_out: int
@@ -123,6 +129,9 @@ class GatewayMetrics(Collector):
         self._routes: dict[str, RouteStats] = {}
         self._backends: dict[str, BackendStats] = {}
         self.active_requests = 0
+        #: Live per-backend gauges, read at scrape time: (address, up, breaker state
+        #: value, in-flight). The gateway points this at its backend registry.
+        self.backend_gauges: Callable[[], Iterable[tuple[str, int, int, int]]] = tuple
         self.registry.register(self)
 
     def route(self, label: str) -> RouteStats:
@@ -207,3 +216,35 @@ class GatewayMetrics(Collector):
                 errors.add_metric([b.label, kind], count)
         yield upstream
         yield errors
+
+        retries = CounterMetricFamily(
+            "kairos_retries",
+            "Upstream retries by route and reason (error kind, status_<code>, or "
+            "budget_exhausted for retries the retry budget refused)",
+            labels=["route", "reason"],
+        )
+        for r in routes:
+            for reason, count in r.retries.items():
+                retries.add_metric([r.label, reason], count)
+        yield retries
+
+        up = GaugeMetricFamily(
+            "kairos_backend_up",
+            "1 when active health checks pass (or none are set)",
+            labels=["backend"],
+        )
+        breaker = GaugeMetricFamily(
+            "kairos_circuit_breaker_state",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open",
+            labels=["backend"],
+        )
+        inflight = GaugeMetricFamily(
+            "kairos_backend_inflight", "Requests in flight to the backend", labels=["backend"]
+        )
+        for address, is_up, state, count in self.backend_gauges():
+            up.add_metric([address], is_up)
+            breaker.add_metric([address], state)
+            inflight.add_metric([address], count)
+        yield up
+        yield breaker
+        yield inflight

@@ -1,4 +1,5 @@
-"""The gateway's own endpoints: `/health`, `/ready`, `/live`, `/metrics`.
+"""The gateway's own endpoints: `/health`, `/ready`, `/live`, `/metrics`, and the
+read-only `/api/backends` (management API: admin token or loopback only).
 
 They are matched before any route (validation keeps routes off these paths) and answer
 without touching a backend.
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from . import __version__
+from .admin import authorize
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -27,6 +29,12 @@ def _json(status: int, body: dict[str, object]) -> tuple[int, str, bytes]:
 
 def _timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def build(gateway: Gateway) -> dict[str, OpsHandler]:
@@ -47,10 +55,26 @@ def build(gateway: Gateway) -> dict[str, OpsHandler]:
         )
 
     def ready(_: Exchange) -> tuple[int, str, bytes]:
+        # Backends being down does not make the gateway unready: taking every gateway
+        # out of a load balancer because one upstream is down would widen the outage.
+        states = list(gateway.registry)
+        summary = {
+            "total": len(states),
+            "available": sum(1 for s in states if s.available()),
+            "unhealthy": sum(1 for s in states if not s.healthy),
+            "circuit_open": sum(1 for s in states if s.breaker.state != "closed"),
+        }
         if gateway.ready:
-            return _json(200, {"status": "ready", "config_version": gateway.snapshot.generation})
+            return _json(
+                200,
+                {
+                    "status": "ready",
+                    "config_version": gateway.snapshot.generation,
+                    "backends": summary,
+                },
+            )
         reason = "draining" if gateway.draining else "starting"
-        return _json(503, {"status": "not_ready", "reason": reason})
+        return _json(503, {"status": "not_ready", "reason": reason, "backends": summary})
 
     def live(_: Exchange) -> tuple[int, str, bytes]:
         return _json(200, {"status": "alive"})
@@ -58,4 +82,42 @@ def build(gateway: Gateway) -> dict[str, OpsHandler]:
     def metrics(_: Exchange) -> tuple[int, str, bytes]:
         return 200, CONTENT_TYPE_LATEST, gateway.metrics.render()
 
-    return {"/health": health, "/ready": ready, "/live": live, "/metrics": metrics}
+    def backends(exchange: Exchange) -> tuple[int, str, bytes]:
+        authorize(exchange.request_headers, exchange.peer_ip, gateway.settings.admin_token)
+        snapshot = gateway.snapshot
+        paths = {t.state.endpoint: t.path for t in snapshot.health_targets}
+        now = time.monotonic()
+        items = []
+        for state in gateway.registry:
+            breaker = state.breaker
+            record = state.health
+            items.append(
+                {
+                    "address": state.address,
+                    "routes": snapshot.routes_of(state.endpoint),
+                    "available": state.available(),
+                    "healthy": state.healthy,
+                    "health_check": {
+                        "path": paths.get(state.endpoint),
+                        "last_check": _iso(record.last_check),
+                        "last_error": record.last_error,
+                        "consecutive_ok": record.consecutive_ok,
+                        "consecutive_fail": record.consecutive_fail,
+                    },
+                    "circuit_breaker": {
+                        "state": breaker.state,
+                        "retry_after_s": round(breaker.retry_after_s(), 3),
+                    },
+                    "inflight": state.inflight,
+                    "ewma_latency_ms": round(state.ewma(now) * 1000, 3),
+                }
+            )
+        return _json(200, {"backends": items})
+
+    return {
+        "/health": health,
+        "/ready": ready,
+        "/live": live,
+        "/metrics": metrics,
+        "/api/backends": backends,
+    }

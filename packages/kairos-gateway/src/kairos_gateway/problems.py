@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from kairos_core import KairosError, MethodNotAllowed
+from kairos_core import KairosError
 
 CONTENT_TYPE = "application/problem+json"
 
@@ -23,10 +23,6 @@ def render(exc: KairosError, request_id: str) -> tuple[int, Sequence[tuple[str, 
         "status": exc.status,
         "detail": exc.detail,
         "request_id": request_id,
+        **exc.extensions(),
     }
-    headers: list[tuple[str, str]] = []
-    if isinstance(exc, MethodNotAllowed):
-        allow = ", ".join(sorted(exc.allow))
-        headers.append(("Allow", allow))
-        body["allow"] = sorted(exc.allow)
-    return exc.status, headers, json.dumps(body, separators=(",", ":")).encode()
+    return exc.status, exc.headers(), json.dumps(body, separators=(",", ":")).encode()

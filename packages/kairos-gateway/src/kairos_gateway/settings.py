@@ -53,6 +53,8 @@ class GatewaySettings:
     #: Largest request body the gateway buffers before forwarding.
     max_body_size: int = 10 * 1024 * 1024
     max_header_size: int = 64 * 1024
+    #: Bearer token for the management API; without one only loopback clients may call it.
+    admin_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -74,6 +76,7 @@ class GatewaySettings:
             access_log=env.get("KAIROS_ACCESS_LOG", "-"),
             idle_timeout_s=_float(env, "KAIROS_IDLE_TIMEOUT_S", 60.0),
             drain_timeout_s=_float(env, "KAIROS_DRAIN_TIMEOUT_S", 15.0),
+            admin_token=env.get("KAIROS_ADMIN_TOKEN") or None,
         )
         settings.check()
         return settings

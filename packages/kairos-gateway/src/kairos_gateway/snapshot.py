@@ -1,30 +1,41 @@
 """The live configuration as one immutable object.
 
 A `Snapshot` holds the validated config, the compiled route table and, per route,
-everything the request path needs precomputed: upstream endpoints, Host header values,
-timeouts in seconds, the balancer and the route's metrics. The gateway swaps one
-reference to change configuration; a request keeps the snapshot it started with.
+everything the request path needs precomputed: the backends' shared state, the
+balancer, the retry policy and budget, timeouts in seconds and the route's metrics. The
+gateway swaps one reference to change configuration; a request keeps the snapshot it
+started with.
+
+Per-backend state (`BackendState`: in-flight count, latency EWMA, breaker, health)
+lives in the `BackendRegistry`, outside the snapshot, so a new snapshot built for the
+same backends picks up where the previous one left off.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from kairos_core import (
-    Backend,
     CompiledRoute,
     ConfigError,
     FieldError,
     GatewayConfig,
+    HealthCheckConfig,
     RouteTable,
+    effective_circuit_breaker,
+    effective_health_check,
     effective_timeouts,
 )
 
-from .balancer import RoundRobin
-from .metrics import BackendStats, GatewayMetrics, RouteStats
+from .backends import BackendRegistry, BackendState, endpoint_of
+from .balancer import Balancer, build_balancer
+from .metrics import GatewayMetrics, RouteStats
+from .retry import RetryBudget, RetryPolicy
 from .upstream import Endpoint, UpstreamTLSError
 from .upstream.tls import client_ssl_context
 
@@ -32,29 +43,30 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
-class Upstream:
-    """One backend of one route, ready for the request path."""
-
-    endpoint: Endpoint
-    label: str
-    stats: BackendStats
-
-
-@dataclass(frozen=True, slots=True)
 class RouteRuntime:
     route: CompiledRoute
-    upstreams: tuple[Upstream, ...]
-    balancer: RoundRobin
+    backends: tuple[BackendState, ...]  # config order; the balancer returns indexes
+    balancer: Balancer
+    retry: RetryPolicy | None
+    budget: RetryBudget | None
     connect_timeout_s: float
     read_timeout_s: float
+    #: Deadline for all tries of one request together (until response headers).
+    total_timeout_s: float | None
     preserve_host: bool
     stats: RouteStats
     #: Set when the route needs a feature this version cannot enforce safely (JWT
     #: verification): the route then answers 503 instead of serving unprotected.
     refusal: str | None = None
 
-    def pick(self) -> Upstream:
-        return self.upstreams[self.balancer.pick()]
+
+@dataclass(frozen=True, slots=True)
+class HealthTarget:
+    """One backend to probe: the first route naming a `health_check_path` for it wins."""
+
+    state: BackendState
+    path: str
+    config: HealthCheckConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +74,7 @@ class Snapshot:
     config: GatewayConfig
     table: RouteTable
     routes: tuple[RouteRuntime, ...]  # indexed by CompiledRoute.index
+    health_targets: tuple[HealthTarget, ...]
     trusted_proxies: tuple[IPNetwork, ...]
     generation: int
     loaded_at: float
@@ -76,15 +89,16 @@ class Snapshot:
             return False
         return any(ip in net for net in self.trusted_proxies)
 
+    def endpoints(self) -> set[Endpoint]:
+        return {state.endpoint for runtime in self.routes for state in runtime.backends}
 
-def endpoint_for(backend: Backend) -> Endpoint:
-    return Endpoint(
-        scheme=backend.scheme,
-        host=backend.hostname,
-        port=backend.port,
-        tls_verify=backend.tls_verify,
-        tls_ca_file=backend.tls_ca_file,
-    )
+    def routes_of(self, endpoint: Endpoint) -> list[str]:
+        """Templates of the routes that use ``endpoint`` (for `/api/backends`)."""
+        return [
+            runtime.route.template
+            for runtime in self.routes
+            if any(state.endpoint == endpoint for state in runtime.backends)
+        ]
 
 
 def check_local_files(config: GatewayConfig) -> None:
@@ -99,7 +113,7 @@ def check_local_files(config: GatewayConfig) -> None:
             if backend.scheme != "https" or not backend.tls_ca_file:
                 continue
             try:
-                client_ssl_context(endpoint_for(backend))
+                client_ssl_context(endpoint_of(backend))
             except UpstreamTLSError:
                 errors.append(
                     FieldError(
@@ -122,15 +136,10 @@ def unenforced_settings(config: GatewayConfig) -> list[str]:
     if config.rate_limit is not None:
         notes.append("rate_limit: not enforced yet")
     for i, router in enumerate(config.routers):
-        where = f"routers[{i}] ({router.external_path})"
         if router.auth_required:
-            notes.append(f"{where}.auth_required: JWT verification not available yet; answers 503")
-        if router.retry_config is not None:
-            notes.append(f"{where}.retry_config: retries not performed yet")
-        if router.load_balancing_strategy != "round_robin" and len(router.backends) > 1:
             notes.append(
-                f"{where}.load_balancing_strategy={router.load_balancing_strategy}: "
-                "round robin is used for now"
+                f"routers[{i}] ({router.external_path}).auth_required: JWT verification "
+                "not available yet; answers 503"
             )
     return notes
 
@@ -139,30 +148,47 @@ def build_snapshot(
     config: GatewayConfig,
     *,
     metrics: GatewayMetrics,
+    registry: BackendRegistry,
     generation: int = 1,
     source: Path | None = None,
+    rng: random.Random | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Snapshot:
+    """Compile ``config``; backend state comes from (and is added to) ``registry``."""
     check_local_files(config)
     table = RouteTable(config.routers)
+    rng = rng or random.Random()
     runtimes: list[RouteRuntime] = []
+    targets: dict[Endpoint, HealthTarget] = {}
     for compiled in table:
         router = compiled.config
         timeouts = effective_timeouts(router, config.timeouts)
-        upstreams = tuple(
-            Upstream(
-                endpoint=endpoint_for(b),
-                label=b.address,
-                stats=metrics.backend(b.address),
-            )
-            for b in router.backends
-        )
+        breaker = effective_circuit_breaker(router, config.circuit_breaker)
+        health = effective_health_check(router, config.health_check)
+        states = tuple(registry.state(b, breaker) for b in router.backends)
+        for backend, state in zip(router.backends, states, strict=True):
+            if backend.health_check_path and state.endpoint not in targets:
+                targets[state.endpoint] = HealthTarget(state, backend.health_check_path, health)
+        retry = router.retry_config
         runtimes.append(
             RouteRuntime(
                 route=compiled,
-                upstreams=upstreams,
-                balancer=RoundRobin(len(upstreams)),
+                backends=states,
+                balancer=build_balancer(
+                    router.load_balancing_strategy,
+                    [b.weight for b in router.backends],
+                    random.Random(rng.random()),
+                    clock=clock,
+                ),
+                retry=RetryPolicy(retry) if retry is not None and retry.max_retries else None,
+                budget=(
+                    RetryBudget.from_config(retry, clock=clock)
+                    if retry is not None and retry.max_retries
+                    else None
+                ),
                 connect_timeout_s=timeouts.connect_ms / 1000,
                 read_timeout_s=timeouts.read_ms / 1000,
+                total_timeout_s=None if timeouts.total_ms is None else timeouts.total_ms / 1000,
                 preserve_host=router.preserve_host,
                 stats=metrics.route(compiled.template),
                 refusal=(
@@ -177,6 +203,7 @@ def build_snapshot(
         config=config,
         table=table,
         routes=tuple(runtimes),
+        health_targets=tuple(targets.values()),
         trusted_proxies=tuple(config.trusted_proxies),
         generation=generation,
         loaded_at=time.time(),

@@ -1,0 +1,96 @@
+"""Circuit-breaker and active health-check settings.
+
+Both are set once at the top level (the defaults) and may be overridden per route.
+A route's block **replaces** the top-level block as a whole: fields the route leaves
+out take the model defaults below, not the top-level values. (Merging field by field
+would need a second, all-optional copy of each model, as `RouteTimeouts` is; a block
+of four or five related numbers is clearer read as one unit.)
+
+Per-backend state is keyed by backend address, so when two routes share a backend
+with different settings, the gateway decides which route's settings the shared state
+uses; see the gateway's `backends` module.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import Field, model_validator
+
+from ._model import KairosModel
+
+if TYPE_CHECKING:
+    from .route import Router
+
+__all__ = [
+    "CircuitBreakerConfig",
+    "HealthCheckConfig",
+    "effective_circuit_breaker",
+    "effective_health_check",
+]
+
+
+class CircuitBreakerConfig(KairosModel):
+    """One breaker per backend: closed -> open -> half-open -> closed.
+
+    ``failure_threshold`` consecutive failures open it; after ``reset_timeout_s`` it
+    admits up to ``half_open_max_calls`` concurrent probes; ``success_threshold``
+    consecutive probe successes close it and any probe failure re-opens it.
+    Connect errors and timeouts always count as failures; upstream responses count
+    only when their status is listed in ``failure_status_codes`` (default: none, so a
+    backend answering 500 is "up" as far as the breaker is concerned).
+    """
+
+    failure_threshold: Annotated[int, Field(ge=1)] = 5
+    reset_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    half_open_max_calls: Annotated[int, Field(ge=1)] = 1
+    success_threshold: Annotated[int, Field(ge=1)] = 1
+    failure_status_codes: list[Annotated[int, Field(ge=500, le=599)]] = Field(default_factory=list)
+
+
+class HealthCheckConfig(KairosModel):
+    """Active probes of ``GET <health_check_path>`` for backends that set a path.
+
+    A probe passes when it answers within ``timeout_s`` with a status in
+    ``expected_status_min..expected_status_max`` (inclusive; default 200-399).
+    ``unhealthy_threshold`` consecutive failed probes take a healthy backend out of
+    rotation; ``healthy_threshold`` consecutive passes bring it back.
+    ``timeout_s`` must not exceed ``interval_s``, so at most one probe per backend is
+    ever outstanding.
+    """
+
+    interval_s: Annotated[float, Field(ge=0.05, le=3600)] = 10.0
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    healthy_threshold: Annotated[int, Field(ge=1)] = 2
+    unhealthy_threshold: Annotated[int, Field(ge=1)] = 3
+    expected_status_min: Annotated[int, Field(ge=100, le=599)] = 200
+    expected_status_max: Annotated[int, Field(ge=100, le=599)] = 399
+
+    @model_validator(mode="after")
+    def _ordering(self) -> HealthCheckConfig:
+        if self.timeout_s > self.interval_s:
+            raise ValueError(
+                f"timeout_s ({self.timeout_s:g}) must not exceed interval_s ({self.interval_s:g})"
+            )
+        if self.expected_status_min > self.expected_status_max:
+            raise ValueError(
+                f"expected_status_min ({self.expected_status_min}) must not exceed "
+                f"expected_status_max ({self.expected_status_max})"
+            )
+        return self
+
+    def status_ok(self, status: int) -> bool:
+        """Does a probe answered with ``status`` pass?"""
+        return self.expected_status_min <= status <= self.expected_status_max
+
+
+def effective_circuit_breaker(
+    route: Router, defaults: CircuitBreakerConfig
+) -> CircuitBreakerConfig:
+    """The breaker settings for ``route``'s backends: its own block, else ``defaults``."""
+    return defaults if route.circuit_breaker is None else route.circuit_breaker
+
+
+def effective_health_check(route: Router, defaults: HealthCheckConfig) -> HealthCheckConfig:
+    """The health-check settings for ``route``'s backends: its own block, else ``defaults``."""
+    return defaults if route.health_check is None else route.health_check
