@@ -136,12 +136,16 @@ def test_round_robin_sequence(up: str, expected: list[int]) -> None:
     assert picks(RoundRobin(), backends, len(expected)) == expected
 
 
-def test_round_robin_retry_goes_to_the_next_backend() -> None:
+def test_round_robin_retry_goes_to_the_next_backend_without_moving_the_rotation() -> None:
     backends = make_states(3)
     balancer = RoundRobin()
     assert balancer.pick(backends, client_key="") == 0
+    # The request sent to 0 is retried: it goes on to 1, and the rotation is untouched,
+    # so the next request still gets 1 rather than skipping to 2.
+    assert balancer.pick(backends, client_key="", exclude=(0,)) == 1
+    assert balancer.pick(backends, client_key="") == 1
     assert balancer.pick(backends, client_key="", exclude=(1,)) == 2
-    assert balancer.pick(backends, client_key="") == 0
+    assert balancer.pick(backends, client_key="") == 2
 
 
 # -- least connections ----------------------------------------------------------------

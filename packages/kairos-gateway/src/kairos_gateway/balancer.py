@@ -111,8 +111,11 @@ class RoundRobin(_Strategy):
             i = (start + offset) % n
             if i not in exclude and backends[i].available():
                 # Continue after the one chosen, so skipping a backend does not give
-                # its turn to the next one as well as that one's own turn.
-                self._next = i + 1
+                # its turn to the next one as well as that one's own turn. A retry
+                # (exclude set) leaves the rotation alone: otherwise every retry would
+                # push the next request back onto the backend that just failed.
+                if not exclude:
+                    self._next = i + 1
                 return i
         return None
 
