@@ -8,10 +8,10 @@ on shutdown (`close`), so no line is lost on a clean stop.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
+from json.encoder import encode_basestring as _quote
 from typing import IO, Literal
 
 LogFormat = Literal["json", "text"]
@@ -69,22 +69,13 @@ class AccessLog:
         ts = f"{self._timestamp}.{int((now - second) * 1000):03d}Z"
         duration_ms = round(duration_s * 1000, 3)
         if self._json:
-            line = json.dumps(
-                {
-                    "time": ts,
-                    "type": "access",
-                    "request_id": request_id,
-                    "method": method,
-                    "path": path,
-                    "route": route,
-                    "backend": backend,
-                    "status": status,
-                    "duration_ms": duration_ms,
-                    "bytes_in": bytes_in,
-                    "bytes_out": bytes_out,
-                    "client": client,
-                },
-                separators=(",", ":"),
+            # Formatted by hand: a third of the cost of json.dumps on a dict. Strings are
+            # quoted and escaped by the json module's own (C) encoder.
+            line = (
+                f'{{"time":"{ts}","type":"access","request_id":{_quote(request_id)},'
+                f'"method":{_quote(method)},"path":{_quote(path)},"route":{_quote(route)},'
+                f'"backend":{_quote(backend)},"status":{status},"duration_ms":{duration_ms},'
+                f'"bytes_in":{bytes_in},"bytes_out":{bytes_out},"client":{_quote(client)}}}'
             )
         else:
             line = (
