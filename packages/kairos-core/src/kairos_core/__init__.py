@@ -14,6 +14,7 @@ from .config import (
     load_router,
     redacted,
 )
+from .edge import CorsConfig, SecurityHeadersConfig, origin_pattern
 from .errors import (
     ABSENT,
     BadRequest,
@@ -41,6 +42,8 @@ from .resilience import (
 )
 from .route import (
     HTTP_METHODS,
+    MAX_BODY_LIMIT,
+    ClaimValue,
     RetryConfig,
     Router,
     RouteTimeouts,
@@ -62,6 +65,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ABSENT",
     "HTTP_METHODS",
+    "MAX_BODY_LIMIT",
     "MAX_CONFIG_BYTES",
     "RESERVED_PATHS",
     "RESERVED_PREFIXES",
@@ -70,8 +74,10 @@ __all__ = [
     "BadRequest",
     "CircuitBreakerConfig",
     "CircuitOpen",
+    "ClaimValue",
     "CompiledRoute",
     "ConfigError",
+    "CorsConfig",
     "FieldError",
     "Forbidden",
     "GatewayConfig",
@@ -91,6 +97,7 @@ __all__ = [
     "RouteTable",
     "RouteTimeouts",
     "Router",
+    "SecurityHeadersConfig",
     "ServiceUnavailable",
     "Timeouts",
     "Unauthorized",
@@ -104,5 +111,6 @@ __all__ = [
     "load_config",
     "load_config_file",
     "load_router",
+    "origin_pattern",
     "redacted",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,6 +22,7 @@ __all__ = [
     "MIN_SECRET_BYTES",
     "JwtAlgorithm",
     "JwtConfig",
+    "check_forward_claims",
     "reveal_secret",
     "secret_problem",
 ]
@@ -61,6 +63,20 @@ _PLACEHOLDER_FRAGMENTS = ("change-this", "your-secret")
 _REDACTED = "***"
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def check_forward_claims(value: dict[str, str]) -> dict[str, str]:
+    for claim, header in value.items():
+        if not claim:
+            raise ValueError("claim names must not be empty")
+        if not _HEADER_NAME.fullmatch(header):
+            raise ValueError(f"{header!r} (for claim {claim!r}) is not a valid header name")
+        if header.lower() in ("host", "content-length", "transfer-encoding", "connection"):
+            raise ValueError(f"{header!r} is managed by the gateway and cannot carry a claim")
+    return value
+
+
 def secret_problem(secret: str) -> str | None:
     """Why ``secret`` is too weak to sign tokens, or None. Never quotes the secret."""
     lowered = secret.lower()
@@ -96,6 +112,20 @@ class JwtConfig(KairosModel):
     audience: str | list[str] | None = None
     required_claims: list[str] = Field(default_factory=list)
     leeway_s: Annotated[int, Field(ge=0, le=3600)] = 60
+    #: Claims copied into request headers for the backend: claim name -> header name.
+    forward_claims: dict[str, str] = Field(default_factory=dict)
+    #: JWKS documents are cached this long unless the response's Cache-Control says less.
+    jwks_cache_ttl_s: Annotated[float, Field(gt=0, le=86400)] = 300
+    #: An unknown `kid` triggers a JWKS refresh at most this often.
+    jwks_refresh_interval_s: Annotated[float, Field(ge=0, le=3600)] = 30
+    jwks_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5
+    #: Verified tokens kept (LRU); an entry never outlives the token's `exp`.
+    cache_size: Annotated[int, Field(ge=0, le=1_000_000)] = 10_000
+
+    @field_validator("forward_claims")
+    @classmethod
+    def _forward_claims(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_forward_claims(value)
 
     @field_serializer("secret")
     def _dump_secret(self, value: SecretStr | None, info: SerializationInfo) -> str | None:

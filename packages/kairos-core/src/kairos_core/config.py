@@ -26,10 +26,11 @@ from pydantic import (
 from ._model import KairosModel
 from ._translate import field_errors
 from .auth import JwtConfig, reveal_secret
+from .edge import CorsConfig, SecurityHeadersConfig
 from .errors import ConfigError, FieldError
 from .ratelimit import RateLimitConfig
 from .resilience import CircuitBreakerConfig, HealthCheckConfig
-from .route import Router, Timeouts
+from .route import MAX_BODY_LIMIT, Router, Timeouts
 from .validation import auth_errors, duplicate_route_errors
 
 __all__ = [
@@ -69,6 +70,10 @@ class GatewayConfig(KairosModel):
     trusted_proxies: list[Annotated[IPv4Network | IPv6Network, BeforeValidator(_network)]] = Field(
         default_factory=list
     )
+    cors: CorsConfig | None = None
+    #: Largest request body, in bytes (routes may set their own).
+    max_body_size: Annotated[int, Field(ge=0, le=MAX_BODY_LIMIT)] = 10 * 1024 * 1024
+    security_headers: SecurityHeadersConfig = Field(default_factory=SecurityHeadersConfig)
     routers: list[Router]
 
     @field_serializer("jwt_secret")
@@ -92,6 +97,21 @@ class GatewayConfig(KairosModel):
         if errors:
             raise ConfigError(errors)
         return self
+
+    def rate_limit_for(self, route: Router) -> RateLimitConfig | None:
+        """The route's own limit, none if it opts out, else the top-level one."""
+        if route.rate_limit is not None or route.opts_out_of("rate_limit"):
+            return route.rate_limit
+        return self.rate_limit
+
+    def cors_for(self, route: Router) -> CorsConfig | None:
+        """The route's own CORS policy, none if it opts out, else the top-level one."""
+        if route.cors is not None or route.opts_out_of("cors"):
+            return route.cors
+        return self.cors
+
+    def max_body_size_for(self, route: Router) -> int:
+        return self.max_body_size if route.max_body_size is None else route.max_body_size
 
     def effective_jwt(self) -> JwtConfig | None:
         """The JWT settings to verify with: ``jwt``, or one built from ``jwt_secret``."""

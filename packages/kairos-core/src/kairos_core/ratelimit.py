@@ -65,6 +65,26 @@ class RateLimitConfig(KairosModel):
     backend: Literal["memory", "redis"] = "memory"
     redis_url: str | None = None
     key_prefix: str = aliased("key_prefix", "redis_key_prefix", default="kairos:rl:")
+    #: Policy name in the RateLimit / RateLimit-Policy headers (default: "default" for
+    #: the global limit, the route's path for a route's own).
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/{}*-]{1,64}$")] | None = None
+    #: Also send X-RateLimit-Limit / -Remaining / -Reset.
+    legacy_headers: bool = False
+    #: When Redis cannot be reached in time: let the request through, or refuse it (503).
+    on_redis_error: Literal["allow", "deny"] = "allow"
+    redis_timeout_ms: Annotated[int, Field(ge=1, le=10_000)] = 100
+
+    @property
+    def window_s(self) -> float:
+        """The window the limit is counted over (1 s for a per-second rate)."""
+        return 1.0 if self.requests_per_second is not None else float(self.window_seconds or 1)
+
+    @property
+    def quota(self) -> float:
+        """Requests allowed per window (before burst)."""
+        if self.requests_per_second is not None:
+            return self.requests_per_second
+        return float(self.requests_per_window or 0)
 
     @model_validator(mode="before")
     @classmethod

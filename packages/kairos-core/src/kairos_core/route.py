@@ -4,15 +4,33 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from ._model import KairosModel, aliased
+from .auth import check_forward_claims
 from .backend import Backend
+from .edge import CorsConfig
 from .paths import PathTemplate, parse_external_path, parse_internal_path
+from .ratelimit import RateLimitConfig
 from .resilience import CircuitBreakerConfig, HealthCheckConfig
+
+ClaimValue = str | int | bool
+#: Upper bound for any body-size setting (1 GiB): bodies are buffered in memory.
+MAX_BODY_LIMIT = 1 << 30
+_OPT_OUT_FIELDS = ("rate_limit", "cors")
 
 __all__ = [
     "HTTP_METHODS",
+    "MAX_BODY_LIMIT",
+    "ClaimValue",
     "LoadBalancingStrategy",
     "RetryConfig",
     "RouteTimeouts",
@@ -123,6 +141,47 @@ class Router(KairosModel):
     health_check: HealthCheckConfig | None = None
     preserve_host: bool = False
     protocol: Literal["http"] = "http"
+    #: Claims the token must carry for this route: name -> accepted value or values. A
+    #: claim that is a list (e.g. roles) passes when it contains an accepted value.
+    required_claims: dict[str, ClaimValue | list[ClaimValue]] | None = None
+    #: Merged over `jwt.forward_claims` for this route: claim name -> header name.
+    forward_claims: dict[str, str] | None = None
+    #: Do not pass the client's Authorization header on to the backend.
+    strip_authorization: bool = False
+    #: This route's own limit; absent: the top-level one applies; null: no limit here.
+    rate_limit: RateLimitConfig | None = None
+    #: This route's own CORS policy; absent: the top-level one; null: none here.
+    cors: CorsConfig | None = None
+    #: Largest request body for this route, in bytes (absent: the top-level value).
+    max_body_size: Annotated[int, Field(ge=0, le=MAX_BODY_LIMIT)] | None = None
+
+    @model_serializer(mode="wrap")
+    def _keep_explicit_nulls(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # `rate_limit: null` and `cors: null` opt a route out of the top-level policy;
+        # a dump that drops None fields must keep them, or the opt-out is lost on save.
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in _OPT_OUT_FIELDS:
+                if getattr(self, name) is None and name in self.model_fields_set:
+                    data[name] = None
+        return data
+
+    def opts_out_of(self, name: str) -> bool:
+        """True when the route sets ``name`` (rate_limit or cors) to null explicitly."""
+        return getattr(self, name) is None and name in self.model_fields_set
+
+    @field_validator("forward_claims")
+    @classmethod
+    def _forward_claims(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else check_forward_claims(value)
+
+    @model_validator(mode="after")
+    def _claims_need_auth(self) -> Router:
+        if not self.auth_required:
+            for name in ("required_claims", "forward_claims"):
+                if getattr(self, name):
+                    raise ValueError(f"{name} needs auth_required: true")
+        return self
 
     @model_validator(mode="before")
     @classmethod
