@@ -13,7 +13,10 @@ to the problem body::
     ├── Forbidden              403 forbidden
     ├── RouteNotFound          404 route_not_found
     ├── MethodNotAllowed       405 method_not_allowed   (.allow)
+    ├── PayloadTooLarge        413 payload_too_large
     ├── ConfigError            422 invalid_config       (.errors)
+    ├── TooManyRequests        429 rate_limited         (.retry_after_s, rate-limit headers)
+    ├── HeadersTooLarge        431 request_header_fields_too_large
     ├── UpstreamError          502 upstream_error
     ├── ServiceUnavailable     503 service_unavailable
     │   ├── CircuitOpen        503 circuit_open         (.retry_after_s)
@@ -39,12 +42,15 @@ __all__ = [
     "ConfigError",
     "FieldError",
     "Forbidden",
+    "HeadersTooLarge",
     "InvalidPath",
     "KairosError",
     "MethodNotAllowed",
     "NoHealthyBackend",
+    "PayloadTooLarge",
     "RouteNotFound",
     "ServiceUnavailable",
+    "TooManyRequests",
     "Unauthorized",
     "UpstreamError",
     "UpstreamTimeout",
@@ -144,6 +150,44 @@ class MethodNotAllowed(KairosError):
 
     def extensions(self) -> dict[str, object]:
         return {"allow": sorted(self.allow)}
+
+
+class PayloadTooLarge(KairosError):
+    status = 413
+    type = "payload_too_large"
+    title = "Payload too large"
+
+
+class TooManyRequests(KairosError):
+    """A rate limit refused the request; ``extra_headers`` carries the RateLimit fields."""
+
+    status = 429
+    type = "rate_limited"
+    title = "Too many requests"
+
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        retry_after_s: float,
+        extra_headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(detail)
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
+        self.extra_headers = list(extra_headers)
+
+    def headers(self) -> list[tuple[str, str]]:
+        out = [(k, v) for k, v in self.extra_headers if k.lower() != "retry-after"]
+        return [("Retry-After", str(self.retry_after_s)), *out]
+
+    def extensions(self) -> dict[str, object]:
+        return {"retry_after_s": self.retry_after_s}
+
+
+class HeadersTooLarge(KairosError):
+    status = 431
+    type = "request_header_fields_too_large"
+    title = "Request header fields too large"
 
 
 class UpstreamError(KairosError):

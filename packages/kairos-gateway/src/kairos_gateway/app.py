@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from kairos_core import GatewayConfig
+from kairos_core import MAX_BODY_LIMIT, GatewayConfig
 from tornado.http1connection import HTTP1ServerConnection
 from tornado.netutil import bind_sockets
 
@@ -28,7 +28,7 @@ from .exchange import OpsHandler
 from .health import HealthChecker
 from .metrics import GatewayMetrics
 from .server import KairosHTTPServer
-from .settings import GatewaySettings
+from .settings import HARD_HEADER_LIMIT, GatewaySettings
 from .snapshot import Snapshot, build_snapshot, unenforced_settings
 from .upstream import UpstreamPool
 
@@ -115,8 +115,10 @@ class Gateway:
         self._sockets = sockets
         server = KairosHTTPServer(
             self,
-            max_header_size=settings.max_header_size,
-            max_body_size=settings.max_body_size,
+            # Both limits are enforced per request by the gateway (431, 413 per route);
+            # Tornado's own limits are only the outer bounds.
+            max_header_size=max(HARD_HEADER_LIMIT, settings.max_header_size),
+            max_body_size=MAX_BODY_LIMIT,
             body_timeout=settings.body_timeout_s,
         )
         server.add_sockets(sockets)

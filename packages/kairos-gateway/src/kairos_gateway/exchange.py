@@ -24,12 +24,14 @@ from kairos_core import (
     BadPath,
     BadRequest,
     CircuitOpen,
+    HeadersTooLarge,
     InvalidPath,
     KairosError,
     Match,
     MethodNotAllowed,
     MethodNotAllowedResult,
     NoHealthyBackend,
+    PayloadTooLarge,
     RouteNotFound,
     ServiceUnavailable,
     UpstreamError,
@@ -78,6 +80,15 @@ def _header(headers: Sequence[tuple[str, str]], lower_name: str) -> str | None:
     return None
 
 
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the request body is larger than this route accepts ({limit} bytes)")
+
+
+def header_bytes(headers: httputil.HTTPHeaders) -> int:
+    """Size of the header block as received, near enough (names, values, separators)."""
+    return sum(len(name) + len(value) + 4 for name, value in headers.get_all())
+
+
 def _reserved(path: str) -> bool:
     if path in RESERVED_PATHS:
         return True
@@ -88,12 +99,15 @@ class Exchange(httputil.HTTPMessageDelegate):
     __slots__ = (
         "_backend",
         "_body",
+        "_body_limit",
         "_bytes_in",
         "_bytes_out",
         "_done",
         "_error",
+        "_extra_headers",
         "_match",
         "_ops",
+        "_preflight",
         "_response",
         "_started",
         "_stats",
@@ -130,12 +144,16 @@ class Exchange(httputil.HTTPMessageDelegate):
         self._done = False
         self._started = 0.0
         self._body: list[bytes] = []
+        self._body_limit = 0
         self._bytes_in = 0
         self._bytes_out = 0
         self._status = 0
         self._ops: OpsHandler | None = None
         self._error: KairosError | None = None
         self._match: Match | None = None
+        self._preflight: list[tuple[str, str]] | None = None
+        #: Added to whatever response this exchange sends (CORS, rate-limit fields).
+        self._extra_headers: list[tuple[str, str]] = []
         self._backend: BackendState | None = None
         self._response: UpstreamResponse | None = None
         self._task: asyncio.Task[None] | None = None
@@ -151,7 +169,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         gateway = self.gateway
         gateway.waiting.pop(self.server_conn, None)
         start_line = cast(httputil.RequestStartLine, start_line)
-        self.method = start_line.method
+        self.method = method = start_line.method
         self.request_headers = headers
         self.request_id = request_id_from(headers)
         self.peer_ip = cast("HTTPRequestContext", self.conn.context).remote_ip
@@ -166,13 +184,17 @@ class Exchange(httputil.HTTPMessageDelegate):
         gateway.request_started()
         self._started = perf_counter()
 
+        if header_bytes(headers) > gateway.settings.max_header_size:
+            self._stats = gateway.metrics.route(UNMATCHED)
+            self._reject(HeadersTooLarge("the request headers are too large"))
+            return
         ops = gateway.ops.get(path)
         if ops is not None:
             self._stats = gateway.metrics.route(path)
-            if self.method in _OPS_METHODS:
+            if method in _OPS_METHODS:
                 self._ops = ops
             else:
-                self._error = MethodNotAllowed(f"{self.method} is not allowed", allow=_OPS_METHODS)
+                self._error = MethodNotAllowed(f"{method} is not allowed", allow=_OPS_METHODS)
             return
         if path.startswith("/api/") and _reserved(path):
             # A management path with no handler in this version: still the gateway's,
@@ -182,27 +204,69 @@ class Exchange(httputil.HTTPMessageDelegate):
         if not path.startswith("/"):
             self._fail(BadRequest("the request target must be a path starting with '/'"))
             return
-        result = snapshot.table.match(self.method, path)
+        origin = headers.get("Origin")
+        if method == "OPTIONS" and origin is not None:
+            requested = headers.get("Access-Control-Request-Method")
+            if requested and self._answer_preflight(requested, origin):
+                return
+        result = snapshot.table.match(method, path)
         if isinstance(result, Match):
             runtime = snapshot.routes[result.route.index]
             self._stats = runtime.stats
-            if runtime.refusal is None:
-                self._match = result
-            else:
+            if runtime.cors is not None:
+                self._extra_headers.extend(runtime.cors.response_headers(origin))
+            if runtime.refusal is not None:
                 self._error = ServiceUnavailable(runtime.refusal)
-        elif isinstance(result, MethodNotAllowedResult):
-            self._fail(MethodNotAllowed(f"{self.method} is not allowed", allow=result.allow))
+                return
+            self._body_limit = runtime.max_body_size
+            length = headers.get("Content-Length")
+            if length is not None and length.isdigit() and int(length) > self._body_limit:
+                # Refused before the body is read; the connection closes after the answer.
+                self.conn.set_max_body_size(int(length))
+                self._reject(_too_large(self._body_limit))
+                return
+            self._match = result
+            return
+        if snapshot.cors is not None:
+            self._extra_headers.extend(snapshot.cors.response_headers(origin))
+        if isinstance(result, MethodNotAllowedResult):
+            self._fail(MethodNotAllowed(f"{method} is not allowed", allow=result.allow))
         elif isinstance(result, BadPath):
             self._fail(InvalidPath(result.reason))
         else:
             self._fail(RouteNotFound(f"no route for {path}"))
 
+    def _answer_preflight(self, requested_method: str, origin: str) -> bool:
+        """Set up the gateway's own answer to a CORS preflight, if a route with a CORS
+        policy serves ``requested_method`` on this path."""
+        snapshot = self.snapshot
+        result = snapshot.table.match(requested_method.strip().upper(), self.path)
+        if not isinstance(result, Match):
+            return False
+        runtime = snapshot.routes[result.route.index]
+        if runtime.cors is None:
+            return False
+        self._stats = runtime.stats
+        self._preflight = runtime.cors.preflight_headers(
+            origin, self.request_headers.get("Access-Control-Request-Headers")
+        )
+        return True
+
     def data_received(self, chunk: bytes) -> None:
+        if self._done:
+            return
         self._bytes_in += len(chunk)
         if self._match is not None:
+            if self._bytes_in > self._body_limit:
+                self._match = None
+                self._body.clear()
+                self._reject(_too_large(self._body_limit))
+                return
             self._body.append(chunk)
 
     def finish(self) -> None:
+        if self._done:
+            return  # answered early (413, 431) while the request was still arriving
         if self._ops is not None:
             try:
                 status, content_type, body = self._ops(self)
@@ -210,6 +274,8 @@ class Exchange(httputil.HTTPMessageDelegate):
                 self._send_error(exc)
                 return
             self._send_whole(status, [("Content-Type", content_type)], body)
+        elif self._preflight is not None:
+            self._send_whole(204, self._preflight, b"")
         elif self._match is not None:
             task = asyncio.get_running_loop().create_task(self._proxy(self._match))
             self._task = task
@@ -230,24 +296,57 @@ class Exchange(httputil.HTTPMessageDelegate):
         self._error = error
         self._stats = self.gateway.metrics.route(UNMATCHED)
 
-    def _send_whole(self, status: int, headers: Sequence[tuple[str, str]], body: bytes) -> None:
+    def _reject(self, error: KairosError) -> None:
+        """Answer now, before the request body has arrived; Tornado then closes the
+        connection rather than read a body nobody wants."""
+        self._send_error(error, close=True)
+
+    def _security_headers(self) -> list[tuple[str, str]]:
+        snapshot = self.snapshot
+        if not snapshot.security_headers:
+            return []
+        return snapshot.security_headers_https if self._https() else snapshot.security_headers
+
+    def _https(self) -> bool:
+        if cast("HTTPRequestContext", self.conn.context).protocol == "https":
+            return True
+        return (
+            self.snapshot.is_trusted_proxy(self.peer_ip)
+            and self.request_headers.get("X-Forwarded-Proto", "").lower() == "https"
+        )
+
+    def _send_whole(
+        self,
+        status: int,
+        headers: Sequence[tuple[str, str]],
+        body: bytes,
+        *,
+        close: bool = False,
+    ) -> None:
         out = httputil.HTTPHeaders()
         for name, value in headers:
             out.add(name, value)
-        out["Content-Length"] = str(len(body))
+        for name, value in self._extra_headers:
+            out.add(name, value)
+        for name, value in self._security_headers():
+            out.add(name, value)
+        if status != 204:
+            out["Content-Length"] = str(len(body))
         out["X-Request-Id"] = self.request_id
-        if self.gateway.draining:
+        if close or self.gateway.draining:
             out["Connection"] = "close"
         self._status = status
         self._bytes_out = len(body)
         start = httputil.ResponseStartLine("HTTP/1.1", status, HTTPStatus(status).phrase)
-        self.conn.write_headers(start, out, body if self.method != "HEAD" else None)
+        self.conn.write_headers(start, out, body if self.method != "HEAD" and body else None)
         self.conn.finish()
         self._complete()
 
-    def _send_error(self, error: KairosError) -> None:
+    def _send_error(self, error: KairosError, *, close: bool = False) -> None:
         status, headers, body = problems.render(error, self.request_id)
-        self._send_whole(status, [("Content-Type", problems.CONTENT_TYPE), *headers], body)
+        self._send_whole(
+            status, [("Content-Type", problems.CONTENT_TYPE), *headers], body, close=close
+        )
 
     # -- proxying ------------------------------------------------------------------
 
@@ -443,6 +542,11 @@ class Exchange(httputil.HTTPMessageDelegate):
         headers = client_response_headers(
             response.headers, request_id=self.request_id, close=self.gateway.draining
         )
+        for name, value in self._extra_headers:
+            headers.add(name, value)
+        for name, value in self._security_headers():
+            if name not in headers:  # the backend's own choice wins
+                headers[name] = value
         self._status = response.status
         self._bytes_out = len(data)
         start = httputil.ResponseStartLine("HTTP/1.1", response.status, response.reason)

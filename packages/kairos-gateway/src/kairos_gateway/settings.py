@@ -15,6 +15,8 @@ from pathlib import Path
 from .logs import LogFormat, parse_level
 
 DEFAULT_PORT = 5900
+#: Header blocks beyond this are not even buffered: Tornado closes the connection.
+HARD_HEADER_LIMIT = 2 * 1024 * 1024
 
 
 class SettingsError(ValueError):
@@ -50,8 +52,8 @@ class GatewaySettings:
     body_timeout_s: float = 60.0
     #: On SIGTERM, how long in-flight requests may run before connections are closed.
     drain_timeout_s: float = 15.0
-    #: Largest request body the gateway buffers before forwarding.
-    max_body_size: int = 10 * 1024 * 1024
+    #: Request header blocks larger than this get 431 (up to `HARD_HEADER_LIMIT`, past
+    #: which the connection is closed unanswered).
     max_header_size: int = 64 * 1024
     #: Bearer token for the management API; without one only loopback clients may call it.
     admin_token: str | None = field(default=None, repr=False)

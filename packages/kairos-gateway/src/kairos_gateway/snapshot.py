@@ -23,6 +23,7 @@ from pathlib import Path
 from kairos_core import (
     CompiledRoute,
     ConfigError,
+    CorsConfig,
     FieldError,
     GatewayConfig,
     HealthCheckConfig,
@@ -34,6 +35,7 @@ from kairos_core import (
 
 from .backends import BackendRegistry, BackendState, endpoint_of
 from .balancer import Balancer, build_balancer
+from .cors import CorsPolicy
 from .metrics import GatewayMetrics, RouteStats
 from .retry import RetryBudget, RetryPolicy
 from .upstream import Endpoint, UpstreamTLSError
@@ -55,6 +57,8 @@ class RouteRuntime:
     total_timeout_s: float | None
     preserve_host: bool
     stats: RouteStats
+    cors: CorsPolicy | None
+    max_body_size: int
     #: Set when the route needs a feature this version cannot enforce safely (JWT
     #: verification): the route then answers 503 instead of serving unprotected.
     refusal: str | None = None
@@ -76,6 +80,11 @@ class Snapshot:
     routes: tuple[RouteRuntime, ...]  # indexed by CompiledRoute.index
     health_targets: tuple[HealthTarget, ...]
     trusted_proxies: tuple[IPNetwork, ...]
+    #: For responses to requests that matched no route.
+    cors: CorsPolicy | None
+    #: Security response headers for plain-HTTP and for HTTPS requests (HSTS only there).
+    security_headers: list[tuple[str, str]]
+    security_headers_https: list[tuple[str, str]]
     generation: int
     loaded_at: float
     source: Path | None
@@ -99,6 +108,10 @@ class Snapshot:
             for runtime in self.routes
             if any(state.endpoint == endpoint for state in runtime.backends)
         ]
+
+
+def _cors(config: CorsConfig | None) -> CorsPolicy | None:
+    return None if config is None else CorsPolicy(config)
 
 
 def check_local_files(config: GatewayConfig) -> None:
@@ -191,6 +204,8 @@ def build_snapshot(
                 total_timeout_s=None if timeouts.total_ms is None else timeouts.total_ms / 1000,
                 preserve_host=router.preserve_host,
                 stats=metrics.route(compiled.template),
+                cors=_cors(config.cors_for(router)),
+                max_body_size=config.max_body_size_for(router),
                 refusal=(
                     "this route requires authentication, which this gateway version "
                     "cannot verify yet"
@@ -205,6 +220,9 @@ def build_snapshot(
         routes=tuple(runtimes),
         health_targets=tuple(targets.values()),
         trusted_proxies=tuple(config.trusted_proxies),
+        cors=_cors(config.cors),
+        security_headers=config.security_headers.headers(https=False),
+        security_headers_https=config.security_headers.headers(https=True),
         generation=generation,
         loaded_at=time.time(),
         source=source,
