@@ -26,6 +26,7 @@ from .accesslog import AccessLog
 from .backends import EWMA_DECAY_S, BackendRegistry
 from .exchange import OpsHandler
 from .health import HealthChecker
+from .management import ManagementApi
 from .metrics import GatewayMetrics
 from .server import KairosHTTPServer
 from .settings import HARD_HEADER_LIMIT, GatewaySettings
@@ -61,6 +62,7 @@ class Gateway:
             self.settings.access_log, self.settings.log_format
         )
         self.ops: dict[str, OpsHandler] = ops.build(self)
+        self.management = ManagementApi(self)
         #: Connections waiting for their next request, with the loop time they began.
         self.waiting: dict[HTTP1ServerConnection, float] = {}
         self.ready = False
@@ -87,6 +89,37 @@ class Gateway:
         self.metrics.active_requests -= 1
         if self.draining and self.inflight == 0:
             self._drained.set()
+
+    def apply(self, config: GatewayConfig, *, source: Path | None = None) -> Snapshot:
+        """Make ``config`` live: build a snapshot off to the side, then swap one reference.
+
+        Raises `ConfigError` (and changes nothing) when the config cannot be compiled.
+        Requests in flight finish on the snapshot they started with; per-backend state
+        (breakers, EWMA, in-flight counts, health) carries over for backends that stay,
+        and is dropped, with their health probes, for backends that leave.
+        """
+        current = self.snapshot
+        snapshot = build_snapshot(
+            config,
+            metrics=self.metrics,
+            registry=self.registry,
+            generation=current.generation + 1,
+            source=current.source if source is None else source,
+            rng=self.rng,
+        )
+        self.snapshot = snapshot
+        self.registry.retain(snapshot.endpoints())
+        if self._server is not None:
+            self.health.update(snapshot.health_targets)
+        log.info(
+            "configuration applied",
+            extra={
+                "fields": {"config_version": snapshot.generation, "routes": len(snapshot.table)}
+            },
+        )
+        for note in unenforced_settings(config):
+            log.warning(f"config setting not in effect: {note}")
+        return snapshot
 
     def _backend_gauges(self) -> list[tuple[str, int, int, int]]:
         seen: dict[str, tuple[str, int, int, int]] = {}

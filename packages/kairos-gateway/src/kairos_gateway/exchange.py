@@ -48,7 +48,8 @@ from .headers import (
     request_id_from,
     upstream_request_headers,
 )
-from .metrics import UNMATCHED, RouteStats
+from .management import MAX_API_BODY, ApiRequest, ApiResponse
+from .metrics import MANAGEMENT, UNMATCHED, RouteStats
 from .upstream import UpstreamError as UpstreamFailure
 from .upstream import UpstreamResponse
 from .upstream import UpstreamTimeout as UpstreamTimedOut
@@ -105,6 +106,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         "_done",
         "_error",
         "_extra_headers",
+        "_management",
         "_match",
         "_ops",
         "_preflight",
@@ -151,6 +153,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         self._ops: OpsHandler | None = None
         self._error: KairosError | None = None
         self._match: Match | None = None
+        self._management = False
         self._preflight: list[tuple[str, str]] | None = None
         #: Added to whatever response this exchange sends (CORS, rate-limit fields).
         self._extra_headers: list[tuple[str, str]] = []
@@ -197,9 +200,16 @@ class Exchange(httputil.HTTPMessageDelegate):
                 self._error = MethodNotAllowed(f"{method} is not allowed", allow=_OPS_METHODS)
             return
         if path.startswith("/api/") and _reserved(path):
-            # A management path with no handler in this version: still the gateway's,
-            # never proxied, so a route such as /api/{*rest} cannot capture it.
-            self._fail(RouteNotFound(f"no route for {path}"))
+            # The management API: always the gateway's, never proxied, so a route such
+            # as /api/{*rest} cannot capture it.
+            self._stats = gateway.metrics.route(MANAGEMENT)
+            self._body_limit = MAX_API_BODY
+            length = headers.get("Content-Length")
+            if length is not None and length.isdigit() and int(length) > MAX_API_BODY:
+                self.conn.set_max_body_size(int(length))
+                self._reject(_too_large(MAX_API_BODY))
+                return
+            self._management = True
             return
         if not path.startswith("/"):
             self._fail(BadRequest("the request target must be a path starting with '/'"))
@@ -256,9 +266,10 @@ class Exchange(httputil.HTTPMessageDelegate):
         if self._done:
             return
         self._bytes_in += len(chunk)
-        if self._match is not None:
+        if self._match is not None or self._management:
             if self._bytes_in > self._body_limit:
                 self._match = None
+                self._management = False
                 self._body.clear()
                 self._reject(_too_large(self._body_limit))
                 return
@@ -276,6 +287,8 @@ class Exchange(httputil.HTTPMessageDelegate):
             self._send_whole(status, [("Content-Type", content_type)], body)
         elif self._preflight is not None:
             self._send_whole(204, self._preflight, b"")
+        elif self._management:
+            self._task = asyncio.get_running_loop().create_task(self._serve_management())
         elif self._match is not None:
             task = asyncio.get_running_loop().create_task(self._proxy(self._match))
             self._task = task
@@ -347,6 +360,29 @@ class Exchange(httputil.HTTPMessageDelegate):
         self._send_whole(
             status, [("Content-Type", problems.CONTENT_TYPE), *headers], body, close=close
         )
+
+    # -- management API ------------------------------------------------------------
+
+    async def _serve_management(self) -> None:
+        request = ApiRequest(
+            method=self.method,
+            path=self.path,
+            query=self.query,
+            headers=self.request_headers,
+            body=b"".join(self._body),
+            peer_ip=self.peer_ip,
+            request_id=self.request_id,
+        )
+        try:
+            response = await self.gateway.management.handle(request)
+        except Exception:
+            log.exception(
+                "management API call failed", extra={"fields": {"request_id": self.request_id}}
+            )
+            response = ApiResponse.problem(
+                KairosError("the gateway failed to handle the request"), self.request_id
+            )
+        self._send_whole(response.status, response.headers, response.body)
 
     # -- proxying ------------------------------------------------------------------
 

@@ -29,6 +29,8 @@ from . import __version__
 
 #: `route` label for requests that matched no route (404, 405, bad path).
 UNMATCHED = "unmatched"
+#: `route` label for management API calls (`/api/...`).
+MANAGEMENT = "management"
 
 STANDARD_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"}

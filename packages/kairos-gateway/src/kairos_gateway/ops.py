@@ -1,5 +1,4 @@
-"""The gateway's own endpoints: `/health`, `/ready`, `/live`, `/metrics`, and the
-read-only `/api/backends` (management API: admin token or loopback only).
+"""The gateway's own endpoints: `/health`, `/ready`, `/live`, `/metrics`.
 
 They are matched before any route (validation keeps routes off these paths) and answer
 without touching a backend.
@@ -14,7 +13,6 @@ from typing import TYPE_CHECKING
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from . import __version__
-from .admin import authorize
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -29,12 +27,6 @@ def _json(status: int, body: dict[str, object]) -> tuple[int, str, bytes]:
 
 def _timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def build(gateway: Gateway) -> dict[str, OpsHandler]:
@@ -82,42 +74,9 @@ def build(gateway: Gateway) -> dict[str, OpsHandler]:
     def metrics(_: Exchange) -> tuple[int, str, bytes]:
         return 200, CONTENT_TYPE_LATEST, gateway.metrics.render()
 
-    def backends(exchange: Exchange) -> tuple[int, str, bytes]:
-        authorize(exchange.request_headers, exchange.peer_ip, gateway.settings.admin_token)
-        snapshot = gateway.snapshot
-        paths = {t.state.endpoint: t.path for t in snapshot.health_targets}
-        now = time.monotonic()
-        items = []
-        for state in gateway.registry:
-            breaker = state.breaker
-            record = state.health
-            items.append(
-                {
-                    "address": state.address,
-                    "routes": snapshot.routes_of(state.endpoint),
-                    "available": state.available(),
-                    "healthy": state.healthy,
-                    "health_check": {
-                        "path": paths.get(state.endpoint),
-                        "last_check": _iso(record.last_check),
-                        "last_error": record.last_error,
-                        "consecutive_ok": record.consecutive_ok,
-                        "consecutive_fail": record.consecutive_fail,
-                    },
-                    "circuit_breaker": {
-                        "state": breaker.state,
-                        "retry_after_s": round(breaker.retry_after_s(), 3),
-                    },
-                    "inflight": state.inflight,
-                    "ewma_latency_ms": round(state.ewma(now) * 1000, 3),
-                }
-            )
-        return _json(200, {"backends": items})
-
     return {
         "/health": health,
         "/ready": ready,
         "/live": live,
         "/metrics": metrics,
-        "/api/backends": backends,
     }

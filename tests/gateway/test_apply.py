@@ -1,0 +1,32 @@
+"""Swapping the live configuration: the next request sees it, backend state carries over."""
+
+from __future__ import annotations
+
+from kairos_core import load_config
+
+from tests.conftest import BackendFactory, GatewayFactory
+from tests.support import raw_request, route
+
+
+async def test_apply_swaps_routes_and_keeps_backend_state(
+    backend_factory: BackendFactory, gateway_factory: GatewayFactory
+) -> None:
+    a = await backend_factory("a")
+    b = await backend_factory("b")
+    gw = await gateway_factory({"version": 1, "routers": [route("/x", "/x", [a])]})
+    assert (await raw_request(gw.port, "/x")).status == 200
+    state_a = gw.gateway.snapshot.routes[0].backends[0]
+
+    gw.gateway.apply(
+        load_config({"version": 1, "routers": [route("/y", "/y", [a]), route("/z", "/z", [b])]})
+    )
+    assert (await raw_request(gw.port, "/x")).status == 404
+    assert (await raw_request(gw.port, "/y")).header("X-Backend") == "a"
+    assert (await raw_request(gw.port, "/z")).header("X-Backend") == "b"
+    assert gw.gateway.snapshot.generation == 2
+    # The same backend keeps its state object (breaker, EWMA, in-flight count).
+    assert gw.gateway.snapshot.routes[0].backends[0] is state_a
+
+    gw.gateway.apply(load_config({"version": 1, "routers": [route("/z", "/z", [b])]}))
+    assert [s.address for s in gw.gateway.registry] == [b.url]
+    assert (await raw_request(gw.port, "/health")).json()["config_version"] == 3
