@@ -159,6 +159,7 @@ class Gateway:
         self._started_at = time.monotonic()
         self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep())
         self.health.update(self.snapshot.health_targets)
+        await self.management.start()
         self.ready = True
         for note in unenforced_settings(self.snapshot.config):
             log.warning(f"config setting not in effect: {note}")
@@ -188,6 +189,7 @@ class Gateway:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
+        await self.management.close()
         await self.health.close()
         await self.pool.close()
         self.access_log.close()

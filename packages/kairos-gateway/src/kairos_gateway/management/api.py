@@ -24,6 +24,12 @@ class ManagementApi:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
+    async def start(self) -> None:
+        """Start background work (file watcher, metrics sampler); called by Gateway.start."""
+
+    async def close(self) -> None:
+        """Stop background work; called by Gateway.stop."""
+
     async def handle(self, request: ApiRequest) -> ApiResponse:
         try:
             authorize(request.headers, request.peer_ip, self.gateway.settings.admin_token)
