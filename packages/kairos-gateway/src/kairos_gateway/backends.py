@@ -45,6 +45,12 @@ EWMA_DECAY_S = 10.0
 _MIN_RTT_S = 1e-6
 
 
+def _decay(x: float) -> float:
+    """``exp(-x)``; below 1e-3 its first-order form, exact to 5e-7 and several times
+    cheaper (at gateway request rates the gaps between observations are tiny)."""
+    return 1.0 - x if x < 1e-3 else math.exp(-x)
+
+
 def endpoint_of(backend: Backend) -> Endpoint:
     """The upstream `Endpoint` for a configured backend (also its registry key)."""
     return Endpoint(
@@ -132,7 +138,7 @@ class BackendState:
         if seconds > current:
             self._ewma = seconds
         else:
-            weight = math.exp(-max(0.0, now - self._ewma_at) / self._tau)
+            weight = _decay(max(0.0, now - self._ewma_at) / self._tau)
             self._ewma = current * weight + seconds * (1.0 - weight)
         self._ewma_at = max(now, self._ewma_at)
 
@@ -146,7 +152,7 @@ class BackendState:
         elapsed = now - self._ewma_at
         if elapsed <= 0.0:
             return self._ewma
-        return max(_MIN_RTT_S, self._ewma * math.exp(-elapsed / self._tau))
+        return max(_MIN_RTT_S, self._ewma * _decay(elapsed / self._tau))
 
     def cost(self, now: float) -> float:
         """Load for latency-aware balancing: estimated latency x (in-flight + 1)."""

@@ -257,6 +257,19 @@ class LatencyAware(_Strategy):
     def _choose(
         self, backends: Sequence[BackendState], client_key: str, exclude: Collection[int]
     ) -> int | None:
+        if not exclude:
+            # Common case first: draw two distinct indexes straight away; only when one
+            # of them is unavailable fall back to drawing among the eligible ones.
+            n = len(backends)
+            rand = self._rng.random
+            i = int(rand() * n)
+            j = int(rand() * (n - 1))
+            if j >= i:
+                j += 1
+            a, b = backends[i], backends[j]
+            if a.available() and b.available():
+                now = self._clock()
+                return j if b.cost(now) < a.cost(now) else i
         count = _count_eligible(backends, exclude)
         if count <= 1:
             return None if count == 0 else _nth_eligible(backends, exclude, 0)

@@ -1,0 +1,507 @@
+"""Results model, the printed tables (core, resilience), ratios and the PASS/MISS targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from route_match import MatchTiming, dynamic_ratio
+from wrk import WrkResult
+
+# Targets (see README.md).
+MIN_THROUGHPUT_VS_NGINX = 0.10
+MAX_ADDED_P50_MS = 0.6
+MAX_RSS_MB = 60.0
+MAX_ACCEPT_RATIO = 0.01
+MAX_ROUTE_RATIO = 1.5
+MIN_STRATEGY_VS_SINGLE = 0.90
+
+
+@dataclass(slots=True)
+class TargetResult:
+    label: str
+    role: str  # "backend" | "proxy" | "gateway"
+    runs: dict[int, WrkResult] = field(default_factory=dict)  # by connection count
+    warmup: WrkResult | None = None
+    rss_peak_mb: float | None = None
+    rss_samples: int = 0
+
+    @property
+    def errors(self) -> int:
+        warmup = self.warmup.errors if self.warmup else 0
+        return warmup + sum(r.errors for r in self.runs.values())
+
+    @property
+    def requests(self) -> int:
+        """Requests wrk completed, warm-up included."""
+        warmup = self.warmup.requests if self.warmup else 0
+        return warmup + sum(r.requests for r in self.runs.values())
+
+
+@dataclass(slots=True)
+class Reuse:
+    """Backend-side view of the gateway runs (warm-up and both measured runs)."""
+
+    accepts: int
+    requests: int
+    client_requests: int  # what wrk completed against the gateway
+
+    @property
+    def ratio(self) -> float:
+        return self.accepts / self.requests if self.requests else float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class BackendShare:
+    """Requests one backend counted during one measured run (its own stats query excluded)."""
+
+    backend: str
+    requests: int
+
+
+@dataclass(slots=True)
+class LbRun:
+    """One measured wrk run against one route of the resilience gateway."""
+
+    section: str  # "strategies" (3 fast backends) | "slow" (2 fast + 1 slow)
+    route: str  # "single" or a load_balancing_strategy
+    path: str
+    run: WrkResult
+    shares: list[BackendShare]
+    warmup: WrkResult | None = None
+
+    @property
+    def connections(self) -> int:
+        return self.run.connections
+
+    @property
+    def errors(self) -> int:
+        """Errors of the measured run and of its warm-up (if it had one)."""
+        return self.run.errors + (self.warmup.errors if self.warmup else 0)
+
+    @property
+    def mean_ms(self) -> float | None:
+        """Mean latency implied by Little's law for a closed loop: connections / req/s.
+
+        A cross-check on wrk's own latency figures, which are biased when latencies
+        are bimodal (see README.md)."""
+        return 1000.0 * self.connections / self.run.rps if self.run.rps > 0 else None
+
+    def share(self, backend: str) -> float | None:
+        total = sum(s.requests for s in self.shares)
+        found = next((s for s in self.shares if s.backend == backend), None)
+        return found.requests / total if found is not None and total > 0 else None
+
+    def to_dict(self) -> dict[str, object]:
+        total = sum(s.requests for s in self.shares)
+        return {
+            "section": self.section,
+            "route": self.route,
+            "path": self.path,
+            "connections": self.connections,
+            "run": self.run.to_dict(),
+            "warmup": self.warmup.to_dict() if self.warmup else None,
+            "mean_ms_littles_law": self.mean_ms,
+            "backend_requests": {s.backend: s.requests for s in self.shares},
+            "backend_share": {
+                s.backend: (s.requests / total if total else None) for s in self.shares
+            },
+        }
+
+
+@dataclass(slots=True)
+class ResilienceResults:
+    """The load-balancing section: one gateway, one route per strategy (see README.md)."""
+
+    backends: dict[str, str] = field(default_factory=dict)  # name -> description
+    weights: list[int] = field(default_factory=list)  # the `weighted` route, fast1..fast3
+    slow_delay_ms: float = 0.0
+    runs: list[LbRun] = field(default_factory=list)
+    gateway_routes: int = 0
+    gateway_exit: int | None = None
+    gateway_stderr_tail: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def find(self, section: str, route: str, conns: int) -> LbRun | None:
+        return next(
+            (
+                r
+                for r in self.runs
+                if r.section == section and r.route == route and r.connections == conns
+            ),
+            None,
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "backends": self.backends,
+            "weights": self.weights,
+            "slow_delay_ms": self.slow_delay_ms,
+            "gateway_routes": self.gateway_routes,
+            "gateway_exit": self.gateway_exit,
+            "gateway_stderr_tail": self.gateway_stderr_tail,
+            "notes": self.notes,
+            "runs": [r.to_dict() for r in self.runs],
+            "ratios": dict(resilience_ratios(self)),
+            "checks": [
+                {"name": c.name, "value": c.value, "status": c.status}
+                for c in resilience_checks(self)
+            ],
+        }
+
+
+@dataclass(slots=True)
+class Results:
+    machine: dict[str, str]
+    backend_kind: str
+    duration_s: int
+    targets: list[TargetResult]
+    routes: list[MatchTiming]
+    reuse: Reuse | None = None
+    access_log_lines: int | None = None
+    gateway_exit: int | None = None
+    gateway_stderr_tail: str | None = None
+    notes: list[str] = field(default_factory=list)
+    sections: list[str] = field(default_factory=lambda: ["core", "resilience"])
+    resilience: ResilienceResults | None = None
+
+    def by_role(self, role: str) -> TargetResult | None:
+        return next((t for t in self.targets if t.role == role), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    value: str
+    status: str  # PASS | MISS | n/a
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table(results: Results) -> str:
+    head = ("target", "conns", "req/s", "p50 ms", "p99 ms", "errors", "RSS MB", "ns/match")
+    rows: list[tuple[str, ...]] = []
+    for target in results.targets:
+        for conns, run in sorted(target.runs.items(), reverse=True):
+            rss = target.rss_peak_mb if conns == max(target.runs) else None
+            rows.append(
+                (
+                    target.label,
+                    str(conns),
+                    f"{run.rps:,.0f}",
+                    f"{run.p50_ms:.3f}",
+                    f"{run.p99_ms:.3f}",
+                    str(run.errors),
+                    _fmt(rss, ".1f"),
+                    "-",
+                )
+            )
+    split = len(rows)
+    for timing in results.routes:
+        rows.append((timing.label, "-", "-", "-", "-", "-", "-", f"{timing.ns_per_match:,.0f}"))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join((first, *rest))
+
+    rule = "-" * len(line(head))
+    out = [line(head), rule, *(line(r) for r in rows[:split]), rule]
+    out += [line(r) for r in rows[split:]]
+    return "\n".join(out)
+
+
+def _p50(target: TargetResult | None, conns: int) -> float | None:
+    run = target.runs.get(conns) if target else None
+    return run.p50_ms if run else None
+
+
+def _rps(target: TargetResult | None, conns: int) -> float | None:
+    run = target.runs.get(conns) if target else None
+    return run.rps if run else None
+
+
+def ratios(results: Results) -> list[tuple[str, str]]:
+    gw, proxy, direct = (results.by_role(r) for r in ("gateway", "proxy", "backend"))
+    out: list[tuple[str, str]] = []
+    gw50, proxy50, direct50 = _rps(gw, 50), _rps(proxy, 50), _rps(direct, 50)
+    if gw50 is not None and proxy50:
+        out.append(("throughput gateway / nginx proxy @50", f"{gw50 / proxy50:.3f}x"))
+    if gw50 is not None and direct50:
+        out.append(("throughput gateway / direct @50", f"{gw50 / direct50:.3f}x"))
+    gw1, proxy1, direct1 = _p50(gw, 1), _p50(proxy, 1), _p50(direct, 1)
+    if gw1 is not None and direct1 is not None:
+        out.append(("added p50 latency gateway - direct @1", f"{gw1 - direct1:+.3f} ms"))
+    if proxy1 is not None and direct1 is not None:
+        out.append(("added p50 latency nginx proxy - direct @1", f"{proxy1 - direct1:+.3f} ms"))
+    if results.routes:
+        out.append(
+            ("dynamic route match 10,000 / 10 routes", f"{dynamic_ratio(results.routes):.2f}x")
+        )
+    return out
+
+
+def checks(results: Results) -> list[Check]:
+    gw, proxy, direct = (results.by_role(r) for r in ("gateway", "proxy", "backend"))
+    out: list[Check] = []
+
+    def add(name: str, value: str, ok: bool | None) -> None:
+        out.append(Check(name, value, "n/a" if ok is None else "PASS" if ok else "MISS"))
+
+    gw50, proxy50 = _rps(gw, 50), _rps(proxy, 50)
+    if gw50 is not None and proxy50:
+        share = gw50 / proxy50
+        add(
+            f"throughput @50 >= {MIN_THROUGHPUT_VS_NGINX:.2f} x nginx proxy",
+            f"{share:.3f}x",
+            share >= MIN_THROUGHPUT_VS_NGINX,
+        )
+    else:
+        missing = "no nginx" if proxy is None else "not measured"
+        add(f"throughput @50 >= {MIN_THROUGHPUT_VS_NGINX:.2f} x nginx proxy", missing, None)
+
+    gw1, direct1 = _p50(gw, 1), _p50(direct, 1)
+    if gw1 is not None and direct1 is not None:
+        added = gw1 - direct1
+        add(f"added p50 @1 <= {MAX_ADDED_P50_MS} ms", f"{added:.3f} ms", added <= MAX_ADDED_P50_MS)
+    else:
+        add(f"added p50 @1 <= {MAX_ADDED_P50_MS} ms", "not measured", None)
+
+    rss = gw.rss_peak_mb if gw else None
+    add(
+        f"RSS under load <= {MAX_RSS_MB:.0f} MB",
+        "not measured" if rss is None else f"{rss:.1f} MB",
+        None if rss is None else rss <= MAX_RSS_MB,
+    )
+
+    if gw is not None:
+        add("zero errors (gateway, warm-up included)", str(gw.errors), gw.errors == 0)
+    else:
+        add("zero errors (gateway, warm-up included)", "not measured", None)
+
+    reuse = results.reuse
+    if reuse is not None:
+        add(
+            f"upstream reuse: accepts < {MAX_ACCEPT_RATIO:.0%} of requests",
+            f"{reuse.accepts:,} / {reuse.requests:,} = {reuse.ratio:.4%}",
+            reuse.ratio < MAX_ACCEPT_RATIO,
+        )
+    else:
+        add(f"upstream reuse: accepts < {MAX_ACCEPT_RATIO:.0%} of requests", "not measured", None)
+
+    if results.routes:
+        ratio = dynamic_ratio(results.routes)
+        add(
+            f"dynamic match 10,000 routes <= {MAX_ROUTE_RATIO}x 10 routes",
+            f"{ratio:.2f}x",
+            ratio <= MAX_ROUTE_RATIO,
+        )
+    return out
+
+
+def _grid(head: tuple[str, ...], blocks: list[list[tuple[str, ...]]]) -> list[str]:
+    """Left-aligned first column, right-aligned others; a rule between blocks."""
+    rows = [r for block in blocks for r in block]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join((first, *rest))
+
+    rule = "-" * len(line(head))
+    out = [line(head)]
+    for block in blocks:
+        out += [rule, *(line(r) for r in block)]
+    return out
+
+
+def _shares_cell(run: LbRun) -> str:
+    total = sum(s.requests for s in run.shares)
+    if total <= 0:
+        return "-"
+    return "/".join(f"{100 * s.requests / total:.0f}" for s in run.shares)
+
+
+def resilience_table(res: ResilienceResults) -> str:
+    head = (
+        "route",
+        "conns",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "mean ms*",
+        "errors",
+        "vs single",
+        "",
+    )
+    blocks: list[list[tuple[str, ...]]] = []
+    for section in ("strategies", "slow"):
+        block: list[tuple[str, ...]] = []
+        for lb in (r for r in res.runs if r.section == section):
+            single = res.find("strategies", "single", lb.connections)
+            vs = (
+                f"{lb.run.rps / single.run.rps:.3f}x"
+                if section == "strategies" and single is not None and single.run.rps
+                else "-"
+            )
+            names = "/".join(s.backend for s in lb.shares)
+            if section == "strategies" and lb.route == "single":
+                label = "single backend (fast1)"
+            elif section == "strategies":
+                label = f"3 fast: {lb.route}"
+            else:
+                label = f"2 fast + slow: {lb.route}"
+            block.append(
+                (
+                    label,
+                    str(lb.connections),
+                    f"{lb.run.rps:,.0f}",
+                    f"{lb.run.p50_ms:.3f}",
+                    f"{lb.run.p90_ms:.3f}",
+                    f"{lb.run.p99_ms:.3f}",
+                    _fmt(lb.mean_ms, ".3f"),
+                    str(lb.run.errors),
+                    vs,
+                    f"{_shares_cell(lb)} % ({names})",
+                )
+            )
+        if block:
+            blocks.append(block)
+    if not blocks:
+        return "  (no resilience runs completed)"
+    head = (*head[:-1], "share of requests per backend")
+    legend = "* mean ms = connections / req/s (Little's law), not from wrk's latency histogram"
+    return "\n".join([*_grid(head, blocks), legend])
+
+
+def resilience_ratios(res: ResilienceResults) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    conns = sorted({r.connections for r in res.runs if r.section == "slow"}, reverse=True)
+    for c in conns:
+        rr, la = res.find("slow", "round_robin", c), res.find("slow", "latency_aware", c)
+        if rr is None or la is None:
+            continue
+        if rr.run.p99_ms:
+            out.append(
+                (
+                    f"p99 latency_aware / round_robin @{c} (slow backend)",
+                    f"{la.run.p99_ms / rr.run.p99_ms:.3f}x",
+                )
+            )
+        if rr.run.p50_ms:
+            out.append(
+                (f"p50 latency_aware / round_robin @{c}", f"{la.run.p50_ms / rr.run.p50_ms:.3f}x")
+            )
+        if rr.run.rps:
+            out.append(
+                (f"req/s latency_aware / round_robin @{c}", f"{la.run.rps / rr.run.rps:.3f}x")
+            )
+        for lb in (rr, la):
+            share = lb.share("slow")
+            if share is not None:
+                out.append((f"slow backend's share, {lb.route} @{c}", f"{share:.2%}"))
+    return out
+
+
+def resilience_checks(res: ResilienceResults) -> list[Check]:
+    out: list[Check] = []
+    strategies = [r for r in res.runs if r.section == "strategies" and r.route != "single"]
+    for lb in strategies:
+        single = res.find("strategies", "single", lb.connections)
+        name = f"{lb.route} @{lb.connections} >= {MIN_STRATEGY_VS_SINGLE:.2f} x single backend"
+        if single is None or not single.run.rps:
+            out.append(Check(name, "not measured", "n/a"))
+            continue
+        share = lb.run.rps / single.run.rps
+        status = "PASS" if share >= MIN_STRATEGY_VS_SINGLE else "MISS"
+        out.append(Check(name, f"{share:.3f}x", status))
+    if res.runs:
+        errors = sum(r.errors for r in res.runs)
+        name = "zero errors (resilience runs, warm-ups included)"
+        out.append(Check(name, str(errors), "PASS" if errors == 0 else "MISS"))
+    return out
+
+
+def _kv(pairs: list[tuple[str, str]]) -> list[str]:
+    if not pairs:
+        return []
+    width = max(len(k) for k, _ in pairs)
+    return [f"  {k:<{width}}  {v}" for k, v in pairs]
+
+
+def _checks_lines(found: list[Check]) -> list[str]:
+    if not found:
+        return ["  (nothing measured)"]
+    width = max(len(c.name) for c in found)
+    vwidth = max(len(c.value) for c in found)
+    return [f"  {c.status:<4}  {c.name:<{width}}  {c.value:>{vwidth}}" for c in found]
+
+
+def render_resilience(res: ResilienceResults, duration_s: int) -> list[str]:
+    slow_conns = sorted({r.connections for r in res.runs if r.section == "slow"}, reverse=True)
+    conns_text = " and ".join(f"-c{c}" for c in slow_conns) or "-c50"
+    out = [
+        "",
+        "Resilience: load balancing (one gateway, one route per strategy)",
+        f"Load: wrk -t1 -c50 per route, {duration_s}s after a warm-up; slow-backend routes "
+        f"{conns_text}. Baseline: the single-backend route on the same gateway.",
+    ]
+    out += [f"  {name:<6} {desc}" for name, desc in res.backends.items()]
+    if res.weights:
+        out.append(
+            f"  weighted route: weights {'/'.join(map(str, res.weights))} (fast1/fast2/fast3)"
+        )
+    out += ["", resilience_table(res), "", "Resilience ratios"]
+    out += _kv(resilience_ratios(res)) or ["  (not measured)"]
+    out += ["", "Resilience targets", *_checks_lines(resilience_checks(res))]
+    if res.notes:
+        out += ["", "Resilience notes", *(f"  - {n}" for n in res.notes)]
+    if res.gateway_stderr_tail:
+        out += ["", "Resilience gateway stderr (tail)", res.gateway_stderr_tail]
+    return out
+
+
+def render_core(results: Results) -> list[str]:
+    out = [
+        "",
+        f"Load: wrk -t1 -c50 and -t1 -c1, {results.duration_s}s each after a warm-up; "
+        "nothing pinned (wrk, backend and proxy/gateway share the cores).",
+        f"Backend: {results.backend_kind}. Latency = wrk --latency distribution.",
+        "",
+        table(results),
+        "",
+        "Ratios",
+    ]
+    out += _kv(ratios(results))
+    if results.reuse is not None:
+        r = results.reuse
+        out += [
+            "",
+            "Upstream connections (backend counters across the gateway's warm-up + runs)",
+            f"  accepted connections  {r.accepts:,}",
+            f"  requests at backend   {r.requests:,}",
+            f"  requests at gateway   {r.client_requests:,} (completed by wrk, warm-up included)",
+        ]
+        if results.access_log_lines is not None:
+            out.append(f"  access-log lines      {results.access_log_lines:,}")
+    out += ["", "Targets", *_checks_lines(checks(results))]
+    if results.gateway_stderr_tail:
+        out += ["", "Gateway stderr (tail)", results.gateway_stderr_tail]
+    return out
+
+
+def render(results: Results) -> str:
+    out = ["", "Machine"]
+    width = max(len(k) for k in results.machine)
+    out += [f"  {k:<{width}}  {v}" for k, v in results.machine.items()]
+    if "core" in results.sections:
+        out += render_core(results)
+    if "resilience" in results.sections and results.resilience is not None:
+        out += render_resilience(results.resilience, results.duration_s)
+    if results.notes:
+        out += ["", "Notes", *(f"  - {n}" for n in results.notes)]
+    return "\n".join(out)
