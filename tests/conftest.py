@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
-from kairos_core import load_config
+from kairos_core import load_config, load_config_file
 from kairos_gateway import AccessLog, Gateway, GatewaySettings
 from tornado.testing import bind_unused_port
 
+from tests.redis_server import redis_server
 from tests.support import EchoBackend
+
+__all__ = ["redis_server"]  # a fixture for every test module
 
 
 @dataclass
@@ -67,6 +72,35 @@ async def gateway_factory() -> AsyncIterator[GatewayFactory]:
             GatewaySettings(**settings),
             access_log=AccessLog(buffer, "json"),
             ewma_decay_s=ewma_decay_s,
+        )
+        sock, port = bind_unused_port()
+        await gateway.start([sock])
+        started.append(gateway)
+        return RunningGateway(gateway, port, buffer)
+
+    yield make
+    for gateway in started:
+        await gateway.stop(drain_timeout_s=1)
+
+
+@pytest.fixture
+async def file_gateway_factory(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
+    """Like `gateway_factory`, but the config is written to ``tmp_path/config.json``
+    (or ``path=``) first and the gateway runs from that file: changes are saved there
+    and the file watcher follows it."""
+    started: list[Gateway] = []
+
+    async def make(
+        config: dict[str, Any], *, path: Path | None = None, **settings: Any
+    ) -> RunningGateway:
+        source = path or tmp_path / "config.json"
+        source.write_text(json.dumps(config, indent=2))
+        buffer = io.BytesIO()
+        gateway = Gateway(
+            load_config_file(source),
+            GatewaySettings(**settings),
+            source=source,
+            access_log=AccessLog(buffer, "json"),
         )
         sock, port = bind_unused_port()
         await gateway.start([sock])

@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tornado import web
@@ -22,6 +27,65 @@ from tornado.netutil import bind_sockets
 from tornado.testing import bind_unused_port
 
 LOOPBACK = "127.0.0.1"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without KAIROS_* / RUST_LOG, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAIROS_", "RUST_LOG"))}
+    env.update(extra)
+    return env
+
+
+@asynccontextmanager
+async def gateway_process(
+    *args: str, cwd: Path, **env: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, list[dict[str, Any]]]]:
+    """Run `python -m kairos_gateway` on port 0; yield (process, bound port, log records).
+
+    Log records keep arriving in the list while the block runs (stderr is drained, so a
+    chatty gateway never blocks on a full pipe). The process is killed on exit if it is
+    still running.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "kairos_gateway",
+        "--host",
+        LOOPBACK,
+        "--port",
+        "0",
+        *args,
+        cwd=cwd,
+        env=clean_env(KAIROS_LOG_FORMAT="json", KAIROS_ACCESS_LOG="off", **env),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    stderr = proc.stderr
+    records: list[dict[str, Any]] = []
+
+    async def drain() -> None:
+        while line := await stderr.readline():
+            records.append(json.loads(line))
+
+    drainer: asyncio.Task[None] | None = None
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                line = await stderr.readline()
+                assert line, f"gateway exited early: {records}"
+                records.append(json.loads(line))
+                if records[-1]["message"].startswith("listening on"):
+                    break
+        port = int(records[-1]["port"])
+        drainer = asyncio.create_task(drain())
+        yield proc, port, records
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        if drainer is not None:
+            await asyncio.wait_for(drainer, 10)
 
 
 def unused_port() -> int:

@@ -4,30 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support import EchoBackend, raw_request, route, unused_port
+from tests.support import clean_env as _env
+from tests.support import gateway_process as running
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "config.json"
-
-
-Running = tuple[asyncio.subprocess.Process, int, list[dict[str, Any]]]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAIROS_", "RUST_LOG"))}
-    env.update(extra)
-    return env
 
 
 async def _run(*args: str, cwd: Path, **env: str) -> tuple[int, str, str]:
@@ -44,42 +34,6 @@ async def _run(*args: str, cwd: Path, **env: str) -> tuple[int, str, str]:
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
-
-
-@asynccontextmanager
-async def running(
-    *args: str, cwd: Path, **env: str
-) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, list[dict[str, Any]]]]:
-    """Start the gateway on port 0 and yield (process, bound port, log records so far)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "kairos_gateway",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        *args,
-        cwd=cwd,
-        env=_env(KAIROS_LOG_FORMAT="json", KAIROS_ACCESS_LOG="off", **env),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    records: list[dict[str, Any]] = []
-    try:
-        async with asyncio.timeout(30):
-            while True:
-                line = await proc.stderr.readline()
-                assert line, f"gateway exited early: {records}"
-                records.append(json.loads(line))
-                if records[-1]["message"].startswith("listening on"):
-                    break
-        yield proc, int(records[-1]["port"]), records
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 def _write(tmp_path: Path, config: dict[str, Any]) -> Path:
@@ -183,15 +137,15 @@ async def test_sigterm_lets_an_in_flight_request_finish(
     tmp_path: Path, backend: EchoBackend
 ) -> None:
     path = _write(tmp_path, {"version": 1, "routers": [route("/stream", "/stream", [backend])]})
-    async with running("--config", str(path), cwd=tmp_path) as (proc, port, _):
+    async with running("--config", str(path), cwd=tmp_path) as (proc, port, records):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
         await asyncio.wait_for(reader.readuntil(b"first-chunk;\r\n"), 5)
         proc.send_signal(signal.SIGTERM)
-        assert proc.stderr is not None
-        async with asyncio.timeout(10):
-            while "draining" not in (line := (await proc.stderr.readline()).decode()):
-                assert line, "gateway exited without draining"
+        async with asyncio.timeout(10):  # the log line that says it is waiting for us
+            while not any(r["message"] == "draining" for r in records):
+                assert proc.returncode is None, "gateway exited without draining"
+                await asyncio.sleep(0.01)
         assert proc.returncode is None  # still draining
         backend.release.set()
         rest = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
@@ -212,7 +166,7 @@ async def test_text_log_format_and_level(tmp_path: Path, level_var: str) -> None
         "--port",
         str(port),
         cwd=tmp_path,
-        env=_env(KAIROS_LOG_FORMAT="text", **{level_var: "warning"}),
+        env=_env(KAIROS_LOG_FORMAT="text", **{level_var: "error"}),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -225,7 +179,8 @@ async def test_text_log_format_and_level(tmp_path: Path, level_var: str) -> None
                 await asyncio.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = await asyncio.wait_for(proc.communicate(), 10)
-    # INFO lines (listening, no config file) are below the level: nothing printed.
+    # INFO and WARNING lines (listening, no config file, no admin token) are below the
+    # level: nothing printed.
     assert err.decode() == ""
     assert proc.returncode == 0
 

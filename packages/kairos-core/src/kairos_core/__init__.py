@@ -3,6 +3,7 @@
 Pure: no I/O apart from `load_config_file`, no event loop.
 """
 
+from .admin import AdminConfig, parse_listen
 from .auth import JwtConfig
 from .backend import Backend
 from .config import (
@@ -86,6 +87,7 @@ __all__ = [
     "RESERVED_PATHS",
     "RESERVED_PREFIXES",
     "SLIDING_SUBWINDOWS",
+    "AdminConfig",
     "Backend",
     "BadPath",
     "BadRequest",
@@ -140,6 +142,7 @@ __all__ = [
     "load_config_file",
     "load_router",
     "origin_pattern",
+    "parse_listen",
     "redacted",
     "sliding_window",
     "token_bucket",

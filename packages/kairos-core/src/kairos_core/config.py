@@ -25,6 +25,7 @@ from pydantic import (
 
 from ._model import KairosModel
 from ._translate import field_errors
+from .admin import AdminConfig
 from .auth import JwtConfig, reveal_secret
 from .edge import CorsConfig, SecurityHeadersConfig
 from .errors import ConfigError, FieldError
@@ -75,6 +76,10 @@ class GatewayConfig(KairosModel):
     max_body_size: Annotated[int, Field(ge=0, le=MAX_BODY_LIMIT)] = 10 * 1024 * 1024
     security_headers: SecurityHeadersConfig = Field(default_factory=SecurityHeadersConfig)
     routers: list[Router]
+    #: Management API access and listener.
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    #: Watch the config file and apply edits to it (SIGHUP and the API reload anyway).
+    hot_reload: bool = True
 
     @field_serializer("jwt_secret")
     def _dump_secret(self, value: SecretStr | None, info: SerializationInfo) -> str | None:

@@ -23,14 +23,16 @@ from tornado.netutil import bind_sockets
 
 from . import ops
 from .accesslog import AccessLog
+from .auth import JwtVerifier
 from .backends import EWMA_DECAY_S, BackendRegistry
 from .exchange import OpsHandler
 from .health import HealthChecker
 from .management import ManagementApi
 from .metrics import GatewayMetrics
+from .ratelimit import RateLimiters
 from .server import KairosHTTPServer
 from .settings import HARD_HEADER_LIMIT, GatewaySettings
-from .snapshot import Snapshot, build_snapshot, unenforced_settings
+from .snapshot import Snapshot, build_snapshot
 from .upstream import UpstreamPool
 
 log = logging.getLogger("kairos.gateway")
@@ -53,8 +55,15 @@ class Gateway:
             self.metrics, clock=time.monotonic, ewma_decay_s=ewma_decay_s
         )
         self.metrics.backend_gauges = self._backend_gauges
+        self.limiters = RateLimiters()
+        self.metrics.rate_limit_store_errors = lambda: self.limiters.store_errors
         self.snapshot: Snapshot = build_snapshot(
-            config, metrics=self.metrics, registry=self.registry, source=source, rng=self.rng
+            config,
+            metrics=self.metrics,
+            registry=self.registry,
+            limiters=self.limiters,
+            source=source,
+            rng=self.rng,
         )
         self.pool = UpstreamPool()
         self.health = HealthChecker(rng=self.rng)
@@ -63,6 +72,11 @@ class Gateway:
         )
         self.ops: dict[str, OpsHandler] = ops.build(self)
         self.management = ManagementApi(self)
+        self.ops["/metrics"] = self.management.guard_metrics(self.ops["/metrics"])
+        #: The admin listener's address as configured at start-up (None: the proxy port).
+        self._admin_listen = self.snapshot.config.admin.listen
+        self._admin_server: KairosHTTPServer | None = None
+        self._admin_sockets: list[socket.socket] = []
         #: Connections waiting for their next request, with the loop time they began.
         self.waiting: dict[HTTP1ServerConnection, float] = {}
         self.ready = False
@@ -72,6 +86,7 @@ class Gateway:
         self._server: KairosHTTPServer | None = None
         self._sockets: list[socket.socket] = []
         self._housekeeping: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._started_at = time.monotonic()
         self.clock = asyncio.get_running_loop().time
 
@@ -98,28 +113,60 @@ class Gateway:
         (breakers, EWMA, in-flight counts, health) carries over for backends that stay,
         and is dropped, with their health probes, for backends that leave.
         """
+        snapshot = self.prepare(config, source=source)
+        self.activate(snapshot)
+        return snapshot
+
+    def prepare(self, config: GatewayConfig, *, source: Path | None = None) -> Snapshot:
+        """Compile ``config`` into the next snapshot without making it live.
+
+        Raises `ConfigError`. Follow with `activate`, or `discard` to forget the backend
+        state the build registered.
+        """
         current = self.snapshot
-        snapshot = build_snapshot(
+        return build_snapshot(
             config,
             metrics=self.metrics,
             registry=self.registry,
+            limiters=self.limiters,
             generation=current.generation + 1,
             source=current.source if source is None else source,
+            previous=current,
             rng=self.rng,
         )
-        self.snapshot = snapshot
+
+    def discard(self, snapshot: Snapshot) -> None:
+        """Undo what preparing ``snapshot`` registered (it will never be live)."""
+        self.registry.retain(self.snapshot.endpoints())
+
+    def activate(self, snapshot: Snapshot) -> None:
+        """Swap ``snapshot`` in: from the next request on, it is the configuration."""
+        previous, self.snapshot = self.snapshot, snapshot
+        if snapshot.verifier is not previous.verifier:
+            self._swap_verifier(previous.verifier, snapshot.verifier)
         self.registry.retain(snapshot.endpoints())
         if self._server is not None:
             self.health.update(snapshot.health_targets)
+        config = snapshot.config
         log.info(
             "configuration applied",
             extra={
                 "fields": {"config_version": snapshot.generation, "routes": len(snapshot.table)}
             },
         )
-        for note in unenforced_settings(config):
-            log.warning(f"config setting not in effect: {note}")
-        return snapshot
+        if config.admin.listen != self._admin_listen:
+            log.warning("admin.listen changed: the admin listener moves only on a restart")
+        self.management.applied(snapshot)
+
+    def _swap_verifier(self, old: JwtVerifier | None, new: JwtVerifier | None) -> None:
+        """Start the new JWT verifier (its JWKS fetch) and close the old one, in the
+        background: requests already holding the old snapshot may still use it."""
+        loop = asyncio.get_running_loop()
+        if new is not None and self._server is not None:
+            self._background.add(loop.create_task(new.start()))
+        if old is not None:
+            self._background.add(loop.create_task(old.close()))
+        self._background = {t for t in self._background if not t.done()}
 
     def _backend_gauges(self) -> list[tuple[str, int, int, int]]:
         seen: dict[str, tuple[str, int, int, int]] = {}
@@ -139,6 +186,15 @@ class Gateway:
         """The (host, port) pairs actually bound (useful with port 0)."""
         return [s.getsockname()[:2] for s in self._sockets]
 
+    @property
+    def has_admin_listener(self) -> bool:
+        return self._admin_server is not None
+
+    @property
+    def admin_addresses(self) -> list[tuple[str, int]]:
+        """Where the separate admin listener is bound (empty when there is none)."""
+        return [s.getsockname()[:2] for s in self._admin_sockets]
+
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self, sockets: list[socket.socket] | None = None) -> None:
@@ -156,13 +212,37 @@ class Gateway:
         )
         server.add_sockets(sockets)
         self._server = server
+        admin_address = self.snapshot.config.admin.listen_address
+        if admin_address is not None:
+            # Only the management API (and /health, /ready, /live, /metrics) answers
+            # here; the proxy port no longer serves /api/*.
+            try:
+                self._admin_sockets = bind_sockets(admin_address[1], admin_address[0])
+            except OSError:
+                server.stop()
+                self._server = None
+                raise
+            admin = KairosHTTPServer(
+                self,
+                max_header_size=max(HARD_HEADER_LIMIT, settings.max_header_size),
+                max_body_size=MAX_BODY_LIMIT,
+                body_timeout=settings.body_timeout_s,
+                admin=True,
+            )
+            admin.add_sockets(self._admin_sockets)
+            self._admin_server = admin
+            for host, port in self.admin_addresses:
+                log.info(f"management API listening on http://{host}:{port}")
         self._started_at = time.monotonic()
         self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep())
         self.health.update(self.snapshot.health_targets)
+        if self.snapshot.verifier is not None:
+            # The first JWKS fetch must not hold up the listener; until it lands,
+            # tokens signed by JWKS keys are refused (401).
+            loop = asyncio.get_running_loop()
+            self._background.add(loop.create_task(self.snapshot.verifier.start()))
         await self.management.start()
         self.ready = True
-        for note in unenforced_settings(self.snapshot.config):
-            log.warning(f"config setting not in effect: {note}")
 
     async def stop(self, drain_timeout_s: float | None = None) -> None:
         """Drain and shut down; safe to call more than once."""
@@ -173,6 +253,9 @@ class Gateway:
         self.ready = False
         self.draining = True
         server.stop()
+        admin, self._admin_server = self._admin_server, None
+        if admin is not None:
+            admin.stop()
         for conn in list(self.waiting):
             conn.stream.close()
         if self.inflight > 0:
@@ -185,12 +268,19 @@ class Gateway:
                     extra={"fields": {"in_flight": self.inflight}},
                 )
         await server.close_all_connections()
+        if admin is not None:
+            await admin.close_all_connections()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
         await self.management.close()
         await self.health.close()
+        for task in self._background:
+            task.cancel()
+        if self.snapshot.verifier is not None:
+            await self.snapshot.verifier.close()
+        await self.limiters.aclose()
         await self.pool.close()
         self.access_log.close()
 

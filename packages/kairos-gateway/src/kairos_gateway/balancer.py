@@ -266,10 +266,10 @@ class LatencyAware(_Strategy):
             j = int(rand() * (n - 1))
             if j >= i:
                 j += 1
-            a, b = backends[i], backends[j]
-            if a.available() and b.available():
+            one, other = backends[i], backends[j]
+            if one.available() and other.available():
                 now = self._clock()
-                return j if b.cost(now) < a.cost(now) else i
+                return j if other.cost(now) < one.cost(now) else i
         count = _count_eligible(backends, exclude)
         if count <= 1:
             return None if count == 0 else _nth_eligible(backends, exclude, 0)

@@ -89,13 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     configure(settings.log_format, settings.log_level)
-    source: Path | None = settings.config_path
+    # Even without a file the gateway is bound to its path: routes added through the
+    # management API are saved there, and a file created there is picked up.
+    source: Path = settings.config_path
     if config is None:
-        source = None
         config = GatewayConfig(version=1, routers=[])
         log.info(
             f"no config file at {settings.config_path}: serving the gateway's own endpoints "
             "only; to add routes, copy examples/config.json to ./config.json or pass --config"
+            " (routes added through the management API are saved to that file)"
         )
     try:
         return _run(lambda: serve(config, settings, source))
@@ -138,6 +140,12 @@ async def serve(config: GatewayConfig, settings: GatewaySettings, source: Path |
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+
+    def on_hangup() -> None:
+        log.info("SIGHUP: reloading the config file")
+        gateway.management.reload_in_background()
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
 
     for host, port in gateway.addresses:
         log.info(

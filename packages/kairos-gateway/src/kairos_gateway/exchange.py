@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from time import perf_counter
+from types import MappingProxyType
 from typing import TYPE_CHECKING, cast
 
 from kairos_core import (
@@ -34,6 +35,7 @@ from kairos_core import (
     PayloadTooLarge,
     RouteNotFound,
     ServiceUnavailable,
+    TooManyRequests,
     UpstreamError,
     UpstreamTimeout,
 )
@@ -42,6 +44,7 @@ from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
 from tornado.iostream import StreamClosedError
 
 from . import problems
+from .auth import Claims
 from .headers import (
     client_address,
     client_response_headers,
@@ -50,6 +53,7 @@ from .headers import (
 )
 from .management import MAX_API_BODY, ApiRequest, ApiResponse
 from .metrics import MANAGEMENT, UNMATCHED, RouteStats
+from .ratelimit import RateLimiter, limit_key
 from .upstream import UpstreamError as UpstreamFailure
 from .upstream import UpstreamResponse
 from .upstream import UpstreamTimeout as UpstreamTimedOut
@@ -60,7 +64,7 @@ if TYPE_CHECKING:
     from .app import Gateway
     from .backends import BackendState
     from .breaker import Permit
-    from .snapshot import RouteRuntime, Snapshot
+    from .snapshot import RouteAuth, RouteRuntime, Snapshot
 
 log = logging.getLogger("kairos.gateway")
 
@@ -79,6 +83,19 @@ def _header(headers: Sequence[tuple[str, str]], lower_name: str) -> str | None:
         if name.lower() == lower_name:
             return value
     return None
+
+
+def _apply_auth(
+    headers: list[tuple[str, str]], auth: RouteAuth, claim_headers: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """Drop client-sent copies of claim headers (else a client could forge a claim) and,
+    with `strip_authorization`, the token; then add the verified claims."""
+    drop = auth.forward_header_names
+    if auth.strip_authorization:
+        drop = drop | {"authorization"}
+    if drop:
+        headers = [(k, v) for k, v in headers if k.lower() not in drop]
+    return headers + claim_headers if claim_headers else headers
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -202,6 +219,10 @@ class Exchange(httputil.HTTPMessageDelegate):
         if path.startswith("/api/") and _reserved(path):
             # The management API: always the gateway's, never proxied, so a route such
             # as /api/{*rest} cannot capture it.
+            if not gateway.management.serves(self.server_conn):
+                # admin.listen is set: the API answers on the admin listener only.
+                self._fail(RouteNotFound(f"no route for {path}"))
+                return
             self._stats = gateway.metrics.route(MANAGEMENT)
             self._body_limit = MAX_API_BODY
             length = headers.get("Content-Length")
@@ -225,9 +246,6 @@ class Exchange(httputil.HTTPMessageDelegate):
             self._stats = runtime.stats
             if runtime.cors is not None:
                 self._extra_headers.extend(runtime.cors.response_headers(origin))
-            if runtime.refusal is not None:
-                self._error = ServiceUnavailable(runtime.refusal)
-                return
             self._body_limit = runtime.max_body_size
             length = headers.get("Content-Length")
             if length is not None and length.isdigit() and int(length) > self._body_limit:
@@ -387,8 +405,20 @@ class Exchange(httputil.HTTPMessageDelegate):
     # -- proxying ------------------------------------------------------------------
 
     async def _proxy(self, match: Match) -> None:
+        runtime = self.snapshot.routes[match.route.index]
         try:
-            await self._forward(self.snapshot.routes[match.route.index], match)
+            user: str | None = None
+            claim_headers: list[tuple[str, str]] = []
+            auth = runtime.auth
+            if auth is not None:
+                claims = await self._authenticate(auth)
+                subject = claims.get("sub")
+                user = subject if isinstance(subject, str) else None
+                if auth.forward_claims:
+                    claim_headers = auth.verifier.forwarded_headers(claims, auth.forward_claims)
+            if runtime.limiter is not None:
+                await self._rate_limit(runtime, runtime.limiter, user)
+            await self._forward(runtime, match, claim_headers)
         except asyncio.CancelledError:
             pass  # the client went away; _client_closed has recorded the exchange
         except KairosError as exc:
@@ -403,7 +433,45 @@ class Exchange(httputil.HTTPMessageDelegate):
                 self.conn.close()
                 self._complete()
 
-    async def _forward(self, runtime: RouteRuntime, match: Match) -> None:
+    async def _authenticate(self, auth: RouteAuth) -> Claims:
+        """The verified claims of the request's bearer token; raises Unauthorized (401)
+        or Forbidden (403) with the RFC 6750 challenge. Only the Authorization header
+        is read, never the query string."""
+        result = auth.verifier.authenticate(self.request_headers.get("Authorization"))
+        claims = result if isinstance(result, MappingProxyType) else await result
+        if auth.required_claims:
+            auth.verifier.check_route_claims(claims, auth.required_claims)
+        return claims
+
+    async def _rate_limit(
+        self, runtime: RouteRuntime, limiter: RateLimiter, user: str | None
+    ) -> None:
+        """Count the request against the route's limit; raise when it is refused. The
+        RateLimit fields go on whatever response follows, a refusal included."""
+        key = limit_key(
+            limiter.config.key,
+            client_ip=self.client_ip,
+            user=user,
+            route_template=runtime.route.template,
+            headers=self.request_headers,
+        )
+        decision = limiter.check_nowait(key)
+        if decision is None:
+            decision = await limiter.check(key)
+        fields = limiter.headers(decision)
+        if decision.allowed:
+            self._extra_headers.extend(fields)
+            return
+        # Retry-After comes with the error itself.
+        self._extra_headers.extend(f for f in fields if f[0] != "Retry-After")
+        runtime.stats.rate_limited += 1
+        if decision.store_error:
+            raise ServiceUnavailable("the rate limiter's store is unavailable")
+        raise TooManyRequests("rate limit exceeded", retry_after_s=decision.retry_after_s)
+
+    async def _forward(
+        self, runtime: RouteRuntime, match: Match, claim_headers: list[tuple[str, str]]
+    ) -> None:
         """Try backends until one answers in a way that is not worth retrying, then relay.
 
         Each try: pick a backend (skipping unavailable ones and, when possible, those
@@ -427,6 +495,9 @@ class Exchange(httputil.HTTPMessageDelegate):
             request_id=self.request_id,
             trust_forwarded=self.snapshot.is_trusted_proxy(self.peer_ip),
         )
+        auth = runtime.auth
+        if auth is not None:
+            headers = _apply_auth(headers, auth, claim_headers)
         client_host = self.request_headers.get("Host") if runtime.preserve_host else None
         target = match.upstream_path
         if self.query:

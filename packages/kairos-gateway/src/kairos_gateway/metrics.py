@@ -83,7 +83,15 @@ class Histogram:
 class RouteStats:
     """Everything recorded for one route label; handed to the request path once."""
 
-    __slots__ = ("bytes_in", "bytes_out", "duration", "label", "requests", "retries")
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "duration",
+        "label",
+        "rate_limited",
+        "requests",
+        "retries",
+    )
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -92,6 +100,7 @@ class RouteStats:
         self.bytes_in = 0
         self.bytes_out = 0
         self.retries: dict[str, int] = {}
+        self.rate_limited = 0
 
     def retry(self, reason: str) -> None:
         """Count a retry (``reason``: the upstream error kind or ``status_<code>``), or a
@@ -134,6 +143,8 @@ class GatewayMetrics(Collector):
         #: Live per-backend gauges, read at scrape time: (address, up, breaker state
         #: value, in-flight). The gateway points this at its backend registry.
         self.backend_gauges: Callable[[], Iterable[tuple[str, int, int, int]]] = tuple
+        #: Rate-limit checks answered by the fallback because Redis failed.
+        self.rate_limit_store_errors: Callable[[], int] = lambda: 0
         self.registry.register(self)
 
     def route(self, label: str) -> RouteStats:
@@ -229,6 +240,20 @@ class GatewayMetrics(Collector):
             for reason, count in r.retries.items():
                 retries.add_metric([r.label, reason], count)
         yield retries
+
+        limited = CounterMetricFamily(
+            "kairos_rate_limited", "Requests refused by a rate limit (429)", labels=["route"]
+        )
+        for r in routes:
+            if r.rate_limited:
+                limited.add_metric([r.label], r.rate_limited)
+        yield limited
+        store_errors = CounterMetricFamily(
+            "kairos_rate_limit_store_errors",
+            "Rate-limit checks decided by on_redis_error because Redis failed or timed out",
+        )
+        store_errors.add_metric([], self.rate_limit_store_errors())
+        yield store_errors
 
         up = GaugeMetricFamily(
             "kairos_backend_up",

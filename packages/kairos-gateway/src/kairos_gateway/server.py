@@ -18,6 +18,7 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any, cast
 
+from kairos_core import RouteNotFound
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
@@ -33,6 +34,29 @@ def _keep_nodelay(value: bool) -> None:
     """Stands in for `IOStream.set_nodelay` once the socket option is set for good."""
 
 
+class AdminExchange(Exchange):
+    """An exchange on the admin listener: never proxied.
+
+    The management API and the gateway's own endpoints answer as usual; any request
+    that would reach a route gets 404 instead.
+    """
+
+    __slots__ = ()
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> None:
+        super().headers_received(start_line, headers)
+        if self._done or self._management or self._ops is not None:
+            return
+        self._match = None
+        self._preflight = None
+        self._extra_headers.clear()
+        self._fail(RouteNotFound(f"no management endpoint at {self.path}"))
+
+
 class KairosHTTPServer(HTTPServer):
     # HTTPServer is Configurable: real initialisation happens in initialize().
     def initialize(  # type: ignore[override]
@@ -42,6 +66,7 @@ class KairosHTTPServer(HTTPServer):
         max_header_size: int,
         max_body_size: int,
         body_timeout: float,
+        admin: bool = False,
         **kwargs: Any,
     ) -> None:
         super().initialize(
@@ -55,6 +80,8 @@ class KairosHTTPServer(HTTPServer):
         )
         self.conn_params.header_timeout = None
         self.gateway = gateway
+        #: The separate admin listener: management API and gateway endpoints only.
+        self.admin = admin
 
     @staticmethod
     def _unused_callback(request: httputil.HTTPServerRequest) -> None:
@@ -79,6 +106,9 @@ class KairosHTTPServer(HTTPServer):
             conn.close()
         else:
             gateway.waiting[server] = gateway.clock()
+        if self.admin:
+            gateway.management.admin_connections.add(server)
+            return AdminExchange(gateway, server, conn)
         return Exchange(gateway, server, conn)
 
     def on_close(self, server_conn: object) -> None:

@@ -57,6 +57,12 @@ class GatewaySettings:
     max_header_size: int = 64 * 1024
     #: Bearer token for the management API; without one only loopback clients may call it.
     admin_token: str | None = field(default=None, repr=False)
+    #: The config file watcher folds events closer together than this into one reload.
+    watch_debounce_ms: int = 300
+    #: Metrics for the UI: sampled this often, one history point per step, kept this long.
+    metrics_interval_s: float = 1.0
+    metrics_history_step_s: float = 10.0
+    metrics_retention_s: float = 86_400.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:

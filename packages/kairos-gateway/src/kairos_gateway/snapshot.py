@@ -15,33 +15,52 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from kairos_core import (
+    ClaimValue,
     CompiledRoute,
     ConfigError,
     CorsConfig,
     FieldError,
     GatewayConfig,
     HealthCheckConfig,
+    JwtConfig,
+    Router,
     RouteTable,
     effective_circuit_breaker,
     effective_health_check,
     effective_timeouts,
 )
 
+from .auth import JwtVerifier
 from .backends import BackendRegistry, BackendState, endpoint_of
 from .balancer import Balancer, build_balancer
 from .cors import CorsPolicy
 from .metrics import GatewayMetrics, RouteStats
+from .ratelimit import RateLimiter, RateLimiters
 from .retry import RetryBudget, RetryPolicy
 from .upstream import Endpoint, UpstreamTLSError
 from .upstream.tls import client_ssl_context
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class RouteAuth:
+    """JWT settings of one protected route."""
+
+    verifier: JwtVerifier
+    required_claims: Mapping[str, ClaimValue | list[ClaimValue]] | None
+    #: Claim -> header, the route's entries over the `jwt` block's.
+    forward_claims: Mapping[str, str]
+    #: Lower-cased names of those headers: client-sent copies are always removed.
+    forward_header_names: frozenset[str]
+    strip_authorization: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +78,8 @@ class RouteRuntime:
     stats: RouteStats
     cors: CorsPolicy | None
     max_body_size: int
-    #: Set when the route needs a feature this version cannot enforce safely (JWT
-    #: verification): the route then answers 503 instead of serving unprotected.
-    refusal: str | None = None
+    limiter: RateLimiter | None
+    auth: RouteAuth | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +98,7 @@ class Snapshot:
     routes: tuple[RouteRuntime, ...]  # indexed by CompiledRoute.index
     health_targets: tuple[HealthTarget, ...]
     trusted_proxies: tuple[IPNetwork, ...]
+    verifier: JwtVerifier | None
     #: For responses to requests that matched no route.
     cors: CorsPolicy | None
     #: Security response headers for plain-HTTP and for HTTPS requests (HSTS only there).
@@ -108,6 +127,53 @@ class Snapshot:
             for runtime in self.routes
             if any(state.endpoint == endpoint for state in runtime.backends)
         ]
+
+
+def _verifier(jwt: JwtConfig | None, previous: Snapshot | None) -> JwtVerifier | None:
+    if jwt is None:
+        return None
+    if previous is not None and previous.verifier is not None and previous.verifier.config == jwt:
+        return previous.verifier
+    try:
+        return JwtVerifier(jwt)
+    except ValueError as exc:
+        # Keys pydantic cannot judge (a public key that fits no allowed algorithm, a
+        # secret too short for HS512): reported like any other config error.
+        raise ConfigError([FieldError(("jwt",), str(exc))]) from exc
+
+
+def _route_auth(verifier: JwtVerifier | None, jwt: JwtConfig | None, router: Router) -> RouteAuth:
+    # Validation guarantees a key source whenever a route needs auth.
+    assert verifier is not None
+    assert jwt is not None
+    forward = {**jwt.forward_claims, **(router.forward_claims or {})}
+    return RouteAuth(
+        verifier=verifier,
+        required_claims=router.required_claims,
+        forward_claims=forward,
+        forward_header_names=frozenset(h.lower() for h in forward.values()),
+        strip_authorization=router.strip_authorization,
+    )
+
+
+_POLICY_NAME = re.compile(r"[A-Za-z0-9_.:/{}*-]{1,64}")
+
+
+def _limiter(
+    limiters: RateLimiters, config: GatewayConfig, router: Router, index: int
+) -> RateLimiter | None:
+    """The route's limiter. The top-level limit is one policy ("default") shared by
+    every route without its own, so it counts per client across the gateway; a route's
+    own limit counts separately, under the route's path as its policy name."""
+    own = config.rate_limit_for(router)
+    if own is None:
+        return None
+    if own is config.rate_limit:
+        return limiters.get(own, name="default")
+    name = (
+        router.external_path if _POLICY_NAME.fullmatch(router.external_path) else f"route-{index}"
+    )
+    return limiters.get(own, name=name)
 
 
 def _cors(config: CorsConfig | None) -> CorsPolicy | None:
@@ -139,37 +205,27 @@ def check_local_files(config: GatewayConfig) -> None:
         raise ConfigError(errors)
 
 
-def unenforced_settings(config: GatewayConfig) -> list[str]:
-    """Config settings that validate but are not enforced by this version yet.
-
-    Ignoring them is safe except for `auth_required`, whose routes refuse requests
-    (see `RouteRuntime.refusal`) rather than serve without authentication.
-    """
-    notes: list[str] = []
-    if config.rate_limit is not None:
-        notes.append("rate_limit: not enforced yet")
-    for i, router in enumerate(config.routers):
-        if router.auth_required:
-            notes.append(
-                f"routers[{i}] ({router.external_path}).auth_required: JWT verification "
-                "not available yet; answers 503"
-            )
-    return notes
-
-
 def build_snapshot(
     config: GatewayConfig,
     *,
     metrics: GatewayMetrics,
     registry: BackendRegistry,
+    limiters: RateLimiters,
     generation: int = 1,
     source: Path | None = None,
+    previous: Snapshot | None = None,
     rng: random.Random | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Snapshot:
-    """Compile ``config``; backend state comes from (and is added to) ``registry``."""
+    """Compile ``config``; backend state comes from (and is added to) ``registry``.
+
+    The JWT verifier of ``previous`` is kept (with its token cache and JWKS keys) when
+    the JWT settings did not change.
+    """
     check_local_files(config)
     table = RouteTable(config.routers)
+    jwt = config.effective_jwt()
+    verifier = _verifier(jwt, previous)
     rng = rng or random.Random()
     runtimes: list[RouteRuntime] = []
     targets: dict[Endpoint, HealthTarget] = {}
@@ -206,12 +262,8 @@ def build_snapshot(
                 stats=metrics.route(compiled.template),
                 cors=_cors(config.cors_for(router)),
                 max_body_size=config.max_body_size_for(router),
-                refusal=(
-                    "this route requires authentication, which this gateway version "
-                    "cannot verify yet"
-                    if router.auth_required
-                    else None
-                ),
+                limiter=_limiter(limiters, config, router, compiled.index),
+                auth=_route_auth(verifier, jwt, router) if router.auth_required else None,
             )
         )
     return Snapshot(
@@ -220,6 +272,7 @@ def build_snapshot(
         routes=tuple(runtimes),
         health_targets=tuple(targets.values()),
         trusted_proxies=tuple(config.trusted_proxies),
+        verifier=verifier,
         cors=_cors(config.cors),
         security_headers=config.security_headers.headers(https=False),
         security_headers_https=config.security_headers.headers(https=True),

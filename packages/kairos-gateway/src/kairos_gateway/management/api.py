@@ -1,17 +1,57 @@
-"""Dispatch of management API calls to their handlers."""
+"""Dispatch of management API calls to their handlers, and the API's background work.
+
+`ManagementApi.handle` authorizes every call (`access`), then dispatches on the path:
+
+    /api/routes                 GET list, POST create           (routes)
+    /api/routes/validate        POST                            (routes)
+    /api/routes/{external_path} GET, PUT, DELETE                (routes)
+    /api/config                 GET, PUT                        (config_api)
+    /api/config/status          GET                             (config_api)
+    /api/config/reload          POST                            (config_api)
+    /api/config/{section}       GET, PUT (jwt, rate_limit, cors)
+    /api/metrics                GET snapshot                    (history)
+    /api/metrics/history        GET ?range=1h&step=10s          (history)
+    /api/backends               GET
+    /api/openapi.json           GET                             (openapi)
+
+`start()` begins the metrics sampler and, when the config has ``hot_reload`` on and
+came from a file, the file watcher; `close()` stops both.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
+import weakref
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from kairos_core import KairosError, MethodNotAllowed, RouteNotFound
+from kairos_core import AdminConfig, BadRequest, KairosError, MethodNotAllowed, RouteNotFound
+from tornado.http1connection import HTTP1ServerConnection
 
-from .access import authorize
+from .. import problems
+from . import config_api, routes
+from .access import AdminCredential, authorize, credential
+from .history import MetricsSampler
 from .http import ApiRequest, ApiResponse
+from .live import LiveConfig
+from .openapi import openapi_document
+from .schemas import BackendList, MetricsHistory, MetricsSnapshot
+from .watcher import FileWatcher
 
 if TYPE_CHECKING:
     from ..app import Gateway
+    from ..exchange import Exchange, OpsHandler
+    from ..snapshot import Snapshot
+
+log = logging.getLogger("kairos.gateway")
+
+_READ = ("GET", "HEAD")
+#: Longest history a request may ask for, and the duration units it may use.
+MAX_RANGE_S = 86_400.0
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -20,29 +60,211 @@ def _iso(epoch: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
+def _allow(request: ApiRequest, allowed: Iterable[str]) -> str:
+    allowed = tuple(allowed)
+    if request.method not in allowed:
+        raise MethodNotAllowed(f"{request.method} is not allowed here", allow=allowed)
+    return request.method
+
+
+def parse_duration(name: str, text: str) -> float:
+    """``"10s"``, ``"5m"``, ``"1h"``, ``"1d"`` (or plain seconds) to seconds; 400 if bad."""
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in _UNITS else (text, "s")
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        raise BadRequest(f"{name}={text!r} is not a duration such as 30s, 5m, 1h or 1d") from None
+    if not value > 0 or value > MAX_RANGE_S:
+        raise BadRequest(f"{name}={text!r} must be more than 0 and at most 24h")
+    return value
+
+
 class ManagementApi:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        settings = gateway.settings
+        self.live = LiveConfig(gateway, gateway.snapshot.source)
+        self.sampler = MetricsSampler(
+            gateway,
+            interval_s=settings.metrics_interval_s,
+            step_s=settings.metrics_history_step_s,
+            retention_s=settings.metrics_retention_s,
+        )
+        file = self.live.file
+        self.watcher: FileWatcher | None = (
+            None
+            if file is None
+            else FileWatcher(file.path, self._file_changed, debounce_ms=settings.watch_debounce_ms)
+        )
+        self._started = False
+        #: Connections accepted by the admin listener (see `serves`).
+        self.admin_connections: weakref.WeakSet[HTTP1ServerConnection] = weakref.WeakSet()
+        self._credential: tuple[AdminConfig, AdminCredential | None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start background work (file watcher, metrics sampler); called by Gateway.start."""
+        self._started = True
+        required = self.credential()
+        if required is None:
+            log.info(
+                "no admin token is set (KAIROS_ADMIN_TOKEN, admin.token or "
+                "admin.token_sha256): the management API answers loopback clients only"
+            )
+        else:
+            log.info(
+                "the management API requires the admin token",
+                extra={"fields": {"token_from": required.source}},
+            )
+        self.sampler.start()
+        self._sync_watcher(self.gateway.snapshot)
 
     async def close(self) -> None:
         """Stop background work; called by Gateway.stop."""
+        self._started = False
+        if self.watcher is not None:
+            await self.watcher.close()
+        await self.sampler.close()
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def applied(self, snapshot: Snapshot) -> None:
+        """A new snapshot went live (called by Gateway.activate)."""
+        if self._started:
+            self._sync_watcher(snapshot)
+
+    def _sync_watcher(self, snapshot: Snapshot) -> None:
+        watcher = self.watcher
+        if watcher is None:
+            return
+        if snapshot.config.hot_reload:
+            watcher.start()
+        else:
+            watcher.stop()
+
+    async def _file_changed(self) -> None:
+        with contextlib.suppress(KairosError):  # recorded in the status, and logged
+            await self.live.reload("watcher")
+
+    def reload_in_background(self) -> None:
+        """Reload the config file without waiting (SIGHUP)."""
+
+        async def run() -> None:
+            with contextlib.suppress(KairosError):
+                await self.live.reload("sighup")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- access ----------------------------------------------------------------------
+
+    def serves(self, conn: HTTP1ServerConnection) -> bool:
+        """Whether `/api/*` is answered on ``conn``: on any connection, unless a separate
+        admin listener was started, then on its connections only."""
+        return not self.gateway.has_admin_listener or conn in self.admin_connections
+
+    def credential(self) -> AdminCredential | None:
+        admin = self.gateway.snapshot.config.admin
+        cached = self._credential
+        if cached is None or cached[0] is not admin:
+            cached = self._credential = (
+                admin,
+                credential(self.gateway.settings.admin_token, admin),
+            )
+        return cached[1]
+
+    def guard_metrics(self, handler: OpsHandler) -> OpsHandler:
+        """``handler`` for `/metrics`, answering only authorized callers when the config
+        sets ``admin.metrics_public: false``."""
+
+        def guarded(exchange: Exchange) -> tuple[int, str, bytes]:
+            if not self.gateway.snapshot.config.admin.metrics_public:
+                try:
+                    authorize(exchange.request_headers, exchange.peer_ip, self.credential())
+                except KairosError as exc:
+                    status, headers, body = problems.render(exc, exchange.request_id)
+                    # The ops handler shape returns no headers; the exchange sends these
+                    # with whatever it answers (WWW-Authenticate for a 401).
+                    exchange._extra_headers.extend(headers)
+                    return status, problems.CONTENT_TYPE, body
+            return handler(exchange)
+
+        return guarded
+
+    # -- requests --------------------------------------------------------------------
+
+    def etag_header(self) -> list[tuple[str, str]]:
+        return [("ETag", self.live.etag)]
 
     async def handle(self, request: ApiRequest) -> ApiResponse:
         try:
-            authorize(request.headers, request.peer_ip, self.gateway.settings.admin_token)
+            authorize(request.headers, request.peer_ip, self.credential())
             return await self._dispatch(request)
         except KairosError as exc:
             return ApiResponse.problem(exc, request.request_id)
 
     async def _dispatch(self, request: ApiRequest) -> ApiResponse:
-        if request.path == "/api/backends":
-            if request.method not in ("GET", "HEAD"):
-                raise MethodNotAllowed(f"{request.method} is not allowed", allow=("GET", "HEAD"))
+        path = request.path
+        if path == "/api/routes":
+            if _allow(request, (*_READ, "POST")) == "POST":
+                return await routes.create_route(self, request)
+            return routes.list_routes(self)
+        if path == "/api/routes/validate":
+            _allow(request, ("POST",))
+            return routes.validate_route(self, request)
+        if path.startswith(routes.PREFIX):
+            external = routes.external_path_of(path[len(routes.PREFIX) :])
+            if external is None:
+                raise RouteNotFound(f"no management endpoint at {path}")
+            method = _allow(request, (*_READ, "PUT", "DELETE"))
+            if method == "PUT":
+                return await routes.replace_route(self, request, external)
+            if method == "DELETE":
+                return await routes.delete_route(self, request, external)
+            return routes.get_route(self, request, external)
+        if path == "/api/config":
+            if _allow(request, (*_READ, "PUT")) == "PUT":
+                return await config_api.put_config(self, request)
+            return config_api.get_config(self)
+        if path == "/api/config/status":
+            _allow(request, _READ)
+            return config_api.status(self)
+        if path == "/api/config/reload":
+            _allow(request, ("POST",))
+            return await config_api.reload(self, request)
+        if path.startswith("/api/config/") and path.count("/") == 3:
+            name = path.rsplit("/", 1)[1]
+            if _allow(request, (*_READ, "PUT")) == "PUT":
+                return await config_api.put_section(self, request, name)
+            return config_api.get_section(self, name)
+        if path == "/api/metrics":
+            _allow(request, _READ)
+            snapshot = MetricsSnapshot.model_validate(self.sampler.snapshot())
+            return ApiResponse.model(200, snapshot)
+        if path == "/api/metrics/history":
+            _allow(request, _READ)
+            return self.history(request)
+        if path == "/api/backends":
+            _allow(request, _READ)
             return self.backends()
-        raise RouteNotFound(f"no management endpoint at {request.path}")
+        if path == "/api/openapi.json":
+            _allow(request, _READ)
+            return ApiResponse.json(200, openapi_document())
+        raise RouteNotFound(f"no management endpoint at {path}")
+
+    def history(self, request: ApiRequest) -> ApiResponse:
+        params = request.query_params()
+        range_s = parse_duration("range", params.get("range", "1h"))
+        step_s = parse_duration("step", params.get("step", f"{self.sampler.step_s:g}s"))
+        if step_s < self.sampler.step_s:
+            step_s = self.sampler.step_s
+        series = MetricsHistory.model_validate(self.sampler.series(range_s, step_s))
+        return ApiResponse.model(200, series)
 
     def backends(self) -> ApiResponse:
         """Per backend: address, routes, health, last check, breaker, in-flight, EWMA."""
@@ -75,4 +297,4 @@ class ManagementApi:
                     "ewma_latency_ms": round(state.ewma(now) * 1000, 3),
                 }
             )
-        return ApiResponse.json(200, {"backends": items})
+        return ApiResponse.model(200, BackendList(backends=items))

@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
 
-from kairos_core import KairosError
+from kairos_core import BadRequest, ConfigError, KairosError
+from pydantic import BaseModel
 from tornado.httputil import HTTPHeaders
 
 from .. import problems
+from .errors import UnsupportedMediaType
 
 #: Largest request body the management API accepts (413 beyond).
 MAX_API_BODY = 1024 * 1024
+JSON = "application/json"
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +37,30 @@ class ApiRequest:
     body: bytes
     peer_ip: str
     request_id: str
+
+    def json(self) -> object:
+        """The body as JSON: 415 unless it is declared JSON, 400 when it does not parse."""
+        media_type = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if media_type != JSON and not (
+            media_type.startswith("application/") and media_type.endswith("+json")
+        ):
+            raise UnsupportedMediaType(
+                f"send the body as {JSON} (got {media_type or 'no Content-Type'})"
+            )
+        try:
+            return json.loads(self.body.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"the body is not UTF-8 (byte {exc.start})") from None
+        except json.JSONDecodeError as exc:
+            raise BadRequest(
+                f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            ) from None
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest(f"malformed JSON: {exc}") from None
+
+    def query_params(self) -> dict[str, str]:
+        """Query parameters; the last value wins when one is repeated."""
+        return {k: v[-1] for k, v in parse_qs(self.query, keep_blank_values=True).items()}
 
 
 @dataclass(slots=True)
@@ -36,9 +74,28 @@ class ApiResponse:
         cls, status: int, payload: object, headers: list[tuple[str, str]] | None = None
     ) -> ApiResponse:
         body = json.dumps(payload, separators=(",", ":")).encode()
-        return cls(status, body, [("Content-Type", "application/json"), *(headers or [])])
+        return cls(status, body, [("Content-Type", JSON), *(headers or [])])
+
+    @classmethod
+    def model(
+        cls,
+        status: int,
+        payload: BaseModel,
+        headers: list[tuple[str, str]] | None = None,
+        *,
+        exclude_none: bool = False,
+    ) -> ApiResponse:
+        """A response built from one of the models the OpenAPI document describes
+        (config models with ``exclude_none``, as the config file has them)."""
+        body = payload.model_dump_json(exclude_none=exclude_none).encode()
+        return cls(status, body, [("Content-Type", JSON), *(headers or [])])
 
     @classmethod
     def problem(cls, error: KairosError, request_id: str) -> ApiResponse:
         status, headers, body = problems.render(error, request_id)
+        if isinstance(error, ConfigError):
+            # Validation failures carry their field paths (RFC 9457 extension member).
+            document = json.loads(body)
+            document["errors"] = [e.as_dict() for e in error.errors]
+            body = json.dumps(document, separators=(",", ":")).encode()
         return cls(status, body, [("Content-Type", problems.CONTENT_TYPE), *headers])

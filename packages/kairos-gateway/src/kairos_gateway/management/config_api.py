@@ -1,0 +1,106 @@
+"""`/api/config`: the whole configuration, its sections, reload and status.
+
+Secrets are shown as ``"***"``; sending ``"***"`` back (in a whole config or a section)
+keeps the current secret, so a UI can round-trip what it read without knowing it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from kairos_core import ConfigError, FieldError, RouteNotFound
+
+from .http import ApiRequest, ApiResponse
+from .live import ConfigData, redacted_data
+from .schemas import ConfigStatus, FieldErrorBody, ReloadStatus
+
+if TYPE_CHECKING:
+    from .api import ManagementApi
+
+#: Sections of the config the UI edits on their own: ``/api/config/{section}``.
+SECTIONS = ("jwt", "rate_limit", "cors")
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _errors(errors: list[FieldError]) -> list[FieldErrorBody]:
+    return [FieldErrorBody.model_validate(e.as_dict()) for e in errors]
+
+
+def get_config(api: ManagementApi) -> ApiResponse:
+    return ApiResponse.json(200, redacted_data(api.gateway.snapshot.config), api.etag_header())
+
+
+async def put_config(api: ManagementApi, request: ApiRequest) -> ApiResponse:
+    body = request.json()
+    if not isinstance(body, dict):
+        raise ConfigError([FieldError((), "the configuration must be a JSON object")])
+    snapshot = await api.live.change(request.headers, lambda _: dict(body))
+    return ApiResponse.json(200, redacted_data(snapshot.config), api.etag_header())
+
+
+def _section(name: str) -> str:
+    if name not in SECTIONS:
+        raise RouteNotFound(f"no configuration section {name!r}; sections: {', '.join(SECTIONS)}")
+    return name
+
+
+def get_section(api: ManagementApi, name: str) -> ApiResponse:
+    data = redacted_data(api.gateway.snapshot.config)
+    return ApiResponse.json(200, data.get(_section(name)), api.etag_header())
+
+
+async def put_section(api: ManagementApi, request: ApiRequest, name: str) -> ApiResponse:
+    """Replace one section; ``null`` removes it."""
+    section = _section(name)
+    body = request.json()
+
+    def edit(config: ConfigData) -> ConfigData:
+        if body is None:
+            config.pop(section, None)
+            if section == "jwt":
+                config.pop("jwt_secret", None)  # else it would stand in for the block
+        else:
+            config[section] = body
+        return config
+
+    snapshot = await api.live.change(request.headers, edit)
+    return ApiResponse.json(200, redacted_data(snapshot.config).get(section), api.etag_header())
+
+
+def status(api: ManagementApi) -> ApiResponse:
+    live = api.live
+    snapshot = api.gateway.snapshot
+    file = live.file
+    record = live.last_reload
+    body = ConfigStatus(
+        config_version=snapshot.generation,
+        etag=live.etag,
+        loaded_at=_iso(live.loaded_at),
+        source_path=None if file is None else str(file.path),
+        file_sha256=None if file is None else file.digest,
+        file_changed_on_disk=False if file is None else file.changed_on_disk(),
+        persisted=file is not None,
+        hot_reload=snapshot.config.hot_reload,
+        watcher_running=api.watcher is not None and api.watcher.running,
+        last_reload=None
+        if record is None
+        else ReloadStatus(
+            trigger=record.trigger,
+            ok=record.ok,
+            at=_iso(record.at),
+            error=record.error,
+            errors=_errors(record.errors),
+        ),
+        routes=len(snapshot.table),
+    )
+    return ApiResponse.model(200, body, api.etag_header())
+
+
+async def reload(api: ManagementApi, request: ApiRequest) -> ApiResponse:
+    api.live.check_if_match(request.headers)
+    await api.live.reload("api")
+    return status(api)

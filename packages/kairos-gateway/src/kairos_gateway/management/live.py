@@ -1,0 +1,203 @@
+"""Changing the live configuration: one lock, validate, persist, then swap.
+
+Every change, from the API, the file watcher or SIGHUP, goes through `LiveConfig` under
+one lock, so changes apply one at a time and each sees the result of the last. A change
+is validated and compiled into a new snapshot off to the side; the file is written
+(atomically) next; only then is the snapshot swapped in. If validation fails nothing
+happens (422); if the write fails the new snapshot is dropped (503), so the running
+config and the file never disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from kairos_core import ConfigError, FieldError, GatewayConfig, config_to_json, load_config
+
+from .errors import Conflict, NotPersisted, PreconditionFailed
+from .store import ConfigFile
+
+if TYPE_CHECKING:
+    from tornado.httputil import HTTPHeaders
+
+    from ..app import Gateway
+    from ..snapshot import Snapshot
+
+log = logging.getLogger("kairos.gateway")
+
+Trigger = Literal["api", "watcher", "sighup"]
+ConfigData = dict[str, Any]
+#: How a redacted secret is shown, and recognised when sent back unchanged.
+REDACTED = "***"
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadRecord:
+    trigger: Trigger
+    ok: bool
+    at: float
+    error: str | None = None
+    errors: list[FieldError] = field(default_factory=list)
+
+
+def revealed_data(config: GatewayConfig) -> ConfigData:
+    """The config as JSON data, secrets in clear (what the file holds)."""
+    data: ConfigData = json.loads(config_to_json(config))
+    return data
+
+
+def redacted_data(config: GatewayConfig) -> ConfigData:
+    """The config as JSON data with every secret shown as ``***``."""
+    return config.model_dump(mode="json", exclude_none=True)
+
+
+def restore_secrets(new: object, redacted: object, revealed: object) -> object:
+    """``new`` with each redacted secret sent back unchanged replaced by its current value.
+
+    A string holding ``***`` that equals the redacted current value at the same place
+    (``"***"`` itself, or a URL whose password is masked) stands for "keep it".
+    """
+    if isinstance(new, str):
+        if REDACTED in new and new == redacted and isinstance(revealed, str):
+            return revealed
+        return new
+    if isinstance(new, dict):
+        old_r = redacted if isinstance(redacted, dict) else {}
+        old_v = revealed if isinstance(revealed, dict) else {}
+        return {k: restore_secrets(v, old_r.get(k), old_v.get(k)) for k, v in new.items()}
+    if isinstance(new, list):
+        old_rl = redacted if isinstance(redacted, list) else []
+        old_vl = revealed if isinstance(revealed, list) else []
+        return [
+            restore_secrets(
+                v, old_rl[i] if i < len(old_rl) else None, old_vl[i] if i < len(old_vl) else None
+            )
+            for i, v in enumerate(new)
+        ]
+    return new
+
+
+def etag_of(snapshot: Snapshot) -> str:
+    """The config version as an entity tag: the generation, and a hash of the redacted
+    config, so a tag held across a restart (generations start again at 1) cannot match
+    a different configuration."""
+    canonical = json.dumps(redacted_data(snapshot.config), sort_keys=True).encode()
+    return f'"{snapshot.generation}-{hashlib.sha256(canonical).hexdigest()[:16]}"'
+
+
+class LiveConfig:
+    def __init__(self, gateway: Gateway, source: Path | None) -> None:
+        self.gateway = gateway
+        self.file = ConfigFile(source) if source is not None else None
+        self.loaded_at = time.time()
+        self.last_reload: ReloadRecord | None = None
+        self._lock = asyncio.Lock()
+        self._etag: tuple[Snapshot, str] | None = None
+
+    @property
+    def etag(self) -> str:
+        snapshot = self.gateway.snapshot
+        cached = self._etag
+        if cached is None or cached[0] is not snapshot:
+            cached = self._etag = (snapshot, etag_of(snapshot))
+        return cached[1]
+
+    def check_if_match(self, headers: HTTPHeaders) -> None:
+        """412 unless ``If-Match`` (when sent) names the current version or ``*``."""
+        wanted = headers.get("If-Match")
+        if wanted is None:
+            return
+        tags = [tag.strip().removeprefix("W/") for tag in wanted.split(",")]
+        if "*" in tags or self.etag in tags:
+            return
+        raise PreconditionFailed(
+            f"the configuration changed: the current version is {self.etag}; "
+            "fetch it again and retry"
+        )
+
+    async def change(
+        self, headers: HTTPHeaders, edit: Callable[[ConfigData], ConfigData]
+    ) -> Snapshot:
+        """Apply ``edit`` (current config data, secrets in clear -> new data) live.
+
+        Raises `PreconditionFailed` (stale If-Match), `Conflict` (the file was edited on
+        disk), `ConfigError` (invalid result), `NotPersisted` (the file write failed),
+        or whatever ``edit`` raises; in every case nothing changes.
+        """
+        async with self._lock:
+            self.check_if_match(headers)
+            file = self.file
+            if file is not None and await asyncio.to_thread(file.changed_on_disk):
+                raise Conflict(
+                    f"{file.path} was changed on disk since it was loaded; apply that edit "
+                    "first (POST /api/config/reload) or undo it"
+                )
+            current = self.gateway.snapshot.config
+            revealed = revealed_data(current)
+            proposed = edit(revealed_data(current))  # a copy: ``edit`` may change it
+            proposed_data = restore_secrets(proposed, redacted_data(current), revealed)
+            config = load_config(proposed_data)
+            gateway = self.gateway
+            snapshot = gateway.prepare(config)
+            if file is not None:
+                try:
+                    await asyncio.to_thread(file.write, config_to_json(config))
+                except OSError as exc:
+                    gateway.discard(snapshot)
+                    log.error(
+                        "config change not applied: the config file could not be written",
+                        extra={"fields": {"path": str(file.path), "error": str(exc)}},
+                    )
+                    raise NotPersisted(
+                        "the change could not be saved to the config file, so it was not "
+                        "applied; the running configuration is unchanged"
+                    ) from exc
+            gateway.activate(snapshot)
+            self.loaded_at = time.time()
+            return snapshot
+
+    async def reload(self, trigger: Trigger) -> Snapshot | None:
+        """Re-read the config file and make it live.
+
+        The watcher's reload does nothing when the file's content is what the running
+        config came from (the gateway's own write, or an edit undone). Raises
+        `ConfigError` when the file is invalid; the running config keeps serving and
+        the error is kept for `/api/config/status`.
+        """
+        file = self.file
+        if file is None:
+            raise Conflict("the gateway was started without a config file; there is none to reload")
+        async with self._lock:
+            try:
+                if trigger == "watcher":
+                    digest = await asyncio.to_thread(file.current_digest)
+                    if digest == file.digest:
+                        return None
+                config, digest = await asyncio.to_thread(file.load)
+                snapshot = self.gateway.prepare(config)
+            except ConfigError as exc:
+                self.last_reload = ReloadRecord(trigger, False, time.time(), str(exc), exc.errors)
+                log.error(
+                    "config reload failed; still serving the previous configuration",
+                    extra={
+                        "fields": {
+                            "trigger": trigger,
+                            "path": str(file.path),
+                            "errors": [str(e) for e in exc.errors],
+                        }
+                    },
+                )
+                raise
+            self.gateway.activate(snapshot)
+            file.digest = digest
+            self.loaded_at = time.time()
+            self.last_reload = ReloadRecord(trigger, True, self.loaded_at)
+            return snapshot

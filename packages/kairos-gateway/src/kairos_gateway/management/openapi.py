@@ -1,0 +1,264 @@
+"""The OpenAPI 3.1 document of the management API (`GET /api/openapi.json`).
+
+Schemas are generated from the pydantic models the API itself uses: the core config
+models for request bodies (and for routes and configs in responses, which are valid
+inputs by construction) and `schemas` for everything else.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from kairos_core import HTTP_METHODS, CorsConfig, GatewayConfig, JwtConfig, RateLimitConfig, Router
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from .. import __version__
+from .. import problems as problem_module
+from .schemas import (
+    BackendList,
+    ConfigStatus,
+    MetricsHistory,
+    MetricsSnapshot,
+    Problem,
+    RouteList,
+    ValidationResult,
+)
+
+_MODELS: tuple[type[BaseModel], ...] = (
+    GatewayConfig,
+    Router,
+    JwtConfig,
+    RateLimitConfig,
+    CorsConfig,
+    Problem,
+    RouteList,
+    ValidationResult,
+    ConfigStatus,
+    MetricsSnapshot,
+    MetricsHistory,
+    BackendList,
+)
+_ERRORS = {
+    400: "Malformed JSON or query parameter",
+    401: "The admin token is missing or wrong",
+    403: "No admin token is configured and the caller is not on loopback",
+    404: "No such route or endpoint",
+    405: "Method not allowed (see Allow)",
+    409: "Conflict: the route exists, several routes share the path, or the config "
+    "file was changed on disk",
+    412: "If-Match names a stale configuration version",
+    413: "The body is larger than 1 MiB",
+    415: "The body is not application/json",
+    422: "The configuration or route is invalid; errors[] names each field",
+    503: "The change could not be saved to the config file and was not applied",
+}
+_ALWAYS = (401, 403, 405)
+_MUTATION = (400, 409, 412, 413, 415, 422, 503)
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _op(
+    summary: str,
+    ok: dict[str, Any],
+    *,
+    errors: tuple[int, ...] = (),
+    body: dict[str, Any] | None = None,
+    params: list[dict[str, Any]] | None = None,
+    etag: bool = False,
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for status, response in ok.items():
+        if etag:
+            response = {
+                **response,
+                "headers": {
+                    "ETag": {
+                        "description": "The configuration version",
+                        "schema": {"type": "string"},
+                    }
+                },
+            }
+        responses[status] = response
+    for code in sorted({*_ALWAYS, *errors}):
+        responses[str(code)] = {
+            "description": _ERRORS[code],
+            "content": {problem_module.CONTENT_TYPE: {"schema": _ref(Problem)}},
+        }
+    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    if body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body}},
+        }
+    if params:
+        operation["parameters"] = params
+    return operation
+
+
+_IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": "Apply only if the configuration is still at this ETag (else 412)",
+    "schema": {"type": "string"},
+}
+_EXTERNAL_PATH = {
+    "name": "external_path",
+    "in": "path",
+    "required": True,
+    "description": "The route's external_path, percent-encoded: %2Fapi%2Fusers%2F%7Bid%7D",
+    "schema": {"type": "string"},
+}
+_METHOD = {
+    "name": "method",
+    "in": "query",
+    "required": False,
+    "description": "When several routes share the path: the one serving this method",
+    "schema": {"type": "string", "enum": list(HTTP_METHODS)},
+}
+_DURATION = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?[smhd]?$"}
+
+
+def _section_paths() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, model in (("jwt", JwtConfig), ("rate_limit", RateLimitConfig), ("cors", CorsConfig)):
+        schema = {"anyOf": [_ref(model), {"type": "null"}]}
+        out[f"/api/config/{name}"] = {
+            "get": _op(f"The {name} section (null when absent)", {"200": _json(schema, "ok")}),
+            "put": _op(
+                f"Replace the {name} section (null removes it); '***' keeps a secret",
+                {"200": _json(schema, "Applied and saved")},
+                errors=_MUTATION,
+                body=schema,
+                params=[_IF_MATCH],
+                etag=True,
+            ),
+        }
+    return out
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    _, top = models_json_schema(
+        [(model, "validation") for model in _MODELS],
+        ref_template="#/components/schemas/{model}",
+    )
+    route = _ref(Router)
+    config = _ref(GatewayConfig)
+    paths: dict[str, Any] = {
+        "/api/routes": {
+            "get": _op("List the routes", {"200": _json(_ref(RouteList), "ok")}, etag=True),
+            "post": _op(
+                "Create a route (live at once, saved to the config file)",
+                {"201": _json(route, "Created; Location names the new route")},
+                errors=_MUTATION,
+                body=route,
+                params=[_IF_MATCH],
+                etag=True,
+            ),
+        },
+        "/api/routes/validate": {
+            "post": _op(
+                "Check a route without saving it; always 200",
+                {"200": _json(_ref(ValidationResult), "valid, and errors with field paths")},
+                errors=(413, 415),
+                body={},
+            ),
+        },
+        "/api/routes/{external_path}": {
+            "parameters": [_EXTERNAL_PATH, _METHOD],
+            "get": _op("One route", {"200": _json(route, "ok")}, errors=(404, 409), etag=True),
+            "put": _op(
+                "Replace a route",
+                {"200": _json(route, "Replaced")},
+                errors=(404, *_MUTATION),
+                body=route,
+                params=[_IF_MATCH],
+                etag=True,
+            ),
+            "delete": _op(
+                "Delete a route",
+                {"204": {"description": "Deleted"}},
+                errors=(404, 409, 412, 503),
+                params=[_IF_MATCH],
+                etag=True,
+            ),
+        },
+        "/api/config": {
+            "get": _op(
+                "The whole configuration, secrets as '***'",
+                {"200": _json(config, "ok")},
+                etag=True,
+            ),
+            "put": _op(
+                "Replace the whole configuration; '***' keeps a secret",
+                {"200": _json(config, "Applied and saved")},
+                errors=_MUTATION,
+                body=config,
+                params=[_IF_MATCH],
+                etag=True,
+            ),
+        },
+        **_section_paths(),
+        "/api/config/status": {
+            "get": _op(
+                "Config version, file, watcher and last reload",
+                {"200": _json(_ref(ConfigStatus), "ok")},
+                etag=True,
+            ),
+        },
+        "/api/config/reload": {
+            "post": _op(
+                "Re-read the config file and apply it; an invalid file is refused (422) "
+                "and the running configuration keeps serving",
+                {"200": _json(_ref(ConfigStatus), "Reloaded")},
+                errors=(409, 412, 413, 422),
+                params=[_IF_MATCH],
+                etag=True,
+            ),
+        },
+        "/api/metrics": {
+            "get": _op("Metrics snapshot for the UI", {"200": _json(_ref(MetricsSnapshot), "ok")}),
+        },
+        "/api/metrics/history": {
+            "get": _op(
+                "Time series from the in-memory history (24 h kept)",
+                {"200": _json(_ref(MetricsHistory), "ok")},
+                errors=(400,),
+                params=[
+                    {"name": "range", "in": "query", "required": False, "schema": _DURATION},
+                    {"name": "step", "in": "query", "required": False, "schema": _DURATION},
+                ],
+            ),
+        },
+        "/api/backends": {
+            "get": _op("Backend health and breakers", {"200": _json(_ref(BackendList), "ok")}),
+        },
+        "/api/openapi.json": {
+            "get": _op("This document", {"200": _json({"type": "object"}, "ok")}),
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Kairos management API",
+            "version": __version__,
+            "description": "Routes and configuration of a running Kairos gateway, live. "
+            "See docs/admin-api.md.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": top.get("$defs", {}),
+            "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"adminToken": []}, {}],
+    }

@@ -1,0 +1,190 @@
+"""`/api/routes`: list, read, create, replace, delete and validate routes.
+
+A route is addressed by its ``external_path``, percent-encoded into one URL segment
+(``/api/routes/%2Fapi%2Fusers%2F%7Bid%7D``). When several routes share a path (each
+for different methods), ``?method=GET`` picks the one serving that method.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import quote, unquote
+
+from kairos_core import (
+    BadRequest,
+    ConfigError,
+    FieldError,
+    RouteNotFound,
+    Router,
+    load_config,
+    load_router,
+)
+
+from .errors import Conflict
+from .http import ApiRequest, ApiResponse
+from .live import ConfigData, revealed_data
+from .schemas import FieldErrorBody, RouteList, ValidationResult
+
+if TYPE_CHECKING:
+    from .api import ManagementApi
+
+PREFIX = "/api/routes/"
+
+
+def location(external_path: str) -> str:
+    return PREFIX + quote(external_path, safe="")
+
+
+def external_path_of(raw: str) -> str | None:
+    """The route path a URL segment names, or None when it cannot name one."""
+    path = unquote(raw)
+    return path if path.startswith("/") else None
+
+
+def _select(routers: list[Router], path: str, method: str | None) -> int:
+    found = [
+        i
+        for i, r in enumerate(routers)
+        if r.external_path == path and (method is None or method in r.methods)
+    ]
+    if not found:
+        suffix = f" for {method}" if method else ""
+        raise RouteNotFound(f"there is no route with external_path {path!r}{suffix}")
+    if len(found) > 1:
+        raise Conflict(
+            f"{len(found)} routes use {path!r} (for different methods): "
+            "add ?method=<METHOD> to pick one"
+        )
+    return found[0]
+
+
+def _method(request: ApiRequest) -> str | None:
+    method = request.query_params().get("method")
+    return method.upper() if method else None
+
+
+def _route_body(body: object) -> tuple[Router, ConfigData]:
+    router = load_router(body)
+    data: ConfigData = router.model_dump(
+        mode="json", exclude_none=True, context={"reveal_secrets": True}
+    )
+    return router, data
+
+
+def _clashes(routers: list[Router], new: Router, skip: int | None = None) -> Router | None:
+    for i, existing in enumerate(routers):
+        if (
+            i != skip
+            and existing.external_path == new.external_path
+            and set(existing.methods) & set(new.methods)
+        ):
+            return existing
+    return None
+
+
+def list_routes(api: ManagementApi) -> ApiResponse:
+    snapshot = api.gateway.snapshot
+    body = RouteList(config_version=snapshot.generation, routes=list(snapshot.config.routers))
+    return ApiResponse.model(200, body, api.etag_header(), exclude_none=True)
+
+
+def get_route(api: ManagementApi, request: ApiRequest, path: str) -> ApiResponse:
+    routers = api.gateway.snapshot.config.routers
+    router = routers[_select(routers, path, _method(request))]
+    return ApiResponse.model(200, router, api.etag_header(), exclude_none=True)
+
+
+async def create_route(api: ManagementApi, request: ApiRequest) -> ApiResponse:
+    router, data = _route_body(request.json())
+
+    def edit(config: ConfigData) -> ConfigData:
+        clash = _clashes(api.gateway.snapshot.config.routers, router)
+        if clash is not None:
+            overlap = sorted(set(clash.methods) & set(router.methods))
+            raise Conflict(
+                f"a route for {', '.join(overlap)} {router.external_path} exists already; "
+                "change it with PUT"
+            )
+        config["routers"] = [*config["routers"], data]
+        return config
+
+    snapshot = await api.live.change(request.headers, edit)
+    created = snapshot.config.routers[-1]
+    return ApiResponse.model(
+        201,
+        created,
+        [("Location", location(created.external_path)), *api.etag_header()],
+        exclude_none=True,
+    )
+
+
+async def replace_route(api: ManagementApi, request: ApiRequest, path: str) -> ApiResponse:
+    method = _method(request)
+    router, data = _route_body(request.json())
+    index = -1
+
+    def edit(config: ConfigData) -> ConfigData:
+        nonlocal index
+        routers = api.gateway.snapshot.config.routers
+        index = _select(routers, path, method)
+        clash = _clashes(routers, router, skip=index)
+        if clash is not None:
+            raise Conflict(f"another route already serves {router.external_path} for those methods")
+        config["routers"][index] = data  # "***" secrets are restored by LiveConfig.change
+        return config
+
+    snapshot = await api.live.change(request.headers, edit)
+    replaced = snapshot.config.routers[index]
+    return ApiResponse.model(
+        200,
+        replaced,
+        [("Location", location(replaced.external_path)), *api.etag_header()],
+        exclude_none=True,
+    )
+
+
+async def delete_route(api: ManagementApi, request: ApiRequest, path: str) -> ApiResponse:
+    method = _method(request)
+
+    def edit(config: ConfigData) -> ConfigData:
+        index = _select(api.gateway.snapshot.config.routers, path, method)
+        del config["routers"][index]
+        return config
+
+    await api.live.change(request.headers, edit)
+    return ApiResponse(204, b"", api.etag_header())
+
+
+def _relative(error: FieldError, index: int) -> FieldError:
+    if error.loc[:2] == ("routers", index):
+        return FieldError(error.loc[2:], error.message, error.value)
+    return error
+
+
+def validate_route(api: ManagementApi, request: ApiRequest) -> ApiResponse:
+    """Would this route be accepted by POST? Field paths are relative to the route."""
+    errors: list[FieldError] = []
+    try:
+        router, data = _route_body(request.json())
+        routers = api.gateway.snapshot.config.routers
+        clash = _clashes(routers, router)
+        if clash is not None:
+            errors.append(
+                FieldError(
+                    ("external_path",),
+                    "a route for this path and one of these methods exists already",
+                    router.external_path,
+                )
+            )
+        else:
+            config = revealed_data(api.gateway.snapshot.config)
+            config["routers"] = [*config["routers"], data]
+            load_config(config)
+    except ConfigError as exc:
+        errors.extend(_relative(e, len(api.gateway.snapshot.config.routers)) for e in exc.errors)
+    except BadRequest as exc:  # a body that is not JSON is "not valid" here, not a 4xx
+        errors.append(FieldError((), exc.detail))
+    result = ValidationResult(
+        valid=not errors, errors=[FieldErrorBody.model_validate(e.as_dict()) for e in errors]
+    )
+    return ApiResponse.model(200, result)

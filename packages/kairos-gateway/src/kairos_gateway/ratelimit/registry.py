@@ -1,0 +1,61 @@
+"""`RateLimiters`: builds one `RateLimiter` per effective config and owns the stores."""
+
+from __future__ import annotations
+
+from kairos_core import RateLimitConfig
+
+from .limiter import RateLimiter, RateLimitStore
+from .memory import MemoryStore
+from .redis_store import RedisStore
+
+__all__ = ["RateLimiters"]
+
+
+class RateLimiters:
+    """One memory store shared by every memory-backed limiter (one cap for the
+    process), and one `RedisStore` (one pool) per distinct Redis setting."""
+
+    def __init__(self, memory: MemoryStore | None = None) -> None:
+        self.memory = memory if memory is not None else MemoryStore()
+        self.redis: dict[tuple[str, str, int, str], RedisStore] = {}
+        self._limiters: dict[tuple[str, str], RateLimiter] = {}
+
+    def get(self, config: RateLimitConfig, *, name: str = "default") -> RateLimiter:
+        """The limiter for ``config``; ``name`` is the policy name when the config
+        has none ("default" for the global limit, the route's path for a route's)."""
+        cache_key = (config.model_dump_json(context={"reveal_secrets": True}), name)
+        limiter = self._limiters.get(cache_key)
+        if limiter is None:
+            limiter = RateLimiter(config, self._store(config), name=name)
+            self._limiters[cache_key] = limiter
+        return limiter
+
+    def _store(self, config: RateLimitConfig) -> RateLimitStore:
+        if config.backend == "memory" or config.redis_url is None:
+            return self.memory
+        setting = (
+            config.redis_url,
+            config.key_prefix,
+            config.redis_timeout_ms,
+            config.on_redis_error,
+        )
+        store = self.redis.get(setting)
+        if store is None:
+            store = RedisStore(
+                config.redis_url,
+                key_prefix=config.key_prefix,
+                timeout_ms=config.redis_timeout_ms,
+                on_error=config.on_redis_error,
+            )
+            self.redis[setting] = store
+        return store
+
+    @property
+    def store_errors(self) -> int:
+        """Checks answered by a fallback because Redis failed, over all Redis stores."""
+        return sum(store.errors for store in self.redis.values())
+
+    async def aclose(self) -> None:
+        for store in self.redis.values():
+            await store.aclose()
+        await self.memory.aclose()
