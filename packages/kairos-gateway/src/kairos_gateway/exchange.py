@@ -115,6 +115,7 @@ def _reserved(path: str) -> bool:
 
 class Exchange(httputil.HTTPMessageDelegate):
     __slots__ = (
+        "_admin_listener",
         "_backend",
         "_body",
         "_body_limit",
@@ -155,9 +156,15 @@ class Exchange(httputil.HTTPMessageDelegate):
     snapshot: Snapshot
 
     def __init__(
-        self, gateway: Gateway, server_conn: HTTP1ServerConnection, conn: HTTP1Connection
+        self,
+        gateway: Gateway,
+        server_conn: HTTP1ServerConnection,
+        conn: HTTP1Connection,
+        *,
+        admin_listener: bool = False,
     ) -> None:
         self.gateway = gateway
+        self._admin_listener = admin_listener
         self.server_conn = server_conn
         self.conn = conn
         self._done = False
@@ -219,7 +226,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         if path.startswith("/api/") and _reserved(path):
             # The management API: always the gateway's, never proxied, so a route such
             # as /api/{*rest} cannot capture it.
-            if not gateway.management.serves(self.server_conn):
+            if gateway.has_admin_listener and not self._admin_listener:
                 # admin.listen is set: the API answers on the admin listener only.
                 self._fail(RouteNotFound(f"no route for {path}"))
                 return
@@ -231,6 +238,10 @@ class Exchange(httputil.HTTPMessageDelegate):
                 self._reject(_too_large(MAX_API_BODY))
                 return
             self._management = True
+            return
+        if self._admin_listener:
+            # The admin listener serves the gateway's endpoints, never routes.
+            self._fail(RouteNotFound(f"no management endpoint at {path}"))
             return
         if not path.startswith("/"):
             self._fail(BadRequest("the request target must be a path starting with '/'"))

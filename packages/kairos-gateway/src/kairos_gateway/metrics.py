@@ -159,6 +159,14 @@ class GatewayMetrics(Collector):
             stats = self._backends[label] = BackendStats(label)
         return stats
 
+    def routes(self) -> list[RouteStats]:
+        """Every route label recorded since start (removed routes included)."""
+        return list(self._routes.values())
+
+    def backends(self) -> list[BackendStats]:
+        """Every backend label recorded since start (removed backends included)."""
+        return list(self._backends.values())
+
     def render(self) -> bytes:
         """The Prometheus text exposition of everything recorded."""
         return generate_latest(self.registry)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any, cast
 
-from kairos_core import RouteNotFound
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
@@ -32,29 +31,6 @@ if TYPE_CHECKING:
 
 def _keep_nodelay(value: bool) -> None:
     """Stands in for `IOStream.set_nodelay` once the socket option is set for good."""
-
-
-class AdminExchange(Exchange):
-    """An exchange on the admin listener: never proxied.
-
-    The management API and the gateway's own endpoints answer as usual; any request
-    that would reach a route gets 404 instead.
-    """
-
-    __slots__ = ()
-
-    def headers_received(
-        self,
-        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
-        headers: httputil.HTTPHeaders,
-    ) -> None:
-        super().headers_received(start_line, headers)
-        if self._done or self._management or self._ops is not None:
-            return
-        self._match = None
-        self._preflight = None
-        self._extra_headers.clear()
-        self._fail(RouteNotFound(f"no management endpoint at {self.path}"))
 
 
 class KairosHTTPServer(HTTPServer):
@@ -106,10 +82,7 @@ class KairosHTTPServer(HTTPServer):
             conn.close()
         else:
             gateway.waiting[server] = gateway.clock()
-        if self.admin:
-            gateway.management.admin_connections.add(server)
-            return AdminExchange(gateway, server, conn)
-        return Exchange(gateway, server, conn)
+        return Exchange(gateway, server, conn, admin_listener=self.admin)
 
     def on_close(self, server_conn: object) -> None:
         super().on_close(server_conn)

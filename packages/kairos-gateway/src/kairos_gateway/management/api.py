@@ -24,14 +24,11 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from kairos_core import AdminConfig, BadRequest, KairosError, MethodNotAllowed, RouteNotFound
-from tornado.http1connection import HTTP1ServerConnection
 
-from .. import problems
 from . import config_api, routes
 from .access import AdminCredential, authorize, credential
 from .history import MetricsSampler
@@ -98,7 +95,6 @@ class ManagementApi:
         )
         self._started = False
         #: Connections accepted by the admin listener (see `serves`).
-        self.admin_connections: weakref.WeakSet[HTTP1ServerConnection] = weakref.WeakSet()
         self._credential: tuple[AdminConfig, AdminCredential | None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -163,11 +159,6 @@ class ManagementApi:
 
     # -- access ----------------------------------------------------------------------
 
-    def serves(self, conn: HTTP1ServerConnection) -> bool:
-        """Whether `/api/*` is answered on ``conn``: on any connection, unless a separate
-        admin listener was started, then on its connections only."""
-        return not self.gateway.has_admin_listener or conn in self.admin_connections
-
     def credential(self) -> AdminCredential | None:
         admin = self.gateway.snapshot.config.admin
         cached = self._credential
@@ -184,14 +175,9 @@ class ManagementApi:
 
         def guarded(exchange: Exchange) -> tuple[int, str, bytes]:
             if not self.gateway.snapshot.config.admin.metrics_public:
-                try:
-                    authorize(exchange.request_headers, exchange.peer_ip, self.credential())
-                except KairosError as exc:
-                    status, headers, body = problems.render(exc, exchange.request_id)
-                    # The ops handler shape returns no headers; the exchange sends these
-                    # with whatever it answers (WWW-Authenticate for a 401).
-                    exchange._extra_headers.extend(headers)
-                    return status, problems.CONTENT_TYPE, body
+                # Raises Unauthorized / Forbidden: the exchange renders the problem,
+                # WWW-Authenticate included.
+                authorize(exchange.request_headers, exchange.peer_ip, self.credential())
             return handler(exchange)
 
         return guarded

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..metrics import DURATION_BUCKETS, MANAGEMENT, UNMATCHED, BackendStats, RouteStats
+from ..metrics import DURATION_BUCKETS, BackendStats, RouteStats
 
 if TYPE_CHECKING:
     from ..app import Gateway
@@ -156,10 +156,6 @@ class MetricsSampler:
         # One minute of samples, plus one so a full minute back is always there.
         self.recent: deque[Sample] = deque(maxlen=math.ceil(60 / interval_s) + 2)
         self.history: deque[Point] = deque(maxlen=max(1, math.ceil(retention_s / self.step_s)))
-        # Every RouteStats / BackendStats ever seen: the metrics keep one object per
-        # label for the process's life, so totals include routes since removed.
-        self._routes: dict[str, RouteStats] = {}
-        self._backends: dict[str, BackendStats] = {}
         self._last_point: tuple[float, Reading] | None = None
         self._task: asyncio.Task[None] | None = None
         self._tick = asyncio.Event()
@@ -167,21 +163,12 @@ class MetricsSampler:
 
     # -- reading ---------------------------------------------------------------------
 
-    def _discover(self) -> None:
-        gateway = self.gateway
-        metrics = gateway.metrics
-        for label in (UNMATCHED, MANAGEMENT, *gateway.ops):
-            if label not in self._routes:
-                self._routes[label] = metrics.route(label)
-        for runtime in gateway.snapshot.routes:
-            self._routes.setdefault(runtime.stats.label, runtime.stats)
-        for state in gateway.registry:
-            self._backends.setdefault(state.address, state.stats)
-
     def read(self) -> Sample:
-        self._discover()
-        routes = {label: read_route(stats) for label, stats in self._routes.items()}
-        backends = {label: read_backend(stats) for label, stats in self._backends.items()}
+        # The metrics keep one object per label for the process's life, so totals
+        # include routes and backends since removed.
+        metrics = self.gateway.metrics
+        routes = {stats.label: read_route(stats) for stats in metrics.routes()}
+        backends = {stats.label: read_backend(stats) for stats in metrics.backends()}
         return Sample(self._clock(), _sum(routes.values()), routes, backends)
 
     def _back(self, now: float, seconds: float) -> Sample | None:
