@@ -210,3 +210,16 @@ async def test_non_finite_timeouts_are_refused(tmp_path: Path, value: str) -> No
     code, _, err = await _run("--check", cwd=tmp_path, KAIROS_DRAIN_TIMEOUT_S=value)
     assert code == 2
     assert "KAIROS_DRAIN_TIMEOUT_S" in err
+
+
+async def test_a_jwt_key_too_short_for_its_algorithm_fails_the_check(tmp_path: Path) -> None:
+    # 40 bytes pass the generic floor but HS512 needs 64 (RFC 7518): caught before serving.
+    config = {"version": 1, "jwt": {"secret": "s" * 40, "algorithms": ["HS512"]}, "routers": []}
+    path = _write(tmp_path, config)
+    code, _, err = await _run("--check", "--config", str(path), cwd=tmp_path)
+    assert code == 1
+    assert "jwt" in err
+    assert "Traceback" not in err
+    code, _, err = await _run("--config", str(path), cwd=tmp_path)
+    assert code == 1
+    assert "Traceback" not in err

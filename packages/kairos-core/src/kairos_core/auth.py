@@ -9,6 +9,7 @@ from pydantic import (
     Field,
     SecretStr,
     SerializationInfo,
+    ValidationInfo,
     field_serializer,
     field_validator,
     model_validator,
@@ -20,9 +21,12 @@ __all__ = [
     "ASYMMETRIC_ALGORITHMS",
     "HMAC_ALGORITHMS",
     "MIN_SECRET_BYTES",
+    "REDACTED",
+    "REDACTED_CONTEXT",
     "JwtAlgorithm",
     "JwtConfig",
     "check_forward_claims",
+    "is_redacted_placeholder",
     "reveal_secret",
     "secret_problem",
 ]
@@ -60,10 +64,35 @@ _PLACEHOLDER_SECRETS = frozenset(
     }
 )
 _PLACEHOLDER_FRAGMENTS = ("change-this", "your-secret")
-_REDACTED = "***"
+#: How a secret is shown in a redacted dump (``GET /api/config``).
+REDACTED = "***"
+#: Validation context key (``context={REDACTED_CONTEXT: True}``, or
+#: ``load_config(data, redacted=True)``): the data is a redacted dump, in which a secret
+#: given as exactly ``"***"`` is set but not shown. Only then are the checks that need
+#: the secret's content (length, strength, format) skipped for that placeholder.
+REDACTED_CONTEXT = "redacted"
 
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+# Headers the gateway sets or strips itself: a claim forwarded in one of them would
+# silently replace or remove what the gateway sends.
+_GATEWAY_HEADERS = frozenset(
+    {
+        "authorization",
+        "connection",
+        "content-length",
+        "host",
+        "keep-alive",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "x-request-id",
+    }
+)
 
 
 def check_forward_claims(value: dict[str, str]) -> dict[str, str]:
@@ -72,7 +101,7 @@ def check_forward_claims(value: dict[str, str]) -> dict[str, str]:
             raise ValueError("claim names must not be empty")
         if not _HEADER_NAME.fullmatch(header):
             raise ValueError(f"{header!r} (for claim {claim!r}) is not a valid header name")
-        if header.lower() in ("host", "content-length", "transfer-encoding", "connection"):
+        if header.lower() in _GATEWAY_HEADERS or header.lower().startswith("x-forwarded-"):
             raise ValueError(f"{header!r} is managed by the gateway and cannot carry a claim")
     return value
 
@@ -94,7 +123,18 @@ def reveal_secret(value: SecretStr | None, info: SerializationInfo) -> str | Non
     context = info.context
     if isinstance(context, dict) and context.get("reveal_secrets"):
         return value.get_secret_value()
-    return _REDACTED
+    return REDACTED
+
+
+def is_redacted_placeholder(value: SecretStr | None, info: ValidationInfo) -> bool:
+    """``value`` is the ``"***"`` placeholder of a redacted dump being validated as one."""
+    context = info.context
+    return (
+        value is not None
+        and isinstance(context, dict)
+        and context.get(REDACTED_CONTEXT) is True
+        and value.get_secret_value() == REDACTED
+    )
 
 
 class JwtConfig(KairosModel):

@@ -33,6 +33,7 @@ _KAIROS_RS_STRATEGIES = {
     "PerUserAndRoute": "user_route",
 }
 _KEYS = ("ip", "user", "route", "ip_route", "user_route")
+_POLICY_NAME = re.compile(r"[A-Za-z0-9_.:/{}*-]{1,64}")
 _HEADER_KEY = re.compile(r"header:[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -67,7 +68,7 @@ class RateLimitConfig(KairosModel):
     key_prefix: str = aliased("key_prefix", "redis_key_prefix", default="kairos:rl:")
     #: Policy name in the RateLimit / RateLimit-Policy headers (default: "default" for
     #: the global limit, the route's path for a route's own).
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/{}*-]{1,64}$")] | None = None
+    name: str | None = None
     #: Also send X-RateLimit-Limit / -Remaining / -Reset.
     legacy_headers: bool = False
     #: When Redis cannot be reached in time: let the request through, or refuse it (503).
@@ -115,6 +116,13 @@ class RateLimitConfig(KairosModel):
             if value in _KEYS or _HEADER_KEY.fullmatch(value):
                 return value
         raise ValueError(f"must be one of: {', '.join(_KEYS)}, or header:<name>")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not _POLICY_NAME.fullmatch(value):
+            raise ValueError("must be 1-64 characters from letters, digits and _ . : / { } * -")
+        return value
 
     @field_validator("redis_url")
     @classmethod

@@ -178,7 +178,7 @@ class Router(KairosModel):
     @model_validator(mode="after")
     def _claims_need_auth(self) -> Router:
         if not self.auth_required:
-            for name in ("required_claims", "forward_claims"):
+            for name in ("required_claims", "forward_claims", "strip_authorization"):
                 if getattr(self, name):
                     raise ValueError(f"{name} needs auth_required: true")
         return self

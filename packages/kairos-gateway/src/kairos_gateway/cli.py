@@ -23,7 +23,7 @@ from . import __version__
 from .app import Gateway
 from .logs import configure
 from .settings import GatewaySettings, SettingsError
-from .snapshot import check_local_files
+from .snapshot import check_runtime
 
 log = logging.getLogger("kairos.gateway")
 
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load(settings.config_path, explicit=explicit)
         if config is not None:
-            check_local_files(config)
+            check_runtime(config)
     except ConfigError as exc:
         lines = "\n".join(f"  - {error}" for error in exc.errors) or f"  - {exc}"
         return _fail(EXIT_CONFIG, f"invalid config {settings.config_path}:\n{lines}")

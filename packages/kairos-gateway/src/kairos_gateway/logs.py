@@ -76,3 +76,5 @@ def configure(fmt: LogFormat, level: int) -> None:
     # Tornado logs every malformed request at INFO and every 4xx/5xx at WARNING through
     # its own access logger, which Kairos does not use.
     logging.getLogger("tornado.access").setLevel(logging.CRITICAL)
+    # watchfiles reports every filesystem event in the watched directory at INFO.
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)

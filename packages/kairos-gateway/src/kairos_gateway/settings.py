@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kairos_core.admin import MIN_ADMIN_TOKEN_CHARS
+
 from .logs import LogFormat, parse_level
 
 DEFAULT_PORT = 5900
@@ -94,3 +96,8 @@ class GatewaySettings:
             raise SettingsError(f"port {self.port} is out of range 0-65535")
         if self.idle_timeout_s <= 0:
             raise SettingsError("the idle timeout must be positive")
+        if self.admin_token is not None and len(self.admin_token) < MIN_ADMIN_TOKEN_CHARS:
+            # The same floor as admin.token in the config file.
+            raise SettingsError(
+                f"KAIROS_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters"
+            )

@@ -180,12 +180,19 @@ def _cors(config: CorsConfig | None) -> CorsPolicy | None:
     return None if config is None else CorsPolicy(config)
 
 
-def check_local_files(config: GatewayConfig) -> None:
-    """Raise `ConfigError` when a file the config names (a TLS CA bundle) is unusable.
+def check_runtime(config: GatewayConfig) -> None:
+    """Raise `ConfigError` for what kairos-core cannot judge without I/O or crypto: a
+    TLS CA bundle that cannot be read, a JWT key that fits none of the allowed
+    algorithms or is too short for one (HS512 needs 64 bytes).
 
-    kairos-core validates without I/O; this is the gateway's half, run before serving,
-    so a bad path fails at start-up instead of turning every request into a 502.
+    Run by `--check` and before serving, so these fail at start-up with a field path
+    instead of turning requests into 502s or 401s.
     """
+    _verifier(config.effective_jwt(), None)
+    _check_ca_files(config)
+
+
+def _check_ca_files(config: GatewayConfig) -> None:
     errors: list[FieldError] = []
     for i, router in enumerate(config.routers):
         for j, backend in enumerate(router.backends):
@@ -222,7 +229,7 @@ def build_snapshot(
     The JWT verifier of ``previous`` is kept (with its token cache and JWKS keys) when
     the JWT settings did not change.
     """
-    check_local_files(config)
+    _check_ca_files(config)
     table = RouteTable(config.routers)
     jwt = config.effective_jwt()
     verifier = _verifier(jwt, previous)
