@@ -16,13 +16,14 @@ import re
 from pydantic import (
     SecretStr,
     SerializationInfo,
+    ValidationInfo,
     field_serializer,
     field_validator,
     model_validator,
 )
 
 from ._model import KairosModel
-from .auth import reveal_secret
+from .auth import is_redacted_placeholder, reveal_secret
 
 __all__ = ["MIN_ADMIN_TOKEN_CHARS", "AdminConfig", "parse_listen"]
 
@@ -71,12 +72,13 @@ class AdminConfig(KairosModel):
         return value
 
     @model_validator(mode="after")
-    def _check_token(self) -> AdminConfig:
+    def _check_token(self, info: ValidationInfo) -> AdminConfig:
         if self.token is not None and self.token_sha256 is not None:
             raise ValueError("give either 'token' or 'token_sha256', not both")
-        if self.token is not None and len(self.token.get_secret_value()) < MIN_ADMIN_TOKEN_CHARS:
+        token = None if is_redacted_placeholder(self.token, info) else self.token
+        if token is not None and len(token.get_secret_value()) < MIN_ADMIN_TOKEN_CHARS:
             raise ValueError(f"'token' must be at least {MIN_ADMIN_TOKEN_CHARS} characters long")
-        digest = self.token_sha256
+        digest = None if is_redacted_placeholder(self.token_sha256, info) else self.token_sha256
         if digest is not None and not _SHA256_HEX.fullmatch(digest.get_secret_value()):
             raise ValueError("'token_sha256' must be 64 hexadecimal digits (a SHA-256 digest)")
         return self

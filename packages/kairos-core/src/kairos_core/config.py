@@ -19,6 +19,7 @@ from pydantic import (
     SecretStr,
     SerializationInfo,
     ValidationError,
+    ValidationInfo,
     field_serializer,
     model_validator,
 )
@@ -26,7 +27,7 @@ from pydantic import (
 from ._model import KairosModel
 from ._translate import field_errors
 from .admin import AdminConfig
-from .auth import JwtConfig, reveal_secret
+from .auth import REDACTED_CONTEXT, JwtConfig, reveal_secret
 from .edge import CorsConfig, SecurityHeadersConfig
 from .errors import ConfigError, FieldError
 from .ratelimit import RateLimitConfig
@@ -97,8 +98,10 @@ class GatewayConfig(KairosModel):
         return data
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> GatewayConfig:
-        errors = [*duplicate_route_errors(self.routers), *auth_errors(self)]
+    def _cross_checks(self, info: ValidationInfo) -> GatewayConfig:
+        context = info.context
+        redacted = isinstance(context, dict) and context.get(REDACTED_CONTEXT) is True
+        errors = [*duplicate_route_errors(self.routers), *auth_errors(self, redacted=redacted)]
         if errors:
             raise ConfigError(errors)
         return self
@@ -125,12 +128,20 @@ class GatewayConfig(KairosModel):
         return self.jwt
 
 
-def load_config(data: object) -> GatewayConfig:
-    """Validate parsed JSON; raises `ConfigError` listing every problem."""
+def load_config(data: object, *, redacted: bool = False) -> GatewayConfig:
+    """Validate parsed JSON; raises `ConfigError` listing every problem.
+
+    ``redacted=True`` reads a redacted dump (what `redacted` and ``GET /api/config``
+    give): a secret shown as exactly ``"***"`` is accepted as "set, value unknown", so
+    the checks on its length or strength are skipped for it; every other rule applies.
+    Such a config is for showing and for sending back to the gateway (which keeps the
+    current secret for each ``"***"``), never for verifying tokens with.
+    """
     if not isinstance(data, dict):
         raise ConfigError([FieldError((), "the configuration must be a JSON object")])
     try:
-        return GatewayConfig.model_validate(data)
+        context = {REDACTED_CONTEXT: True} if redacted else None
+        return GatewayConfig.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError(field_errors(exc, GatewayConfig)) from None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .auth import secret_problem
+from .auth import REDACTED, secret_problem
 from .errors import FieldError
 from .paths import PathTemplate
 from .route import Router
@@ -53,10 +53,12 @@ def duplicate_route_errors(
     return errors
 
 
-def auth_errors(config: GatewayConfig) -> list[FieldError]:
+def auth_errors(config: GatewayConfig, *, redacted: bool = False) -> list[FieldError]:
     """JWT key problems: conflicting secrets; a missing or weak key when auth is used.
 
-    Messages never include the secret itself.
+    With ``redacted`` (the config is a redacted dump), a secret that is exactly ``"***"``
+    is set but unknown, so its strength is not judged. Messages never include the
+    secret itself.
     """
     jwt = config.jwt
     jwt_secret = config.jwt_secret
@@ -88,7 +90,9 @@ def auth_errors(config: GatewayConfig) -> list[FieldError]:
             )
         )
     for loc, secret in secrets:
-        problem = None if secret is None else secret_problem(secret.get_secret_value())
+        if secret is None or (redacted and secret.get_secret_value() == REDACTED):
+            continue
+        problem = secret_problem(secret.get_secret_value())
         if problem is not None:
             errors.append(FieldError(loc, problem))
     return errors

@@ -27,7 +27,16 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from kairos_core import AdminConfig, BadRequest, KairosError, MethodNotAllowed, RouteNotFound
+from kairos_core import (
+    AdminConfig,
+    BackendList,
+    BadRequest,
+    KairosError,
+    MethodNotAllowed,
+    MetricsHistory,
+    MetricsSnapshot,
+    RouteNotFound,
+)
 
 from . import config_api, routes
 from .access import AdminCredential, authorize, credential
@@ -35,7 +44,6 @@ from .history import MetricsSampler
 from .http import ApiRequest, ApiResponse
 from .live import LiveConfig
 from .openapi import openapi_document
-from .schemas import BackendList, MetricsHistory, MetricsSnapshot
 from .watcher import FileWatcher
 
 if TYPE_CHECKING:

@@ -9,11 +9,17 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from kairos_core import ConfigError, FieldError, RouteNotFound
+from kairos_core import (
+    ConfigError,
+    ConfigStatus,
+    FieldError,
+    FieldErrorBody,
+    ReloadStatus,
+    RouteNotFound,
+)
 
 from .http import ApiRequest, ApiResponse
 from .live import ConfigData, redacted_data
-from .schemas import ConfigStatus, FieldErrorBody, ReloadStatus
 
 if TYPE_CHECKING:
     from .api import ManagementApi

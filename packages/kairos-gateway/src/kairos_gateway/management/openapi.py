@@ -2,7 +2,7 @@
 
 Schemas are generated from the pydantic models the API itself uses: the core config
 models for request bodies (and for routes and configs in responses, which are valid
-inputs by construction) and `schemas` for everything else.
+inputs by construction) and `kairos_core.api` for everything else.
 """
 
 from __future__ import annotations
@@ -10,21 +10,26 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from kairos_core import HTTP_METHODS, CorsConfig, GatewayConfig, JwtConfig, RateLimitConfig, Router
+from kairos_core import (
+    HTTP_METHODS,
+    BackendList,
+    ConfigStatus,
+    CorsConfig,
+    GatewayConfig,
+    JwtConfig,
+    MetricsHistory,
+    MetricsSnapshot,
+    Problem,
+    RateLimitConfig,
+    RouteList,
+    Router,
+    ValidationResult,
+)
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from .. import __version__
 from .. import problems as problem_module
-from .schemas import (
-    BackendList,
-    ConfigStatus,
-    MetricsHistory,
-    MetricsSnapshot,
-    Problem,
-    RouteList,
-    ValidationResult,
-)
 
 _MODELS: tuple[type[BaseModel], ...] = (
     GatewayConfig,

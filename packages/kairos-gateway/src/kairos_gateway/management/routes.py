@@ -14,8 +14,11 @@ from kairos_core import (
     BadRequest,
     ConfigError,
     FieldError,
+    FieldErrorBody,
+    RouteList,
     RouteNotFound,
     Router,
+    ValidationResult,
     load_config,
     load_router,
 )
@@ -23,7 +26,6 @@ from kairos_core import (
 from .errors import Conflict
 from .http import ApiRequest, ApiResponse
 from .live import ConfigData, revealed_data
-from .schemas import FieldErrorBody, RouteList, ValidationResult
 
 if TYPE_CHECKING:
     from .api import ManagementApi

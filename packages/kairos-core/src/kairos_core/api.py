@@ -1,0 +1,257 @@
+"""Bodies of the management API's responses, as pydantic models.
+
+The gateway builds its answers through these models and describes the API with them
+(`GET /api/openapi.json`); the client SDK (kairos-client) parses the same answers back
+into them, so server, document and client cannot drift apart. Request bodies are the
+config models themselves (`Router`, `GatewayConfig`, `JwtConfig`, ...).
+
+Pure data: no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .config import GatewayConfig
+from .route import Router
+
+__all__ = [
+    "BackendCircuitBreaker",
+    "BackendHealthCheck",
+    "BackendList",
+    "BackendMetrics",
+    "BackendStatus",
+    "BackendSummary",
+    "ConfigBody",
+    "ConfigStatus",
+    "FieldErrorBody",
+    "HealthStatus",
+    "HistoryPoint",
+    "Latency",
+    "LiveStatus",
+    "MetricsHistory",
+    "MetricsSnapshot",
+    "Problem",
+    "Rates",
+    "ReadyStatus",
+    "ReloadStatus",
+    "RouteList",
+    "RouteMetrics",
+    "Totals",
+    "ValidationResult",
+]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FieldErrorBody(_Body):
+    """One validation failure: where (``routers[0].backends[1].port``), what, and the
+    offending value when there is one to show."""
+
+    path: str
+    message: str
+    value: Any = None
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (``application/problem+json``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    request_id: str
+    errors: list[FieldErrorBody] | None = None
+    allow: list[str] | None = None
+
+
+class RouteList(_Body):
+    config_version: int
+    routes: list[Router]
+
+
+class ValidationResult(_Body):
+    valid: bool
+    errors: list[FieldErrorBody]
+
+
+class ReloadStatus(_Body):
+    trigger: Literal["api", "watcher", "sighup"]
+    ok: bool
+    at: str
+    error: str | None = None
+    errors: list[FieldErrorBody] = []
+
+
+class ConfigStatus(_Body):
+    config_version: int
+    etag: str
+    loaded_at: str
+    #: The config file, or null when the gateway runs without one (changes not saved).
+    source_path: str | None = None
+    #: SHA-256 of the file content the running config matches.
+    file_sha256: str | None = None
+    #: The file differs from what the running config was loaded from or saved as.
+    file_changed_on_disk: bool
+    persisted: bool
+    hot_reload: bool
+    watcher_running: bool
+    last_reload: ReloadStatus | None = None
+    routes: int
+
+
+class Latency(_Body):
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+
+class Totals(_Body):
+    requests: int
+    success: int
+    client_errors: int
+    server_errors: int
+    success_rate: float | None = None
+
+
+class Rates(_Body):
+    last_10s: float
+    last_1m: float
+
+
+class RouteMetrics(_Body):
+    route: str
+    requests: int
+    client_errors: int
+    server_errors: int
+    success_rate: float | None = None
+    requests_per_second_1m: float
+    latency_ms_1m: Latency
+
+
+class BackendMetrics(_Body):
+    address: str
+    in_use: bool
+    healthy: bool | None = None
+    circuit_breaker: str | None = None
+    inflight: int
+    responses: int
+    errors: int
+    latency_ms_1m: Latency
+
+
+class MetricsSnapshot(_Body):
+    timestamp: str
+    uptime_s: float
+    config_version: int
+    active_requests: int
+    totals: Totals
+    requests_per_second: Rates
+    success_rate_1m: float | None = None
+    latency_ms_1m: Latency
+    routes: list[RouteMetrics]
+    backends: list[BackendMetrics]
+
+
+class HistoryPoint(_Body):
+    timestamp: str
+    requests: int
+    requests_per_second: float
+    client_errors: int
+    server_errors: int
+    success_rate: float | None = None
+    latency_ms: Latency
+    active_requests: int
+
+
+class MetricsHistory(_Body):
+    range_s: float
+    step_s: float
+    points: list[HistoryPoint]
+
+
+class BackendHealthCheck(_Body):
+    #: The probed path, or null when the backend has no active health check.
+    path: str | None = None
+    last_check: str | None = None
+    last_error: str | None = None
+    consecutive_ok: int
+    consecutive_fail: int
+
+
+class BackendCircuitBreaker(_Body):
+    state: Literal["closed", "open", "half_open"]
+    #: Seconds until an open breaker lets probes through again (0 unless open).
+    retry_after_s: float
+
+
+class BackendStatus(_Body):
+    """One backend address: the routes using it, health, breaker, load, latency."""
+
+    address: str
+    routes: list[str]
+    #: In rotation: healthy and its breaker admits requests.
+    available: bool
+    healthy: bool
+    health_check: BackendHealthCheck
+    circuit_breaker: BackendCircuitBreaker
+    inflight: int
+    ewma_latency_ms: float
+
+
+class BackendList(BaseModel):
+    """Per backend: address, routes, health, breaker, in-flight, EWMA latency."""
+
+    model_config = ConfigDict(extra="allow")
+
+    backends: list[BackendStatus]
+
+
+class HealthStatus(_Body):
+    """`GET /health`: the gateway process is up and serving."""
+
+    status: Literal["healthy"]
+    version: str
+    uptime_s: float
+    config_version: int
+    routes: int
+    timestamp: str
+
+
+class BackendSummary(_Body):
+    total: int
+    available: int
+    unhealthy: int
+    circuit_open: int
+
+
+class ReadyStatus(_Body):
+    """`GET /ready`: 200 when the gateway takes traffic, 503 while starting or draining
+    (same body shape, ``status`` says which)."""
+
+    status: Literal["ready", "not_ready"]
+    config_version: int | None = None
+    #: Why not ready: ``starting`` or ``draining``.
+    reason: str | None = None
+    backends: BackendSummary
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
+
+
+class LiveStatus(_Body):
+    """`GET /live`: the process answers at all."""
+
+    status: Literal["alive"]
+
+
+#: The config as `GET /api/config` shows it (secrets as "***"); parse it with
+#: ``load_config(data, redacted=True)``.
+ConfigBody = GatewayConfig
