@@ -26,6 +26,9 @@ from redis.exceptions import RedisError
 
 from .scripts import SCRIPTS
 
+#: Longest a check waits for one of the store's connections under a burst of checks.
+QUEUE_TIMEOUT_S = 1.0
+
 __all__ = ["RedisStore"]
 
 log = logging.getLogger("kairos.gateway")
@@ -53,13 +56,16 @@ class RedisStore:
         self._retry_interval_s = retry_interval_s
         self._warn_interval_s = warn_interval_s
         self._clock = clock
-        # A check holds a connection for one script call; past ``max_connections``
-        # concurrent checks wait for one (within the timeout) rather than fail at once.
-        # No client-side retries: one bounded attempt, then the fallback.
+        # A check holds a connection for one script call. Past ``max_connections``
+        # concurrent checks, the rest queue on ``_slots`` for up to ``QUEUE_TIMEOUT_S``:
+        # waiting for our own pool is not Redis failing, so it neither counts against
+        # ``timeout_ms`` nor makes the store skip Redis. No client-side retries: one
+        # bounded attempt, then the fallback.
+        self._slots = asyncio.Semaphore(max_connections)
         pool = BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=self._timeout_s,
+            timeout=None,
             socket_timeout=self._timeout_s,
             socket_connect_timeout=self._timeout_s,
             retry=Retry(NoBackoff(), 0),
@@ -93,12 +99,19 @@ class RedisStore:
             args = [limit.limit, repr(limit.window_s), limit.capacity, now]
         script = self._scripts[limit.algorithm]
         try:
+            async with asyncio.timeout(QUEUE_TIMEOUT_S):
+                await self._slots.acquire()
+        except TimeoutError as exc:
+            return self._fallback(limit, exc)  # saturated here; Redis itself may be fine
+        try:
             async with asyncio.timeout(self._timeout_s):
                 reply = await script(keys=[self.key_prefix + key], args=args)
             return _decision(reply)
         except (RedisError, OSError, TimeoutError, ValueError, TypeError) as exc:
             self._skip_until = time.monotonic() + self._retry_interval_s
             return self._fallback(limit, exc)
+        finally:
+            self._slots.release()
 
     def _fallback(self, limit: Limit, exc: BaseException | None) -> Decision:
         self.errors += 1
