@@ -8,7 +8,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-from targets import nginx_path
+from targets import nginx_path, redis_version
 from wrk import wrk_version
 
 
@@ -39,5 +39,6 @@ def describe() -> dict[str, str]:
         "kernel": f"{platform.system()} {platform.release()}",
         "nginx": nginx_version(),
         "wrk": wrk_version(),
+        "redis": redis_version(),
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
     }

@@ -119,9 +119,16 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def http_get(port: int, path: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
-    """A one-shot `GET` on a fresh connection (`Connection: close`): status and body."""
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+def http_request(
+    port: int,
+    path: str,
+    headers: Mapping[str, str] | None = None,
+    timeout_s: float = 2.0,
+) -> tuple[int, dict[str, str], bytes]:
+    """A one-shot `GET` on a fresh connection (`Connection: close`): status, response
+    headers (names lower-cased; a repeated name keeps its last value) and body."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n"
     chunks: list[bytes] = []
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
@@ -132,10 +139,22 @@ def http_get(port: int, path: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
         raise BenchError(f"GET 127.0.0.1:{port}{path} failed: {exc}") from exc
     raw = b"".join(chunks)
     head, _, body = raw.partition(b"\r\n\r\n")
-    status_line = head.split(b"\r\n", 1)[0].split()
+    lines = head.split(b"\r\n")
+    status_line = lines[0].split()
     if len(status_line) < 2 or not status_line[1].isdigit():
         raise BenchError(f"bad HTTP response from 127.0.0.1:{port}{path}: {raw[:200]!r}")
-    return int(status_line[1]), body
+    fields: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.decode("latin-1").partition(":")
+        if sep:
+            fields[name.strip().lower()] = value.strip()
+    return int(status_line[1]), fields, body
+
+
+def http_get(port: int, path: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
+    """A one-shot `GET` on a fresh connection (`Connection: close`): status and body."""
+    status, _, body = http_request(port, path, timeout_s=timeout_s)
+    return status, body
 
 
 def rss_kib(pid: int) -> int | None:
@@ -150,9 +169,42 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
-def probe(url: str) -> None:
-    """One request before any load: a wrong route or port fails here, not as wrk errors."""
+def probe(url: str, headers: Mapping[str, str] | None = None) -> dict[str, str]:
+    """One request before any load: a wrong route or port fails here, not as wrk errors.
+    Returns the response headers (names lower-cased)."""
     parts = urlsplit(url)
-    status, body = http_get(parts.port or 80, parts.path)
+    status, fields, body = http_request(parts.port or 80, parts.path, headers)
     if status != 200:
         raise BenchError(f"GET {url} answered {status} (expected 200): {body[:200]!r}")
+    return fields
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def system_busy_s() -> float | None:
+    """CPU seconds spent busy (everything but idle and iowait) by all cores since boot."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = [int(v) for v in fields[1:]]
+    # user nice system idle iowait irq softirq steal guest guest_nice; guest* are already
+    # in user/nice.
+    busy = sum(ticks[:8]) - ticks[3] - ticks[4]
+    return busy / _CLK_TCK
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """utime + stime of `pid` in seconds, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            text = stat.read()
+    except OSError:
+        return None
+    # The command name may hold spaces: fields start after its closing parenthesis.
+    fields = text.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK

@@ -1,9 +1,12 @@
-"""Results model, the printed tables (core, resilience), ratios and the PASS/MISS targets."""
+"""Results model, the printed tables (core, resilience, edge), ratios and the PASS/MISS
+targets."""
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 
+from edge_micro import MIN_CACHED_JWT_PER_S, MicroResult
 from route_match import MatchTiming, dynamic_ratio
 from wrk import WrkResult
 
@@ -14,6 +17,7 @@ MAX_RSS_MB = 60.0
 MAX_ACCEPT_RATIO = 0.01
 MAX_ROUTE_RATIO = 1.5
 MIN_STRATEGY_VS_SINGLE = 0.90
+MIN_SECURE_VS_PLAIN = 0.85  # JWT + rate limit at most 15 % below plain proxying
 
 
 @dataclass(slots=True)
@@ -149,6 +153,89 @@ class ResilienceResults:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class EdgeRun:
+    """One measured wrk run against one route of the edge gateway."""
+
+    route: str  # "plain" | "secure" | "secure_redis"
+    path: str
+    round: int
+    run: WrkResult
+    redis_calls: int | None = None  # EVALSHA calls Redis counted during the run
+    #: CPU used by processes other than the benchmark's during the run, in cores
+    #: (busy time in /proc/stat minus ours, over the run's duration): contention.
+    other_cpu: float | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "route": self.route,
+            "path": self.path,
+            "round": self.round,
+            "run": self.run.to_dict(),
+            "redis_evalsha_calls": self.redis_calls,
+            "other_cpu_cores": self.other_cpu,
+        }
+
+
+#: How the edge table names each route.
+EDGE_LABELS = {
+    "plain": "plain (no auth, no limit)",
+    "secure": "JWT + rate limit (memory)",
+    "jwt_only": "JWT only",
+    "limit_only": "rate limit only (memory)",
+    "secure_redis": "JWT + rate limit (Redis)",
+}
+
+
+@dataclass(slots=True)
+class EdgeResults:
+    """The edge-security section: micro-benchmarks and one gateway (see README.md)."""
+
+    micro: list[MicroResult] = field(default_factory=list)
+    backend: str = ""
+    redis: str | None = None
+    token_bytes: int = 0
+    warmups: dict[str, WrkResult] = field(default_factory=dict)
+    runs: list[EdgeRun] = field(default_factory=list)
+    rate_limited: int | None = None  # kairos_rate_limited_total after the runs
+    store_errors: int | None = None  # kairos_rate_limit_store_errors_total after the runs
+    gateway_exit: int | None = None
+    gateway_stderr_tail: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def route_runs(self, route: str) -> list[EdgeRun]:
+        return [r for r in self.runs if r.route == route]
+
+    def median_rps(self, route: str) -> float | None:
+        """The route's req/s over its rounds: the median, so one round disturbed by
+        another process on the machine does not decide the comparison."""
+        runs = self.route_runs(route)
+        return statistics.median(r.run.rps for r in runs) if runs else None
+
+    def errors(self) -> int:
+        return sum(r.run.errors for r in self.runs) + sum(w.errors for w in self.warmups.values())
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "backend": self.backend,
+            "redis": self.redis,
+            "token_bytes": self.token_bytes,
+            "micro": [m.to_dict() for m in self.micro],
+            "warmups": {k: v.to_dict() for k, v in self.warmups.items()},
+            "runs": [r.to_dict() for r in self.runs],
+            "median_rps": {route: self.median_rps(route) for route in EDGE_LABELS},
+            "rate_limited": self.rate_limited,
+            "store_errors": self.store_errors,
+            "gateway_exit": self.gateway_exit,
+            "gateway_stderr_tail": self.gateway_stderr_tail,
+            "notes": self.notes,
+            "ratios": dict(edge_ratios(self)),
+            "checks": [
+                {"name": c.name, "value": c.value, "status": c.status} for c in edge_checks(self)
+            ],
+        }
+
+
 @dataclass(slots=True)
 class Results:
     machine: dict[str, str]
@@ -161,8 +248,9 @@ class Results:
     gateway_exit: int | None = None
     gateway_stderr_tail: str | None = None
     notes: list[str] = field(default_factory=list)
-    sections: list[str] = field(default_factory=lambda: ["core", "resilience"])
+    sections: list[str] = field(default_factory=lambda: ["core", "resilience", "edge"])
     resilience: ResilienceResults | None = None
+    edge: EdgeResults | None = None
 
     def by_role(self, role: str) -> TargetResult | None:
         return next((t for t in self.targets if t.role == role), None)
@@ -465,6 +553,192 @@ def render_resilience(res: ResilienceResults, duration_s: int) -> list[str]:
     return out
 
 
+def edge_table(res: EdgeResults) -> str:
+    head = (
+        "route",
+        "round",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "errors",
+        "vs plain",
+        "other CPU",
+    )
+    block: list[tuple[str, ...]] = []
+    for run in sorted(res.runs, key=lambda r: (list(EDGE_LABELS).index(r.route), r.round)):
+        plain = next((p for p in res.route_runs("plain") if p.round == run.round), None)
+        vs = (
+            f"{run.run.rps / plain.run.rps:.3f}x"
+            if run.route != "plain" and plain is not None and plain.run.rps
+            else "-"
+        )
+        block.append(
+            (
+                EDGE_LABELS.get(run.route, run.route),
+                str(run.round),
+                f"{run.run.rps:,.0f}",
+                f"{run.run.p50_ms:.3f}",
+                f"{run.run.p90_ms:.3f}",
+                f"{run.run.p99_ms:.3f}",
+                str(run.run.errors),
+                vs,
+                _fmt(run.other_cpu, ".2f"),
+            )
+        )
+    if not block:
+        return "  (no edge load runs completed)"
+    medians: list[tuple[str, ...]] = []
+    plain_median = res.median_rps("plain")
+    for route, label in EDGE_LABELS.items():
+        median = res.median_rps(route)
+        if median is None:
+            continue
+        vs = f"{median / plain_median:.3f}x" if route != "plain" and plain_median else "-"
+        rounds = len(res.route_runs(route))
+        medians.append((label, f"median/{rounds}", f"{median:,.0f}", "", "", "", "", vs, ""))
+    legend = (
+        "vs plain: against the plain route's run of the same round (median rows: medians); "
+        "other CPU: cores used by processes outside the benchmark during the run"
+    )
+    return "\n".join([*_grid(head, [block, medians]), legend])
+
+
+def micro_table(micro: list[MicroResult]) -> str:
+    if not micro:
+        return "  (no micro-benchmarks completed)"
+    head = ("micro-benchmark", "ops/s", "us/op", "failures")
+    rows: list[tuple[str, ...]] = [
+        (
+            m.label,
+            f"{m.ops_per_s:,.0f}",
+            f"{m.us_per_op:.2f}",
+            f"{m.failures:,} of {m.ops_total:,}" if m.failures else "0",
+        )
+        for m in micro
+    ]
+    return "\n".join(_grid(head, [rows]))
+
+
+def edge_ratios(res: EdgeResults) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    plain = res.median_rps("plain")
+    for route in ("secure", "jwt_only", "limit_only", "secure_redis"):
+        median = res.median_rps(route)
+        if median is None or not plain:
+            continue
+        rounds = len(res.route_runs(route))
+        change = median / plain - 1
+        out.append(
+            (
+                f"throughput {EDGE_LABELS[route]} / plain @50 (medians of {rounds})",
+                f"{median / plain:.3f}x ({abs(change):.1%} {'lower' if change < 0 else 'higher'})",
+            )
+        )
+    p50 = {
+        route: statistics.median(r.run.p50_ms for r in runs)
+        for route in EDGE_LABELS
+        if (runs := res.route_runs(route))
+    }
+    if "plain" in p50:
+        for route in ("secure", "jwt_only", "limit_only", "secure_redis"):
+            if route in p50:
+                out.append(
+                    (
+                        f"added p50 {EDGE_LABELS[route]} - plain @50 (medians)",
+                        f"{p50[route] - p50['plain']:+.3f} ms",
+                    )
+                )
+    redis_runs = [r for r in res.route_runs("secure_redis") if r.redis_calls is not None]
+    requests = sum(r.run.requests for r in redis_runs)
+    calls = sum(r.redis_calls or 0 for r in redis_runs)
+    if requests:
+        out.append(
+            (
+                "Redis EVALSHA calls per request (Redis runs)",
+                f"{calls / requests:.3f} ({calls:,} / {requests:,} completed by wrk)",
+            )
+        )
+    if res.rate_limited is not None:
+        out.append(
+            ("requests refused by the limit (kairos_rate_limited_total)", str(res.rate_limited))
+        )
+    if res.store_errors is not None:
+        out.append(
+            ("Redis fallbacks (kairos_rate_limit_store_errors_total)", str(res.store_errors))
+        )
+    return out
+
+
+def edge_checks(res: EdgeResults) -> list[Check]:
+    out: list[Check] = []
+    name = f"JWT + rate limit (memory) @50 >= {MIN_SECURE_VS_PLAIN:.2f} x plain (medians)"
+    plain, secure = res.median_rps("plain"), res.median_rps("secure")
+    if plain and secure is not None:
+        share = secure / plain
+        out.append(Check(name, f"{share:.3f}x", "PASS" if share >= MIN_SECURE_VS_PLAIN else "MISS"))
+    else:
+        out.append(Check(name, "not measured", "n/a"))
+    cached = next((m for m in res.micro if m.name == "jwt_cached_hs256"), None)
+    name = f"repeated-token JWT verifications >= {MIN_CACHED_JWT_PER_S:,.0f}/s"
+    if cached is not None:
+        status = "PASS" if cached.ops_per_s >= MIN_CACHED_JWT_PER_S else "MISS"
+        out.append(Check(name, f"{cached.ops_per_s:,.0f}/s", status))
+    else:
+        out.append(Check(name, "not measured", "n/a"))
+    if res.runs:
+        errors = res.errors()
+        name = "zero errors (edge runs, warm-ups included)"
+        out.append(Check(name, str(errors), "PASS" if errors == 0 else "MISS"))
+    if res.rate_limited is not None:
+        name = "no request refused by the never-refusing limit"
+        out.append(Check(name, str(res.rate_limited), "PASS" if res.rate_limited == 0 else "MISS"))
+    if res.store_errors is not None and res.redis is not None:
+        name = "no Redis fallback during the gateway runs"
+        out.append(Check(name, str(res.store_errors), "PASS" if res.store_errors == 0 else "MISS"))
+    return out
+
+
+def render_edge(res: EdgeResults, duration_s: int) -> list[str]:
+    rounds = max((r.round for r in res.runs), default=0)
+    out = [
+        "",
+        "Edge security: JWT verification and rate limiting",
+        "In-process micro-benchmarks (best of several repeats, before any load):",
+        "",
+        micro_table(res.micro),
+        "",
+        f"Load: one gateway, wrk -t1 -c50 per route, {duration_s}s, {rounds} round(s) "
+        "alternating the route order, after a warm-up; every request carries the same "
+        f"valid HS256 bearer token ({res.token_bytes} chars), the plain route's too.",
+        f"  backend  {res.backend or '-'}",
+        f"  redis    {res.redis or 'not used'}",
+        "  routes (all to the same backend path): /plain/{id} nothing; /secure/{id} "
+        "auth_required + limit; /jwt/{id} auth_required; /limited/{id} limit;",
+        "  /secure-redis/{id} auth_required + limit in Redis. Limit: token bucket 1e6/s, "
+        "burst 1e6, key ip (never refuses).",
+        "",
+        edge_table(res),
+        "",
+        "Edge ratios",
+    ]
+    out += _kv(edge_ratios(res)) or ["  (not measured)"]
+    out += ["", "Edge targets", *_checks_lines(edge_checks(res))]
+    notes = list(res.notes)
+    for m in res.micro:
+        if m.failures:
+            notes.append(
+                f"{m.label}: {m.failures:,} of {m.ops_total:,} checks got a refusal or the "
+                "store's fallback answer (Redis: no reply within redis_timeout_ms, then "
+                "Redis skipped for 0.5 s), so that rate is not a Redis-backed rate"
+            )
+    if notes:
+        out += ["", "Edge notes", *(f"  - {n}" for n in notes)]
+    if res.gateway_stderr_tail:
+        out += ["", "Edge gateway stderr (tail)", res.gateway_stderr_tail]
+    return out
+
+
 def render_core(results: Results) -> list[str]:
     out = [
         "",
@@ -502,6 +776,8 @@ def render(results: Results) -> str:
         out += render_core(results)
     if "resilience" in results.sections and results.resilience is not None:
         out += render_resilience(results.resilience, results.duration_s)
+    if "edge" in results.sections and results.edge is not None:
+        out += render_edge(results.edge, results.duration_s)
     if results.notes:
         out += ["", "Notes", *(f"  - {n}" for n in results.notes)]
     return "\n".join(out)

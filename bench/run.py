@@ -1,7 +1,8 @@
-"""Kairos benchmark: gateway vs nginx proxy vs direct backend, route matching, and the
-load-balancing strategies (resilience section).
+"""Kairos benchmark: gateway vs nginx proxy vs direct backend, route matching, the
+load-balancing strategies (resilience section), and the cost of JWT authentication and
+rate limiting (edge section).
 
-    uv run python bench/run.py [--only core|resilience|all] [--duration 10] [--quick]
+    uv run python bench/run.py [--only core|resilience|edge|all] [--duration 10] [--quick]
                                [--json FILE]
 
 See bench/README.md for what each figure means. Exit codes: 0 when the run completed
@@ -23,14 +24,16 @@ from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
+import edge
 import machine
 import resilience
 import route_match
 from procs import BenchError, log, probe, rss_kib, tail
-from report import ResilienceResults, Results, Reuse, TargetResult, render
+from report import EdgeResults, ResilienceResults, Results, Reuse, TargetResult, render
 from targets import Backend, Gateway, NginxProxy, gateway_config, nginx_path
 from wrk import INSTALL_HINT, run_wrk, wrk_path
 
+SECTIONS = ("core", "resilience", "edge")
 CONNECTIONS = (50, 1)
 RSS_SAMPLE_INTERVAL_S = 0.25
 
@@ -159,6 +162,21 @@ def run(args: argparse.Namespace, results: Results) -> None:
                 if results.resilience.gateway_stderr_tail is None:
                     results.resilience.gateway_stderr_tail = tail(workdir / "gateway-lb.stderr", 40)
                 raise
+        if "edge" in results.sections:
+            results.edge = EdgeResults()
+            try:
+                edge.bench_edge(
+                    results.edge,
+                    workdir,
+                    duration_s,
+                    warmup_s,
+                    quick=args.quick,
+                    prefer_nginx=not args.python_backend,
+                )
+            except BenchError:
+                if results.edge.gateway_stderr_tail is None:
+                    results.edge.gateway_stderr_tail = tail(workdir / "gateway-edge.stderr", 40)
+                raise
         ok = True
     finally:
         if ok and not args.keep:
@@ -207,6 +225,7 @@ def _to_json(results: Results) -> dict[str, object]:
         raw["runs"] = {str(c): r.to_dict() for c, r in target.runs.items()}
         raw["warmup"] = target.warmup.to_dict() if target.warmup else None
     data["resilience"] = results.resilience.to_dict() if results.resilience else None
+    data["edge"] = results.edge.to_dict() if results.edge else None
     return data
 
 
@@ -217,7 +236,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Kairos gateway benchmark (see bench/README.md)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
-    parser.add_argument("--quick", action="store_true", help="smoke run (3s runs, ~1.5 minutes)")
+    parser.add_argument("--quick", action="store_true", help="smoke run (3s runs, ~2 minutes)")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument(
         "--python-backend", action="store_true", help="use the Python backend even with nginx"
@@ -225,9 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary work dir")
     parser.add_argument(
         "--only",
-        choices=("core", "resilience", "all"),
+        choices=("core", "resilience", "edge", "all"),
         default="all",
-        help="run only the core comparison or only the load-balancing section (all)",
+        help="run only the core comparison, the load-balancing or the edge-security section",
     )
     args = parser.parse_args(argv)
     if args.duration < 1:
@@ -243,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         duration_s=3 if args.quick else args.duration,
         targets=[],
         routes=[],
-        sections=["core", "resilience"] if args.only == "all" else [args.only],
+        sections=list(SECTIONS) if args.only == "all" else [args.only],
     )
     code = 0
     try:
@@ -253,7 +272,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BenchError as exc:
         log(f"FAILED: {exc}")
-        if not results.targets and not (results.resilience and results.resilience.runs):
+        if (
+            not results.targets
+            and not (results.resilience and results.resilience.runs)
+            and not (results.edge and (results.edge.runs or results.edge.micro))
+        ):
             return 1
         results.notes.append(f"INCOMPLETE RUN: {str(exc).splitlines()[0].removesuffix(':')}")
         code = 1

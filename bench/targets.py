@@ -1,4 +1,5 @@
-"""The processes under test: backend (nginx or Python), nginx reference proxy, gateway."""
+"""The processes under test: backend (nginx or Python), nginx reference proxy, gateway,
+and a private redis-server for the rate-limit store (edge section)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 from procs import BenchError, Child, free_port, http_get, port_open
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -284,3 +287,93 @@ class Gateway:
     def stop(self) -> int | None:
         """Stop (SIGTERM, drain) and return the exit code; the access log is flushed then."""
         return self.child.stop(grace_s=10.0)
+
+
+def redis_server_path() -> str | None:
+    return shutil.which("redis-server")
+
+
+def redis_version() -> str:
+    path = redis_server_path()
+    if path is None:
+        return "not installed"
+    proc = subprocess.run(
+        [path, "--version"], capture_output=True, text=True, timeout=10, check=False
+    )
+    found = re.search(r"v=(\S+)", proc.stdout)
+    return found.group(1) if found else (proc.stdout.strip() or "unknown")
+
+
+class RedisServer:
+    """A private `redis-server` on a free loopback port: no persistence (`--save ""`,
+    `--appendonly no`), its working directory in the work dir, stopped with `stop`."""
+
+    label = "redis-server"
+
+    def __init__(self, workdir: Path, *, name: str = "redis") -> None:
+        path = redis_server_path()
+        if path is None:
+            raise BenchError("redis-server is not on PATH (apt-get install -y redis-server)")
+        self.port = free_port()
+        data_dir = workdir / name
+        data_dir.mkdir(exist_ok=True)
+        argv = [
+            path,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            str(data_dir),
+            "--logfile",
+            "",  # log to stdout, i.e. the child's stdout file
+        ]
+        self.child = Child(name, argv, workdir)
+        try:
+            self.child.wait_until(self._ready, START_TIMEOUT_S, f"answering PING on {self.port}")
+        except BaseException:
+            self.child.stop()
+            raise
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _client(self) -> redis.Redis:
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, socket_timeout=2.0, socket_connect_timeout=2.0
+        )
+
+    def _ready(self) -> bool:
+        try:
+            with self._client() as client:
+                return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    def evalsha_calls(self) -> int:
+        """EVALSHA calls so far (`INFO commandstats`): one per rate-limit check. The
+        commands a script runs inside Redis are counted apart, under their own names."""
+        try:
+            with self._client() as client:
+                stats = client.info("commandstats")
+        except redis.RedisError as exc:
+            raise BenchError(f"redis INFO on port {self.port} failed: {exc}") from exc
+        entry = stats.get("cmdstat_evalsha")
+        return int(entry["calls"]) if isinstance(entry, dict) else 0
+
+    def flush(self) -> None:
+        try:
+            with self._client() as client:
+                client.flushall()
+        except redis.RedisError as exc:
+            raise BenchError(f"redis FLUSHALL on port {self.port} failed: {exc}") from exc
+
+    def stop(self) -> int | None:
+        return self.child.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from procs import BenchError
@@ -83,8 +84,9 @@ def parse(text: str, url: str, connections: int) -> WrkResult:
     )
 
 
-def run_wrk(url: str, connections: int, duration_s: int) -> WrkResult:
-    """`wrk -t1 -c{connections} -d{duration}s --latency URL` (whole seconds), with a timeout."""
+def run_wrk(url: str, connections: int, duration_s: int, headers: Sequence[str] = ()) -> WrkResult:
+    """`wrk -t1 -c{connections} -d{duration}s --latency URL` (whole seconds), with a timeout;
+    each of ``headers`` ("Name: value") is sent on every request (`wrk -H`)."""
     path = wrk_path()
     if path is None:
         raise BenchError(INSTALL_HINT)
@@ -96,6 +98,7 @@ def run_wrk(url: str, connections: int, duration_s: int) -> WrkResult:
         "--timeout",
         "5s",
         "--latency",
+        *(arg for header in headers for arg in ("-H", header)),
         url,
     ]
     proc = subprocess.run(
