@@ -10,8 +10,10 @@ no body). It counts accepted TCP connections so tests can prove keep-alive reuse
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -59,6 +61,8 @@ async def gateway_process(
         env=clean_env(KAIROS_LOG_FORMAT="json", KAIROS_ACCESS_LOG="off", **env),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        # Its own process group, so worker processes (--workers) go down with it.
+        start_new_session=True,
     )
     assert proc.stderr is not None
     stderr = proc.stderr
@@ -82,7 +86,8 @@ async def gateway_process(
         yield proc, port, records
     finally:
         if proc.returncode is None:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
         if drainer is not None:
             await asyncio.wait_for(drainer, 10)

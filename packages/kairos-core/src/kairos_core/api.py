@@ -222,6 +222,9 @@ class HealthStatus(_Body):
     config_version: int
     routes: int
     timestamp: str
+    #: The process that answered, and its index with `--workers` (None: one process).
+    pid: int
+    worker: int | None = None
 
 
 class BackendSummary(_Body):

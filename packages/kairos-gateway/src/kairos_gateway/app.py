@@ -14,6 +14,7 @@ import logging
 import random
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -29,6 +30,7 @@ from .exchange import OpsHandler
 from .health import HealthChecker
 from .management import ManagementApi
 from .metrics import GatewayMetrics
+from .metrics_share import MetricsShare
 from .ratelimit import RateLimiters
 from .server import KairosHTTPServer
 from .settings import HARD_HEADER_LIMIT, GatewaySettings
@@ -47,9 +49,18 @@ class Gateway:
         source: Path | None = None,
         access_log: AccessLog | None = None,
         ewma_decay_s: float = EWMA_DECAY_S,
+        worker: int | None = None,
+        metrics_dir: Path | None = None,
     ) -> None:
         self.settings = settings or GatewaySettings()
+        #: This process's index among `--workers` processes (None: a single process).
+        self.worker = worker
+        #: Called after a change made through the management API is saved and live
+        #: (worker processes use it to tell their siblings).
+        self.on_config_change: Callable[[], None] | None = None
         self.metrics = GatewayMetrics()
+        if metrics_dir is not None:
+            self.metrics.share = MetricsShare(metrics_dir)
         self.rng = random.Random()
         self.registry = BackendRegistry(
             self.metrics, clock=time.monotonic, ewma_decay_s=ewma_decay_s
@@ -158,6 +169,10 @@ class Gateway:
             log.warning("admin.listen changed: the admin listener moves only on a restart")
         self.management.applied(snapshot)
 
+    def config_changed(self) -> None:
+        if self.on_config_change is not None:
+            self.on_config_change()
+
     def _swap_verifier(self, old: JwtVerifier | None, new: JwtVerifier | None) -> None:
         """Start the new JWT verifier (its JWKS fetch) and close the old one, in the
         background: requests already holding the old snapshot may still use it."""
@@ -200,7 +215,8 @@ class Gateway:
     async def start(self, sockets: list[socket.socket] | None = None) -> None:
         settings = self.settings
         if sockets is None:
-            sockets = bind_sockets(settings.port, settings.host)
+            # Worker processes each bind the port: the kernel spreads connections.
+            sockets = bind_sockets(settings.port, settings.host, reuse_port=settings.workers > 1)
         self._sockets = sockets
         server = KairosHTTPServer(
             self,
@@ -283,6 +299,8 @@ class Gateway:
         await self.limiters.aclose()
         await self.pool.close()
         self.access_log.close()
+        if self.metrics.share is not None:
+            self.metrics.share.publish(self.metrics.own_view())
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -308,3 +326,5 @@ class Gateway:
                     del self.waiting[conn]
                     conn.stream.close()
             self.access_log.flush()
+            if self.metrics.share is not None:
+                self.metrics.share.publish(self.metrics.own_view())

@@ -17,13 +17,14 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from kairos_core import ConfigError, GatewayConfig, load_config_file
+from kairos_core import ConfigError, GatewayConfig, RateLimitConfig, load_config_file
 
 from . import __version__
 from .app import Gateway
 from .logs import configure
-from .settings import GatewaySettings, SettingsError
+from .settings import GatewaySettings, SettingsError, parse_workers
 from .snapshot import check_runtime
+from .supervisor import CONFIG_CHANGED, SYNC_CONFIG, reserve_port, supervise
 
 log = logging.getLogger("kairos.gateway")
 
@@ -40,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="config file (KAIROS_CONFIG_PATH, ./config.json)")
     p.add_argument("--host", help="address to listen on (KAIROS_HOST, 0.0.0.0)")
     p.add_argument("--port", type=int, help="port to listen on, 0 for any (KAIROS_PORT, 5900)")
+    p.add_argument(
+        "--workers",
+        help="worker processes sharing the port, or 'auto' for one per core (KAIROS_WORKERS, 1)",
+    )
     p.add_argument("--check", action="store_true", help="validate the config file and exit")
     p.add_argument("--version", action="version", version=f"kairos-gateway {__version__}")
     return p
@@ -68,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides["host"] = args.host
         if args.port is not None:
             overrides["port"] = args.port
+        if args.workers is not None:
+            overrides["workers"] = parse_workers(args.workers, "--workers")
         settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
         settings.check()
     except SettingsError as exc:
@@ -99,10 +106,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             "only; to add routes, copy examples/config.json to ./config.json or pass --config"
             " (routes added through the management API are saved to that file)"
         )
+    if settings.workers > 1:
+        return _supervise(config, settings, source)
     try:
         return _run(lambda: serve(config, settings, source))
     except KeyboardInterrupt:
         return 0
+
+
+def _supervise(config: GatewayConfig, settings: GatewaySettings, source: Path) -> int:
+    port, reservation = reserve_port(settings.host, settings.port)
+    settings = dataclasses.replace(settings, port=port)
+    if any(limit.backend == "memory" for limit in _rate_limits(config)):
+        log.warning(
+            f"{settings.workers} workers with in-memory rate limits: each worker counts "
+            "separately, so a client gets up to that many times the limit; use the Redis "
+            'store (rate_limit.backend: "redis") for one shared count'
+        )
+    log.info(f"starting {settings.workers} workers on port {port}")
+
+    def run_worker(index: int, metrics_dir: Path) -> int:
+        return _run(lambda: serve(config, settings, source, worker=index, metrics_dir=metrics_dir))
+
+    try:
+        return supervise(settings.workers, run_worker)
+    finally:
+        if reservation is not None:
+            reservation.close()
+
+
+def _rate_limits(config: GatewayConfig) -> list[RateLimitConfig]:
+    limits = [config.rate_limit_for(router) for router in config.routers]
+    return [limit for limit in limits if limit is not None]
 
 
 def _run(main_coro: Callable[[], Coroutine[Any, Any, int]]) -> int:
@@ -116,9 +151,16 @@ def _run(main_coro: Callable[[], Coroutine[Any, Any, int]]) -> int:
         return runner.run(main_coro())
 
 
-async def serve(config: GatewayConfig, settings: GatewaySettings, source: Path | None) -> int:
+async def serve(
+    config: GatewayConfig,
+    settings: GatewaySettings,
+    source: Path | None,
+    *,
+    worker: int | None = None,
+    metrics_dir: Path | None = None,
+) -> int:
     loop = asyncio.get_running_loop()
-    gateway = Gateway(config, settings, source=source)
+    gateway = Gateway(config, settings, source=source, worker=worker, metrics_dir=metrics_dir)
     try:
         await gateway.start()
     except OSError as exc:
@@ -146,6 +188,14 @@ async def serve(config: GatewayConfig, settings: GatewaySettings, source: Path |
         gateway.management.reload_in_background()
 
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    if worker is not None:
+        supervisor = os.getppid()
+        # A change saved through this worker's API: the supervisor tells every worker
+        # (SYNC_CONFIG), and each re-reads the file unless it already runs it.
+        gateway.on_config_change = lambda: os.kill(supervisor, CONFIG_CHANGED)
+        loop.add_signal_handler(
+            SYNC_CONFIG, lambda: gateway.management.reload_in_background("sibling")
+        )
 
     for host, port in gateway.addresses:
         log.info(
@@ -156,6 +206,7 @@ async def serve(config: GatewayConfig, settings: GatewaySettings, source: Path |
                     "port": port,
                     "routes": len(config.routers),
                     "version": __version__,
+                    **({"worker": worker} if worker is not None else {}),
                 }
             },
         )

@@ -15,6 +15,8 @@ from __future__ import annotations
 import platform
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -26,6 +28,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .metrics_share import MetricsShare
 
 #: `route` label for requests that matched no route (404, 405, bad path).
 UNMATCHED = "unmatched"
@@ -132,10 +137,27 @@ class BackendStats:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
+@dataclass(slots=True)
+class MetricsView:
+    """Everything the exposition needs, from this process or merged over workers."""
+
+    routes: list[RouteStats]
+    backends: list[BackendStats]
+    active_requests: int
+    #: (address, up, breaker state value, in-flight) per backend.
+    backend_gauges: list[tuple[str, int, int, int]]
+    rate_limit_store_errors: int
+
+
 class GatewayMetrics(Collector):
-    """The gateway's metrics registry and the collector that exports it."""
+    """The gateway's metrics registry and the collector that exports it.
+
+    With several worker processes, ``share`` (see `metrics_share`) publishes this
+    process's figures and merges the others', so every worker reports the whole gateway.
+    """
 
     def __init__(self) -> None:
+        self.share: MetricsShare | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self._routes: dict[str, RouteStats] = {}
         self._backends: dict[str, BackendStats] = {}
@@ -159,13 +181,28 @@ class GatewayMetrics(Collector):
             stats = self._backends[label] = BackendStats(label)
         return stats
 
+    def own_view(self) -> MetricsView:
+        """This process's figures."""
+        return MetricsView(
+            routes=list(self._routes.values()),
+            backends=list(self._backends.values()),
+            active_requests=self.active_requests,
+            backend_gauges=list(self.backend_gauges()),
+            rate_limit_store_errors=self.rate_limit_store_errors(),
+        )
+
+    def view(self) -> MetricsView:
+        """The whole gateway's figures: this process's, merged with the other workers'."""
+        own = self.own_view()
+        return own if self.share is None else self.share.merged(own)
+
     def routes(self) -> list[RouteStats]:
         """Every route label recorded since start (removed routes included)."""
-        return list(self._routes.values())
+        return self.view().routes
 
     def backends(self) -> list[BackendStats]:
         """Every backend label recorded since start (removed backends included)."""
-        return list(self._backends.values())
+        return self.view().backends
 
     def render(self) -> bytes:
         """The Prometheus text exposition of everything recorded."""
@@ -177,8 +214,9 @@ class GatewayMetrics(Collector):
         return ()
 
     def collect(self) -> Iterator[Metric]:
-        routes = list(self._routes.values())
-        backends = list(self._backends.values())
+        view = self.view()
+        routes = view.routes
+        backends = view.backends
 
         build = GaugeMetricFamily(
             "kairos_build_info", "Kairos build information", labels=["version", "python"]
@@ -187,7 +225,7 @@ class GatewayMetrics(Collector):
         yield build
 
         active = GaugeMetricFamily("kairos_active_requests", "Requests being processed now")
-        active.add_metric([], self.active_requests)
+        active.add_metric([], view.active_requests)
         yield active
 
         requests = CounterMetricFamily(
@@ -260,7 +298,7 @@ class GatewayMetrics(Collector):
             "kairos_rate_limit_store_errors",
             "Rate-limit checks decided by on_redis_error because Redis failed or timed out",
         )
-        store_errors.add_metric([], self.rate_limit_store_errors())
+        store_errors.add_metric([], view.rate_limit_store_errors)
         yield store_errors
 
         up = GaugeMetricFamily(
@@ -276,7 +314,7 @@ class GatewayMetrics(Collector):
         inflight = GaugeMetricFamily(
             "kairos_backend_inflight", "Requests in flight to the backend", labels=["backend"]
         )
-        for address, is_up, state, count in self.backend_gauges():
+        for address, is_up, state, count in view.backend_gauges:
             up.add_metric([address], is_up)
             breaker.add_metric([address], state)
             inflight.add_metric([address], count)

@@ -7,6 +7,7 @@ without touching a backend.
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,8 @@ def build(gateway: Gateway) -> dict[str, OpsHandler]:
                 "config_version": snapshot.generation,
                 "routes": len(snapshot.table),
                 "timestamp": _timestamp(),
+                "pid": os.getpid(),
+                "worker": gateway.worker,
             },
         )
 

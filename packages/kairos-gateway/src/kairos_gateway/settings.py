@@ -25,6 +25,19 @@ class SettingsError(ValueError):
     """An environment variable or flag has a value that cannot be used."""
 
 
+def parse_workers(raw: str, source: str) -> int:
+    """A worker count: a positive integer, or ``auto`` for the number of cores."""
+    if raw.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{source}={raw!r} must be a number of workers or 'auto'") from None
+    if not 1 <= value <= 256:
+        raise SettingsError(f"{source}={raw!r} must be between 1 and 256")
+    return value
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -57,6 +70,8 @@ class GatewaySettings:
     #: Request header blocks larger than this get 431 (up to `HARD_HEADER_LIMIT`, past
     #: which the connection is closed unanswered).
     max_header_size: int = 64 * 1024
+    #: Worker processes accepting on the same port (SO_REUSEPORT); 1 = this process.
+    workers: int = 1
     #: Bearer token for the management API; without one only loopback clients may call it.
     admin_token: str | None = field(default=None, repr=False)
     #: The config file watcher folds events closer together than this into one reload.
@@ -87,6 +102,7 @@ class GatewaySettings:
             idle_timeout_s=_float(env, "KAIROS_IDLE_TIMEOUT_S", 60.0),
             drain_timeout_s=_float(env, "KAIROS_DRAIN_TIMEOUT_S", 15.0),
             admin_token=env.get("KAIROS_ADMIN_TOKEN") or None,
+            workers=parse_workers(env.get("KAIROS_WORKERS", "1"), "KAIROS_WORKERS"),
         )
         settings.check()
         return settings

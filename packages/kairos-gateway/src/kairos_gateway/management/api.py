@@ -42,7 +42,7 @@ from . import config_api, routes
 from .access import AdminCredential, authorize, credential
 from .history import MetricsSampler
 from .http import ApiRequest, ApiResponse
-from .live import LiveConfig
+from .live import LiveConfig, Trigger
 from .openapi import openapi_document
 from .watcher import FileWatcher
 
@@ -154,12 +154,12 @@ class ManagementApi:
         with contextlib.suppress(KairosError):  # recorded in the status, and logged
             await self.live.reload("watcher")
 
-    def reload_in_background(self) -> None:
-        """Reload the config file without waiting (SIGHUP)."""
+    def reload_in_background(self, trigger: Trigger = "sighup") -> None:
+        """Reload the config file without waiting (SIGHUP, or a sibling worker's change)."""
 
         async def run() -> None:
             with contextlib.suppress(KairosError):
-                await self.live.reload("sighup")
+                await self.live.reload(trigger)
 
         task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)

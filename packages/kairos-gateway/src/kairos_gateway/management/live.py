@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kairos.gateway")
 
-Trigger = Literal["api", "watcher", "sighup"]
+#: What asked for a reload. "sibling": another worker process changed the file.
+Trigger = Literal["api", "watcher", "sighup", "sibling"]
 ConfigData = dict[str, Any]
 #: How a redacted secret is shown, and recognised when sent back unchanged.
 REDACTED = "***"
@@ -86,11 +87,14 @@ def restore_secrets(new: object, redacted: object, revealed: object) -> object:
 
 
 def etag_of(snapshot: Snapshot) -> str:
-    """The config version as an entity tag: the generation, and a hash of the redacted
-    config, so a tag held across a restart (generations start again at 1) cannot match
-    a different configuration."""
+    """The config version as an entity tag: a hash of the (redacted) configuration.
+
+    Content, not the generation counter: generations start again at 1 on a restart and
+    differ between worker processes, while the same configuration must carry the same
+    tag wherever and whenever it is read, so an If-Match sent to another worker (or
+    after a restart) is judged by what it names."""
     canonical = json.dumps(redacted_data(snapshot.config), sort_keys=True).encode()
-    return f'"{snapshot.generation}-{hashlib.sha256(canonical).hexdigest()[:16]}"'
+    return f'"{hashlib.sha256(canonical).hexdigest()[:20]}"'
 
 
 class LiveConfig:
@@ -162,6 +166,7 @@ class LiveConfig:
                     ) from exc
             gateway.activate(snapshot)
             self.loaded_at = time.time()
+            gateway.config_changed()
             return snapshot
 
     async def reload(self, trigger: Trigger) -> Snapshot | None:
@@ -177,7 +182,7 @@ class LiveConfig:
             raise Conflict("the gateway was started without a config file; there is none to reload")
         async with self._lock:
             try:
-                if trigger == "watcher":
+                if trigger in ("watcher", "sibling"):
                     digest = await asyncio.to_thread(file.current_digest)
                     if digest == file.digest:
                         return None
