@@ -1,0 +1,1 @@
+"""The `kairos` subcommands, one module per area; `main` wires them into the group."""

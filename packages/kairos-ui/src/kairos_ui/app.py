@@ -1,0 +1,73 @@
+"""Wiring: settings -> pages -> server. `main()` is the ``kairos-ui`` command."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from nicegui import app, background_tasks, ui
+
+from .auth import install_login
+from .gateway import Gateway
+from .pages import backends, config, dashboard, metrics, routes
+from .sampler import Sampler
+from .settings import SettingsError, UiSettings
+
+__all__ = ["build", "main"]
+
+log = logging.getLogger("kairos_ui")
+
+
+def build(settings: UiSettings) -> Gateway:
+    """Register every page for ``settings``; returns the gateway link the pages share
+    (closed when the app shuts down)."""
+    gateway = Gateway(settings)
+    app.on_shutdown(gateway.aclose)
+    if settings.login_required:
+        install_login(settings)
+    dashboard.register(settings, gateway)
+    routes.register(settings, gateway)
+    backends.register(settings, gateway)
+    config.register(settings, gateway)
+    sampler = Sampler(gateway, settings.sample_interval_s)
+    app.on_startup(lambda: background_tasks.create(sampler.run(), name="kairos-ui sampler"))
+    metrics.register(settings, gateway, sampler)
+
+    @app.on_page_exception
+    def _error_page(exc: Exception) -> None:
+        # Logged in full on the server; the browser gets one line, never a traceback.
+        log.error("page failed: %s", exc, exc_info=exc)
+        with ui.column().classes("absolute-center items-center"):
+            ui.icon("error_outline", size="3rem", color="negative")
+            ui.label("This page could not be shown.").classes("text-lg")
+            ui.label(type(exc).__name__).classes("text-sm opacity-70")
+            ui.link("Back to the dashboard", "/")
+
+    return gateway
+
+
+def main() -> None:
+    """Serve the admin app (``uv run kairos-ui``); settings come from the environment."""
+    try:
+        settings = UiSettings.from_env()
+    except SettingsError as exc:
+        print(f"kairos-ui: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    build(settings)
+    if not settings.login_required:
+        print(f"kairos-ui: no KAIROS_UI_PASSWORD set: open to anyone on {settings.host}")
+    ui.run(
+        host=settings.host,
+        port=settings.port,
+        title="Kairos",
+        reload=False,
+        show=False,
+        storage_secret=settings.storage_secret,
+        favicon="🛰️",
+        show_welcome_message=True,
+        uvicorn_logging_level="warning",
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

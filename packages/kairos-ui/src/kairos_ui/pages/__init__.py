@@ -1,0 +1,1 @@
+"""One module per page; each has ``register(settings, gateway)`` that adds its route."""

@@ -1,0 +1,108 @@
+"""`UiSettings`: what the admin app needs to know, read from the environment once.
+
+Built in `main()` and handed to every page explicitly; no module reads the environment
+on import.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["DEFAULT_GATEWAY_URL", "SettingsError", "UiSettings", "is_loopback"]
+
+DEFAULT_GATEWAY_URL = "http://localhost:5900"
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed or unsafe; the message names the variable."""
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only accepts connections from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low:g} and {high:g}, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class UiSettings:
+    """How the admin app listens and which gateway it manages.
+
+    ``password`` set: every page needs a login. It must be set when ``host`` is not a
+    loopback address (`check` refuses to start open on a public address).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 3000
+    gateway_url: str = DEFAULT_GATEWAY_URL
+    admin_token: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    #: Seconds between two polls of the gateway on live pages.
+    poll_interval_s: float = 2.0
+    #: Seconds between two samples of per-route and per-backend metrics.
+    sample_interval_s: float = 10.0
+    #: Seconds each call to the gateway may take.
+    gateway_timeout_s: float = 5.0
+    #: Signs the login session cookie; random per process unless given.
+    storage_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+
+    @property
+    def login_required(self) -> bool:
+        return bool(self.password)
+
+    def check(self) -> UiSettings:
+        """Raise `SettingsError` for a setting that is invalid or unsafe; else self."""
+        if not 1 <= self.port <= 65535:
+            raise SettingsError(f"KAIROS_UI_PORT must be 1-65535, got {self.port}")
+        if not self.gateway_url.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"KAIROS_GATEWAY_URL must be an http:// or https:// URL, got {self.gateway_url!r}"
+            )
+        if not is_loopback(self.host) and not self.password:
+            raise SettingsError(
+                f"refusing to serve the admin UI on {self.host}, which is not a loopback "
+                "address, without a login: set KAIROS_UI_PASSWORD (or KAIROS_UI_HOST=127.0.0.1)"
+            )
+        return self
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> UiSettings:
+        """Settings from ``KAIROS_UI_*``, ``KAIROS_GATEWAY_URL`` and ``KAIROS_ADMIN_TOKEN``."""
+        env = os.environ if env is None else env
+        raw_port = env.get("KAIROS_UI_PORT") or "3000"
+        try:
+            port = int(raw_port)
+        except ValueError:
+            raise SettingsError(f"KAIROS_UI_PORT must be a port number, got {raw_port!r}") from None
+        secret = env.get("KAIROS_UI_STORAGE_SECRET")
+        return cls(
+            host=env.get("KAIROS_UI_HOST") or "127.0.0.1",
+            port=port,
+            gateway_url=(env.get("KAIROS_GATEWAY_URL") or DEFAULT_GATEWAY_URL).rstrip("/"),
+            admin_token=env.get("KAIROS_ADMIN_TOKEN") or None,
+            password=env.get("KAIROS_UI_PASSWORD") or None,
+            poll_interval_s=_float(env, "KAIROS_UI_POLL_INTERVAL", 2.0, 0.2, 3600),
+            sample_interval_s=_float(env, "KAIROS_UI_SAMPLE_INTERVAL", 10.0, 0.2, 3600),
+            gateway_timeout_s=_float(env, "KAIROS_UI_GATEWAY_TIMEOUT", 5.0, 0.1, 120),
+            **({"storage_secret": secret} if secret else {}),
+        ).check()
