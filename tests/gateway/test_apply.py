@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from kairos_core import load_config
 
 from tests.conftest import BackendFactory, GatewayFactory
@@ -30,3 +32,36 @@ async def test_apply_swaps_routes_and_keeps_backend_state(
     gw.gateway.apply(load_config({"version": 1, "routers": [route("/z", "/z", [b])]}))
     assert [s.address for s in gw.gateway.registry] == [b.url]
     assert (await raw_request(gw.port, "/health")).json()["config_version"] == 3
+
+
+async def test_probes_stop_when_a_backend_leaves_the_config(
+    backend_factory: BackendFactory, gateway_factory: GatewayFactory
+) -> None:
+    a = await backend_factory("a")
+    b = await backend_factory("b")
+    health = {"interval_s": 0.05, "timeout_s": 0.05}
+    probed = {"health_check_path": "/health"}
+    gw = await gateway_factory(
+        {
+            "version": 1,
+            "health_check": health,
+            "routers": [route("/x", "/x", [a, b], backend_extra=probed)],
+        }
+    )
+    async with asyncio.timeout(5):
+        while not (a.probes and b.probes):
+            await asyncio.sleep(0.01)
+    tasks = {t.state.address: task for t, task in gw.gateway.health._tasks.values()}
+    gw.gateway.apply(
+        load_config(
+            {
+                "version": 1,
+                "health_check": health,
+                "routers": [route("/x", "/x", [b], backend_extra=probed)],
+            }
+        )
+    )
+    done, _ = await asyncio.wait([tasks[a.url]], timeout=5)
+    assert done  # the departed backend's probe loop has ended
+    assert not tasks[b.url].done()  # the backend that stays keeps its probe loop
+    assert {t.state.address for t, _ in gw.gateway.health._tasks.values()} == {b.url}
