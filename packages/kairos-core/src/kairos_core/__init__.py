@@ -31,6 +31,7 @@ from .api import (
 )
 from .auth import JwtConfig
 from .backend import Backend
+from .cluster import ClusterConfig, ClusterStatus
 from .config import (
     MAX_CONFIG_BYTES,
     GatewayConfig,
@@ -125,6 +126,8 @@ __all__ = [
     "CircuitBreakerConfig",
     "CircuitOpen",
     "ClaimValue",
+    "ClusterConfig",
+    "ClusterStatus",
     "CompiledRoute",
     "ConfigBody",
     "ConfigError",

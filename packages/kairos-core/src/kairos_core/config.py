@@ -28,6 +28,7 @@ from ._model import KairosModel
 from ._translate import field_errors
 from .admin import AdminConfig
 from .auth import REDACTED_CONTEXT, JwtConfig, reveal_secret
+from .cluster import ClusterConfig
 from .edge import CorsConfig, SecurityHeadersConfig
 from .errors import ConfigError, FieldError
 from .ratelimit import RateLimitConfig
@@ -81,6 +82,8 @@ class GatewayConfig(KairosModel):
     admin: AdminConfig = Field(default_factory=AdminConfig)
     #: Watch the config file and apply edits to it (SIGHUP and the API reload anyway).
     hot_reload: bool = True
+    #: Nodes sharing the configuration through Redis (read at start-up; never shared).
+    cluster: ClusterConfig | None = None
 
     @field_serializer("jwt_secret")
     def _dump_secret(self, value: SecretStr | None, info: SerializationInfo) -> str | None:

@@ -26,6 +26,7 @@ from . import ops
 from .accesslog import AccessLog
 from .auth import JwtVerifier
 from .backends import EWMA_DECAY_S, BackendRegistry
+from .cluster import with_redis_url
 from .exchange import OpsHandler
 from .health import HealthChecker
 from .management import ManagementApi
@@ -68,6 +69,7 @@ class Gateway:
         self.metrics.backend_gauges = self._backend_gauges
         self.limiters = RateLimiters()
         self.metrics.rate_limit_store_errors = lambda: self.limiters.store_errors
+        config = with_redis_url(config, self.settings.redis_url)
         self.snapshot: Snapshot = build_snapshot(
             config,
             metrics=self.metrics,
@@ -86,6 +88,8 @@ class Gateway:
         self.ops["/metrics"] = self.management.guard_metrics(self.ops["/metrics"])
         #: The admin listener's address as configured at start-up (None: the proxy port).
         self._admin_listen = self.snapshot.config.admin.listen
+        #: Read at start-up only, like the admin listener.
+        self._cluster = self.snapshot.config.cluster
         self._admin_server: KairosHTTPServer | None = None
         self._admin_sockets: list[socket.socket] = []
         #: Connections waiting for their next request, with the loop time they began.
@@ -167,6 +171,8 @@ class Gateway:
         )
         if config.admin.listen != self._admin_listen:
             log.warning("admin.listen changed: the admin listener moves only on a restart")
+        if config.cluster != self._cluster:
+            log.warning("cluster changed: a node joins or leaves a cluster only on a restart")
         self.management.applied(snapshot)
 
     def config_changed(self) -> None:
@@ -218,6 +224,8 @@ class Gateway:
             # Worker processes each bind the port: the kernel spreads connections.
             sockets = bind_sockets(settings.port, settings.host, reuse_port=settings.workers > 1)
         self._sockets = sockets
+        # A cluster node takes the cluster's configuration before its first request.
+        await self.management.join_cluster()
         server = KairosHTTPServer(
             self,
             # Both limits are enforced per request by the gateway (431, 413 per route);

@@ -97,6 +97,7 @@ class CircuitBreaker:
         "_probes",
         "_state",
         "_successes",
+        "observer",
     )
 
     def __init__(
@@ -114,6 +115,8 @@ class CircuitBreaker:
         self._successes = 0  # consecutive probe successes, while half-open
         self._probes = 0  # probe permits outstanding, while half-open
         self._opened_at = 0.0
+        #: A second ``(old, new)`` listener, set after construction (shared breakers).
+        self.observer: Callable[[str, str], None] | None = None
         self.reconfigure(config)
 
     def reconfigure(self, config: CircuitBreakerConfig) -> None:
@@ -164,6 +167,16 @@ class CircuitBreaker:
         self._probes += 1
         return Permit(self, self._epoch, True)
 
+    def force_open(self, duration_s: float) -> bool:
+        """Open now for ``duration_s`` (another node found the backend failing), then go
+        half-open as usual. Returns False, changing nothing, when already open."""
+        if self._state == "open" and not self._timeout_elapsed():
+            return False
+        self._transition("open")
+        # Probes resume after ``duration_s`` rather than a full reset timeout.
+        self._opened_at = self._clock() - self._config.reset_timeout_s + max(0.0, duration_s)
+        return True
+
     def retry_after_s(self) -> float:
         """Seconds until an open breaker admits probes again; 0 when not open."""
         if self._state != "open":
@@ -213,6 +226,8 @@ class CircuitBreaker:
             self._opened_at = self._clock()
         if self._on_change is not None:
             self._on_change(old, new)
+        if self.observer is not None:
+            self.observer(old, new)
 
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self._state} epoch={self._epoch}>"

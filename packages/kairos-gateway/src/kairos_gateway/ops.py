@@ -59,6 +59,10 @@ def build(gateway: Gateway) -> dict[str, OpsHandler]:
             "unhealthy": sum(1 for s in states if not s.healthy),
             "circuit_open": sum(1 for s in states if s.breaker.state != "closed"),
         }
+        # Likewise a cluster node that lost Redis stays ready, serving what it last
+        # applied; the body says it is degraded.
+        cluster = gateway.management.cluster
+        extra = {} if cluster is None else {"cluster": cluster.status().model_dump(mode="json")}
         if gateway.ready:
             return _json(
                 200,
@@ -66,10 +70,11 @@ def build(gateway: Gateway) -> dict[str, OpsHandler]:
                     "status": "ready",
                     "config_version": gateway.snapshot.generation,
                     "backends": summary,
+                    **extra,
                 },
             )
         reason = "draining" if gateway.draining else "starting"
-        return _json(503, {"status": "not_ready", "reason": reason, "backends": summary})
+        return _json(503, {"status": "not_ready", "reason": reason, "backends": summary, **extra})
 
     def live(_: Exchange) -> tuple[int, str, bytes]:
         return _json(200, {"status": "alive"})

@@ -80,6 +80,9 @@ class GatewaySettings:
     metrics_interval_s: float = 1.0
     metrics_history_step_s: float = 10.0
     metrics_retention_s: float = 86_400.0
+    #: ``KAIROS_REDIS_URL``: join the cluster sharing this Redis (creates the config's
+    #: ``cluster`` block, or replaces its ``redis_url``).
+    redis_url: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -103,11 +106,16 @@ class GatewaySettings:
             drain_timeout_s=_float(env, "KAIROS_DRAIN_TIMEOUT_S", 15.0),
             admin_token=env.get("KAIROS_ADMIN_TOKEN") or None,
             workers=parse_workers(env.get("KAIROS_WORKERS", "1"), "KAIROS_WORKERS"),
+            redis_url=env.get("KAIROS_REDIS_URL") or None,
         )
         settings.check()
         return settings
 
     def check(self) -> None:
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise SettingsError("KAIROS_REDIS_URL must be a redis://, rediss:// or unix:// URL")
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"port {self.port} is out of range 0-65535")
         if self.idle_timeout_s <= 0:

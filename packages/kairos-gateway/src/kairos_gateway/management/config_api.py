@@ -89,7 +89,7 @@ def status(api: ManagementApi) -> ApiResponse:
         source_path=None if file is None else str(file.path),
         file_sha256=None if file is None else file.digest,
         file_changed_on_disk=False if file is None else file.changed_on_disk(),
-        persisted=file is not None,
+        persisted=file is not None or api.cluster is not None,
         hot_reload=snapshot.config.hot_reload,
         watcher_running=api.watcher is not None and api.watcher.running,
         last_reload=None
@@ -102,6 +102,7 @@ def status(api: ManagementApi) -> ApiResponse:
             errors=_errors(record.errors),
         ),
         routes=len(snapshot.table),
+        cluster=None if api.cluster is None else api.cluster.status(),
     )
     return ApiResponse.model(200, body, api.etag_header())
 

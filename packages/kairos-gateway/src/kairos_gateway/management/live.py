@@ -6,22 +6,30 @@ is validated and compiled into a new snapshot off to the side; the file is writt
 (atomically) next; only then is the snapshot swapped in. If validation fails nothing
 happens (422); if the write fails the new snapshot is dropped (503), so the running
 config and the file never disagree.
+
+In a cluster (`cluster` block or ``KAIROS_REDIS_URL``) Redis takes the file's place:
+a change is stored there with a compare-and-set on the version this node runs, then
+made live; the file is only the seed of an empty Redis and is not written. A change
+computed on a version another node has since replaced is computed again on the newer
+one (after catching up), unless the caller's If-Match named the old one: then 412.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from kairos_core import ConfigError, FieldError, GatewayConfig, config_to_json, load_config
 
+from ..cluster import CannotApply, StaleVersion, StoreUnavailable
 from .errors import Conflict, NotPersisted, PreconditionFailed
 from .store import ConfigFile
 
@@ -29,15 +37,19 @@ if TYPE_CHECKING:
     from tornado.httputil import HTTPHeaders
 
     from ..app import Gateway
+    from ..cluster import ClusterNode
     from ..snapshot import Snapshot
 
 log = logging.getLogger("kairos.gateway")
 
-#: What asked for a reload. "sibling": another worker process changed the file.
-Trigger = Literal["api", "watcher", "sighup", "sibling"]
+#: What asked for a reload. "sibling": another worker process changed the file;
+#: "cluster": a newer version was read from the cluster's Redis.
+Trigger = Literal["api", "watcher", "sighup", "sibling", "cluster"]
 ConfigData = dict[str, Any]
 #: How a redacted secret is shown, and recognised when sent back unchanged.
 REDACTED = "***"
+#: Tries at a change while other nodes keep changing the cluster's configuration.
+CLUSTER_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +98,20 @@ def restore_secrets(new: object, redacted: object, revealed: object) -> object:
     return new
 
 
+@contextlib.contextmanager
+def _cluster_errors() -> Iterator[None]:
+    """The cluster's failures as management API errors."""
+    try:
+        yield
+    except StoreUnavailable as exc:
+        raise NotPersisted(
+            "the cluster's Redis cannot be reached, so the change was not applied on any "
+            "node; the running configuration is unchanged"
+        ) from exc
+    except CannotApply as exc:
+        raise PreconditionFailed(str(exc)) from exc
+
+
 def etag_of(snapshot: Snapshot) -> str:
     """The config version as an entity tag: a hash of the (redacted) configuration.
 
@@ -103,8 +129,11 @@ class LiveConfig:
         self.file = ConfigFile(source) if source is not None else None
         self.loaded_at = time.time()
         self.last_reload: ReloadRecord | None = None
-        self._lock = asyncio.Lock()
+        #: Held by every change and reload (and by the cluster follower).
+        self.lock = asyncio.Lock()
         self._etag: tuple[Snapshot, str] | None = None
+        #: Set when the gateway is a cluster node (see `ManagementApi`).
+        self.cluster: ClusterNode | None = None
 
     @property
     def etag(self) -> str:
@@ -133,24 +162,57 @@ class LiveConfig:
         """Apply ``edit`` (current config data, secrets in clear -> new data) live.
 
         Raises `PreconditionFailed` (stale If-Match), `Conflict` (the file was edited on
-        disk), `ConfigError` (invalid result), `NotPersisted` (the file write failed),
-        or whatever ``edit`` raises; in every case nothing changes.
+        disk, or the cluster's configuration kept changing), `ConfigError` (invalid
+        result), `NotPersisted` (the file or Redis could not be written), or whatever
+        ``edit`` raises; in every case nothing changes.
         """
-        async with self._lock:
-            self.check_if_match(headers)
-            file = self.file
-            if file is not None and await asyncio.to_thread(file.changed_on_disk):
-                raise Conflict(
-                    f"{file.path} was changed on disk since it was loaded; apply that edit "
-                    "first (POST /api/config/reload) or undo it"
-                )
-            current = self.gateway.snapshot.config
-            revealed = revealed_data(current)
-            proposed = edit(revealed_data(current))  # a copy: ``edit`` may change it
-            proposed_data = restore_secrets(proposed, redacted_data(current), revealed)
-            config = load_config(proposed_data)
-            gateway = self.gateway
-            snapshot = gateway.prepare(config)
+        async with self.lock:
+            cluster = self.cluster
+            if cluster is None:
+                return await self._change(headers, edit)
+            for _ in range(CLUSTER_ATTEMPTS):
+                try:
+                    return await self._change(headers, edit, cluster)
+                except StaleVersion:
+                    with _cluster_errors():
+                        await cluster.catch_up()  # then judge If-Match and edit again
+            raise Conflict(
+                "other nodes kept changing the cluster's configuration while this change "
+                "was being stored; retry"
+            )
+
+    async def _change(
+        self,
+        headers: HTTPHeaders,
+        edit: Callable[[ConfigData], ConfigData],
+        cluster: ClusterNode | None = None,
+    ) -> Snapshot:
+        self.check_if_match(headers)
+        file = self.file
+        if cluster is None and file is not None and await asyncio.to_thread(file.changed_on_disk):
+            raise Conflict(
+                f"{file.path} was changed on disk since it was loaded; apply that edit "
+                "first (POST /api/config/reload) or undo it"
+            )
+        current = self.gateway.snapshot.config
+        revealed = revealed_data(current)
+        proposed = edit(revealed_data(current))  # a copy: ``edit`` may change it
+        proposed_data = restore_secrets(proposed, redacted_data(current), revealed)
+        config = load_config(proposed_data)
+        if cluster is not None:
+            config = cluster.keep_own_block(current, proposed_data, config)
+        gateway = self.gateway
+        snapshot = gateway.prepare(config)
+        if cluster is not None:
+            try:
+                with _cluster_errors():
+                    stored = await cluster.store_change(config)
+            except BaseException:
+                gateway.discard(snapshot)
+                raise
+            gateway.activate(snapshot)
+            cluster.stored_change(*stored)
+        else:
             if file is not None:
                 try:
                     await asyncio.to_thread(file.write, config_to_json(config))
@@ -165,9 +227,19 @@ class LiveConfig:
                         "applied; the running configuration is unchanged"
                     ) from exc
             gateway.activate(snapshot)
-            self.loaded_at = time.time()
-            gateway.config_changed()
-            return snapshot
+        self.loaded_at = time.time()
+        gateway.config_changed()
+        return snapshot
+
+    def adopt(self, snapshot: Snapshot, trigger: Trigger) -> None:
+        """Make a prepared ``snapshot`` live and record it (caller holds `lock`)."""
+        self.gateway.activate(snapshot)
+        self.loaded_at = time.time()
+        self.last_reload = ReloadRecord(trigger, True, self.loaded_at)
+
+    def record(self, trigger: Trigger, *, error: str, errors: list[FieldError]) -> None:
+        """Record a reload that failed (caller logs it)."""
+        self.last_reload = ReloadRecord(trigger, False, time.time(), error, errors)
 
     async def reload(self, trigger: Trigger) -> Snapshot | None:
         """Re-read the config file and make it live.
@@ -176,11 +248,16 @@ class LiveConfig:
         config came from (the gateway's own write, or an edit undone). Raises
         `ConfigError` when the file is invalid; the running config keeps serving and
         the error is kept for `/api/config/status`.
+
+        In a cluster, every trigger re-reads the cluster's configuration instead (the
+        file is only the seed); raises `ServiceUnavailable` when Redis cannot be reached.
         """
+        if self.cluster is not None:
+            return await self.cluster.reload()
         file = self.file
         if file is None:
             raise Conflict("the gateway was started without a config file; there is none to reload")
-        async with self._lock:
+        async with self.lock:
             try:
                 if trigger in ("watcher", "sibling"):
                     digest = await asyncio.to_thread(file.current_digest)
