@@ -1,4 +1,4 @@
-"""The UI's pure parts: settings, the route form, error placement, formatting, samples."""
+"""The UI's pure parts: settings, the route form, error placement, formatting, chart series."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from kairos_core import Router, load_router
 from kairos_ui.auth import safe_target
 from kairos_ui.format import DASH, duration, ms, percent
 from kairos_ui.pages.config import jwt_data, jwt_form
+from kairos_ui.pages.metrics import label_series
 from kairos_ui.route_form import FormErrors, RouteForm, field_for
-from kairos_ui.sampler import Sample, route_series
 from kairos_ui.settings import SettingsError, UiSettings, is_loopback
 
 FULL_ROUTE = {
@@ -135,22 +135,21 @@ def test_formatting() -> None:
     assert duration(65) == "1 min 5 s"
 
 
-def test_route_series_rates_from_counters() -> None:
-    from kairos_core import Latency, RouteMetrics
+def test_label_series_from_the_gateways_history() -> None:
+    from kairos_core import HistoryPoint, Latency
 
-    def sample(at: float, requests: int) -> Sample:
-        metrics = RouteMetrics(
-            route="/a",
+    def point(at: str, requests: int, errors: int, p95: float | None) -> HistoryPoint:
+        return HistoryPoint(
+            timestamp=at,
             requests=requests,
-            client_errors=0,
+            requests_per_second=requests / 60,
+            client_errors=errors,
             server_errors=0,
-            requests_per_second_1m=0,
-            latency_ms_1m=Latency(p95=3.0),
+            error_rate=None if requests == 0 else errors / requests,
+            latency_ms=Latency(p95=p95),
         )
-        return Sample(at, f"t{at}", {"/a": metrics}, {})
 
-    samples = [sample(0, 0), sample(10, 50), sample(20, 10)]  # restart between 2 and 3
-    [(name, data)] = route_series(samples, "rps")
-    assert name == "/a"
-    assert data == [["t10", 5.0], ["t20", None]]
-    assert route_series(samples, "p95")[0][1] == [["t10", 3.0], ["t20", 3.0]]
+    histories = {"/a": [point("t1", 60, 6, 3.0), point("t2", 0, 0, None)], "/b": []}
+    assert label_series(histories, "rps") == [("/a", [["t1", 1.0], ["t2", 0.0]]), ("/b", [])]
+    assert label_series(histories, "p95")[0][1] == [["t1", 3.0], ["t2", None]]
+    assert label_series(histories, "errors")[0][1] == [["t1", 10.0], ["t2", None]]

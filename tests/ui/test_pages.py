@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from pathlib import Path
@@ -227,6 +228,40 @@ async def test_metrics_tables_and_ranges(user: User, ui_gateway: RunningGateway)
         choice.value = label
         await eventually(lambda: element(user, "metrics-rps").options["series"] is not None)
     await user.should_not_see("cannot be reached")
+
+
+async def test_metrics_per_route_charts_come_from_the_gateway(
+    gateway_factory: Any, backend: EchoBackend, ui_env: Any
+) -> None:
+    gw = await gateway_factory(
+        {"version": 1, "routers": [route("/echo/{*rest}", "/{*rest}", [backend])]},
+        metrics_interval_s=0.02,
+        metrics_history_step_s=0.05,
+        metrics_retention_s=30,
+    )
+    for _ in range(4):
+        assert (await raw_request(gw.port, "/echo/x")).status == 200
+    sampler = gw.gateway.management.sampler
+    target = sampler.label_steps_taken + 1
+    async with asyncio.timeout(10):  # the traffic is in the gateway's per-route history
+        while sampler.label_steps_taken < target:
+            await sampler.wait_for(sampler.samples_taken + 1)
+    ui_env(gw.url)
+    async with user_simulation(main_file=MAIN) as user:  # the UI starts only now
+        await user.open("/metrics")
+
+        def series(marker: str) -> dict[str, list[Any]]:
+            options = element(user, marker).options
+            return {s["name"]: s["data"] for s in options["series"]}
+
+        def served(marker: str, name: str) -> bool:
+            return any(value for _, value in series(marker).get(name, []))
+
+        await eventually(lambda: served("route-rps", "/echo/{*rest}"))
+        assert served("route-p95", "/echo/{*rest}")
+        await eventually(lambda: served("backend-rps", backend.url))
+        assert served("backend-p95", backend.url)
+        await user.should_not_see("cannot be reached")
 
 
 async def test_login_required_with_password(ui_gateway: RunningGateway, ui_env: Any) -> None:

@@ -171,7 +171,6 @@ def main() -> int:
             {
                 "KAIROS_GATEWAY_URL": gateway,
                 "KAIROS_UI_PORT": str(ui_port),
-                "KAIROS_UI_SAMPLE_INTERVAL": "2",
             },
         )
         ui_url = f"http://127.0.0.1:{ui_port}"

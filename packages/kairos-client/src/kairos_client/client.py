@@ -412,11 +412,27 @@ class KairosClient:
         return _model(MetricsSnapshot, await self._send("GET", "/api/metrics"))
 
     async def metrics_history(
-        self, range: str | float | timedelta = "1h", step: str | float | timedelta = "10s"
+        self,
+        range: str | float | timedelta = "1h",
+        step: str | float | timedelta = "10s",
+        *,
+        route: str | None = None,
+        backend: str | None = None,
     ) -> MetricsHistory:
         """`GET /api/metrics/history`: ``range`` (at most 24 h) and ``step`` (a multiple
-        of 10 s) as ``"30s"``/``"5m"``/``"1h"``/``"1d"``, seconds, or a timedelta."""
-        query = {"range": _duration(range), "step": _duration(step)}
+        of 10 s) as ``"30s"``/``"5m"``/``"1h"``/``"1d"``, seconds, or a timedelta.
+
+        With ``route`` (a route label: its template, e.g. ``"/api/users/{id}"``) or
+        ``backend`` (an address, e.g. ``"http://10.0.0.5:8080"``), that one label's
+        history, whose step is at least the gateway's per-label step (60 s by default;
+        a finer ``step`` is rounded up). Raises `NotFound` for a label the gateway has
+        never seen, `BadRequest` when both are given."""
+        query = {
+            "range": _duration(range),
+            "step": _duration(step),
+            "route": route,
+            "backend": backend,
+        }
         return _model(MetricsHistory, await self._send("GET", "/api/metrics/history", query=query))
 
     async def backends(self) -> BackendList:

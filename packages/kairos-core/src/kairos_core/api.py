@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from .cluster import ClusterStatus
 from .config import GatewayConfig
 from .route import Router
 
@@ -82,7 +83,9 @@ class ValidationResult(_Body):
 
 
 class ReloadStatus(_Body):
-    trigger: Literal["api", "watcher", "sighup"]
+    #: "sibling": another worker process changed the file; "cluster": a newer version
+    #: was read from the cluster's Redis.
+    trigger: Literal["api", "watcher", "sighup", "sibling", "cluster"]
     ok: bool
     at: str
     error: str | None = None
@@ -104,6 +107,8 @@ class ConfigStatus(_Body):
     watcher_running: bool
     last_reload: ReloadStatus | None = None
     routes: int
+    #: The link to the cluster's Redis (null when the gateway runs on its own).
+    cluster: ClusterStatus | None = None
 
 
 class Latency(_Body):
@@ -160,19 +165,38 @@ class MetricsSnapshot(_Body):
 
 
 class HistoryPoint(_Body):
+    """One step of `MetricsHistory`: what happened during it.
+
+    For a backend (``kind="backend"``) the status of its responses is not recorded per
+    backend: ``requests`` counts attempts, ``client_errors`` is 0, and ``server_errors``
+    and ``upstream_errors`` both count attempts that got no response (connect failure,
+    timeout, reset), which the gateway answers 502/504.
+    """
+
     timestamp: str
     requests: int
     requests_per_second: float
     client_errors: int
     server_errors: int
     success_rate: float | None = None
+    #: Share of the step's requests answered 4xx or 5xx (null: no requests).
+    error_rate: float | None = None
+    #: Share answered 5xx (null: no requests).
+    server_error_rate: float | None = None
     latency_ms: Latency
-    active_requests: int
+    #: Requests in progress at the end of the step (gateway totals only; else null).
+    active_requests: int | None = None
+    #: Backends only: attempts that got no response from the backend.
+    upstream_errors: int | None = None
 
 
 class MetricsHistory(_Body):
     range_s: float
     step_s: float
+    #: ``total``: the whole gateway; ``route``: one route label; ``backend``: one address.
+    kind: Literal["total", "route", "backend"] = "total"
+    #: The route label or backend address (null for the totals).
+    label: str | None = None
     points: list[HistoryPoint]
 
 
@@ -243,6 +267,9 @@ class ReadyStatus(_Body):
     #: Why not ready: ``starting`` or ``draining``.
     reason: str | None = None
     backends: BackendSummary
+    #: The link to the cluster's Redis (null when the gateway runs on its own). A node
+    #: that lost Redis stays ready: it serves the last configuration it applied.
+    cluster: ClusterStatus | None = None
 
     @property
     def ready(self) -> bool:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 import sys
 
-from nicegui import app, background_tasks, ui
+from nicegui import app, ui
 
 from .auth import install_login
 from .gateway import Gateway
 from .pages import backends, config, dashboard, metrics, routes
-from .sampler import Sampler
 from .settings import SettingsError, UiSettings
 
 __all__ = ["build", "main"]
@@ -29,9 +28,7 @@ def build(settings: UiSettings) -> Gateway:
     routes.register(settings, gateway)
     backends.register(settings, gateway)
     config.register(settings, gateway)
-    sampler = Sampler(gateway, settings.sample_interval_s)
-    app.on_startup(lambda: background_tasks.create(sampler.run(), name="kairos-ui sampler"))
-    metrics.register(settings, gateway, sampler)
+    metrics.register(settings, gateway)
 
     @app.on_page_exception
     def _error_page(exc: Exception) -> None:

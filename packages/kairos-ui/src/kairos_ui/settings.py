@@ -59,8 +59,6 @@ class UiSettings:
     password: str | None = field(default=None, repr=False)
     #: Seconds between two polls of the gateway on live pages.
     poll_interval_s: float = 2.0
-    #: Seconds between two samples of per-route and per-backend metrics.
-    sample_interval_s: float = 10.0
     #: Seconds each call to the gateway may take.
     gateway_timeout_s: float = 5.0
     #: Signs the login session cookie; random per process unless given.
@@ -102,7 +100,6 @@ class UiSettings:
             admin_token=env.get("KAIROS_ADMIN_TOKEN") or None,
             password=env.get("KAIROS_UI_PASSWORD") or None,
             poll_interval_s=_float(env, "KAIROS_UI_POLL_INTERVAL", 2.0, 0.2, 3600),
-            sample_interval_s=_float(env, "KAIROS_UI_SAMPLE_INTERVAL", 10.0, 0.2, 3600),
             gateway_timeout_s=_float(env, "KAIROS_UI_GATEWAY_TIMEOUT", 5.0, 0.1, 120),
             **({"storage_secret": secret} if secret else {}),
         ).check()

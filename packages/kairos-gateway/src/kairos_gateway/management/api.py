@@ -11,11 +11,14 @@
     /api/config/{section}       GET, PUT (jwt, rate_limit, cors)
     /api/metrics                GET snapshot                    (history)
     /api/metrics/history        GET ?range=1h&step=10s          (history)
+                                    [&route=<label> | &backend=<address>]
     /api/backends               GET
     /api/openapi.json           GET                             (openapi)
 
 `start()` begins the metrics sampler and, when the config has ``hot_reload`` on and
-came from a file, the file watcher; `close()` stops both.
+came from a file, the file watcher; `close()` stops both. A cluster node (a ``cluster``
+block) joins the cluster in `join_cluster()`, before the gateway takes traffic, and
+runs no file watcher: its configuration comes from Redis.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from kairos_core import (
     RouteNotFound,
 )
 
+from ..cluster import ClusterNode
 from . import config_api, routes
 from .access import AdminCredential, authorize, credential
 from .history import MetricsSampler
@@ -89,6 +93,9 @@ class ManagementApi:
         self.gateway = gateway
         settings = gateway.settings
         self.live = LiveConfig(gateway, gateway.snapshot.source)
+        block = gateway.snapshot.config.cluster
+        self.cluster = None if block is None else ClusterNode(gateway, self.live, block)
+        self.live.cluster = self.cluster
         self.sampler = MetricsSampler(
             gateway,
             interval_s=settings.metrics_interval_s,
@@ -107,6 +114,13 @@ class ManagementApi:
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------
+
+    async def join_cluster(self) -> None:
+        """Take (or seed) the cluster's configuration and follow it; called by
+        Gateway.start before it takes traffic. Never fails: without Redis the node
+        serves its own configuration, degraded, and keeps trying."""
+        if self.cluster is not None:
+            await self.cluster.start()
 
     async def start(self) -> None:
         """Start background work (file watcher, metrics sampler); called by Gateway.start."""
@@ -131,6 +145,8 @@ class ManagementApi:
         if self.watcher is not None:
             await self.watcher.close()
         await self.sampler.close()
+        if self.cluster is not None:
+            await self.cluster.close()
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -138,6 +154,8 @@ class ManagementApi:
 
     def applied(self, snapshot: Snapshot) -> None:
         """A new snapshot went live (called by Gateway.activate)."""
+        if self.cluster is not None:
+            self.cluster.applied()
         if self._started:
             self._sync_watcher(snapshot)
 
@@ -145,7 +163,7 @@ class ManagementApi:
         watcher = self.watcher
         if watcher is None:
             return
-        if snapshot.config.hot_reload:
+        if snapshot.config.hot_reload and self.cluster is None:
             watcher.start()
         else:
             watcher.stop()
@@ -252,13 +270,26 @@ class ManagementApi:
         raise RouteNotFound(f"no management endpoint at {path}")
 
     def history(self, request: ApiRequest) -> ApiResponse:
+        """The totals' history, or with ``route=<label>`` / ``backend=<address>``
+        (percent-encoded) one label's coarser history; 404 for a label never seen."""
+        sampler = self.sampler
         params = request.query_params()
+        labels = [(kind, params[kind]) for kind in sampler.KINDS if kind in params]
+        if len(labels) > 1:
+            raise BadRequest("give route= or backend=, not both")
+        least = sampler.label_step_s if labels else sampler.step_s
         range_s = parse_duration("range", params.get("range", "1h"))
-        step_s = parse_duration("step", params.get("step", f"{self.sampler.step_s:g}s"))
-        if step_s < self.sampler.step_s:
-            step_s = self.sampler.step_s
-        series = MetricsHistory.model_validate(self.sampler.series(range_s, step_s))
-        return ApiResponse.model(200, series)
+        step_s = max(least, parse_duration("step", params.get("step", f"{least:g}s")))
+        if not labels:
+            series = MetricsHistory.model_validate(sampler.series(range_s, step_s))
+            return ApiResponse.model(200, series)
+        kind, label = labels[0]
+        if not label:
+            raise BadRequest(f"{kind}= needs a value")
+        if not sampler.known(kind, label):
+            raise RouteNotFound(f"no metrics for {kind} {label!r}")
+        body = sampler.label_series(kind, label, range_s, step_s)
+        return ApiResponse.model(200, MetricsHistory.model_validate(body))
 
     def backends(self) -> ApiResponse:
         """Per backend: address, routes, health, last check, breaker, in-flight, EWMA."""

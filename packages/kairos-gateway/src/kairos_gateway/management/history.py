@@ -8,6 +8,18 @@ the deltas since the previous point, to the history ring. Both rings are `deque`
 a fixed ``maxlen`` (the history holds ``retention_s / step_s`` points: 8,640 for 24 h),
 so memory is bounded by construction whatever the uptime.
 
+Per route label and per backend address it keeps a coarser history too (`LabelRing`):
+one point per ``label_step_s`` (6 history steps: 60 s by default) for ``retention_s``,
+so at most 1,440 points per label for 24 h. A point is three uint32 counts (requests,
+4xx, 5xx or upstream errors) and three float32 percentiles (p50/p95/p99 in ms) in two
+flat `array`s: 24 bytes. At most `MAX_LABELS` (200) route labels and 200 backend
+labels are tracked; a label starts being tracked at its first step with traffic, and
+when the cap is reached the label idle the longest is evicted (a new label waits when
+every tracked one was active in that very step). The per-label history is therefore at
+most 2 x 200 x 1,440 x 24 B = 13.8 MB of arrays (plus about 0.5 KB of objects per
+label) whatever the uptime and however many labels come and go; in practice it is
+24 B x 1,440 = 34.6 KB per label that had traffic.
+
 Percentiles come from the duration histograms, interpolated linearly inside a bucket,
 so they are as precise as the buckets (`metrics.DURATION_BUCKETS`).
 """
@@ -18,10 +30,11 @@ import asyncio
 import contextlib
 import math
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ..metrics import DURATION_BUCKETS, BackendStats, RouteStats
 
@@ -29,6 +42,16 @@ if TYPE_CHECKING:
     from ..app import Gateway
 
 _NO_BUCKETS = (0,) * (len(DURATION_BUCKETS) + 1)
+
+#: Per-label history: one point per this many history steps (60 s with the defaults).
+LABEL_STEP_FACTOR = 6
+#: Route labels tracked, and backend labels tracked (each; the idlest is evicted).
+MAX_LABELS = 200
+#: Bytes per per-label point: 3 uint32 counts and 3 float32 percentiles.
+POINT_BYTES = 24
+_UINT32_MAX = 0xFFFFFFFF
+
+Kind = Literal["route", "backend"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +152,84 @@ class Point:
     active_requests: int
 
 
+class LabelRing:
+    """One label's per-step points in two flat arrays used as a ring of ``capacity``
+    points: counts (requests, 4xx, 5xx or upstream errors: uint32) and latency (p50,
+    p95, p99 in ms: float32, NaN for a step without a measured request).
+
+    The sampler appends one point per label step to every tracked label, idle or not,
+    so the label's points are the sampler's label steps ``first`` to ``end - 1``; the
+    last ``capacity`` of them are kept, step ``i`` at slot ``(i - first) % capacity``.
+    """
+
+    __slots__ = ("capacity", "counts", "end", "first", "last_active", "latency")
+
+    def __init__(self, capacity: int, first: int) -> None:
+        self.capacity = capacity
+        self.first = first
+        self.end = first
+        self.last_active = first
+        self.counts = array("I")
+        self.latency = array("f")
+
+    def append(self, requests: int, client: int, server: int, buckets: tuple[int, ...]) -> None:
+        counts = (min(requests, _UINT32_MAX), min(client, _UINT32_MAX), min(server, _UINT32_MAX))
+        lat = tuple(
+            math.nan if v is None else v
+            for v in (percentile_ms(buckets, q) for q in (0.50, 0.95, 0.99))
+        )
+        slot = (self.end - self.first) % self.capacity
+        if 3 * slot == len(self.counts):
+            self.counts.extend(counts)
+            self.latency.extend(lat)
+            if len(self.counts) == 3 * self.capacity:  # full: drop the growth slack
+                self.counts = array("I", self.counts)
+                self.latency = array("f", self.latency)
+        else:
+            self.counts[3 * slot : 3 * slot + 3] = array("I", counts)
+            self.latency[3 * slot : 3 * slot + 3] = array("f", lat)
+        if requests:
+            self.last_active = self.end
+        self.end += 1
+
+    def start(self) -> int:
+        """The oldest label step still held."""
+        return max(self.first, self.end - self.capacity)
+
+    def point(self, step: int) -> tuple[int, int, int, float, float, float]:
+        """Counts and percentiles of label step ``step`` (``start() <= step < end``)."""
+        at = 3 * ((step - self.first) % self.capacity)
+        c, lat = self.counts, self.latency
+        return c[at], c[at + 1], c[at + 2], lat[at], lat[at + 1], lat[at + 2]
+
+    def nbytes(self) -> int:
+        """Bytes of point data held (``POINT_BYTES`` per point; a full ring's arrays
+        are exactly that size, a growing one's have the usual growth slack)."""
+        return (
+            self.counts.buffer_info()[1] * self.counts.itemsize
+            + self.latency.buffer_info()[1] * self.latency.itemsize
+        )
+
+
+def _merge_latency(
+    points: list[tuple[int, int, int, float, float, float]], kind: Kind
+) -> dict[str, float | None]:
+    """Percentiles of several steps: exact for one step; for more, the steps' own
+    percentiles averaged, weighted by the requests each measured."""
+    out: dict[str, float | None] = {}
+    for index, name in ((3, "p50"), (4, "p95"), (5, "p99")):
+        total = weight = 0.0
+        for point in points:
+            value = point[index]
+            # A backend's histogram holds responses only, not upstream errors.
+            measured = point[0] - point[2] if kind == "backend" else point[0]
+            if measured > 0 and not math.isnan(value):
+                total += value * measured
+                weight += measured
+        out[name] = round(total / weight, 3) if weight else None
+    return out
+
+
 def _sum(readings: Iterable[Reading]) -> Reading:
     out = Reading()
     for reading in readings:
@@ -137,6 +238,9 @@ def _sum(readings: Iterable[Reading]) -> Reading:
 
 
 class MetricsSampler:
+    #: The label kinds with a per-label history (query parameters of the endpoint).
+    KINDS: tuple[Kind, ...] = ("route", "backend")
+
     def __init__(
         self,
         gateway: Gateway,
@@ -144,6 +248,8 @@ class MetricsSampler:
         interval_s: float = 1.0,
         step_s: float = 10.0,
         retention_s: float = 86_400.0,
+        label_step_s: float | None = None,
+        max_labels: int = MAX_LABELS,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -157,6 +263,17 @@ class MetricsSampler:
         self.recent: deque[Sample] = deque(maxlen=math.ceil(60 / interval_s) + 2)
         self.history: deque[Point] = deque(maxlen=max(1, math.ceil(retention_s / self.step_s)))
         self._last_point: tuple[float, Reading] | None = None
+        # Per-label history: (wall clock at the end, seconds) of each label step, and
+        # one ring per tracked label, aligned on those steps.
+        self.label_step_s = max(
+            self.step_s, LABEL_STEP_FACTOR * self.step_s if label_step_s is None else label_step_s
+        )
+        self.label_capacity = max(1, math.ceil(retention_s / self.label_step_s))
+        self.max_labels = max(1, max_labels)
+        self.label_steps: deque[tuple[float, float]] = deque(maxlen=self.label_capacity)
+        self.label_steps_taken = 0
+        self.labels: dict[Kind, dict[str, LabelRing]] = {"route": {}, "backend": {}}
+        self._last_label_sample: Sample | None = None
         self._task: asyncio.Task[None] | None = None
         self._tick = asyncio.Event()
         self.samples_taken = 0
@@ -205,6 +322,37 @@ class MetricsSampler:
                 )
             )
             self._last_point = (sample.at, sample.total)
+        last_labels = self._last_label_sample
+        if last_labels is None:
+            self._last_label_sample = sample
+        elif sample.at - last_labels.at >= self.label_step_s - self.interval_s / 2:
+            self._label_step(last_labels, sample)
+            self._last_label_sample = sample
+
+    def _label_step(self, before: Sample, now: Sample) -> None:
+        step = self.label_steps_taken
+        for rings, readings, old in (
+            (self.labels["route"], now.routes, before.routes),
+            (self.labels["backend"], now.backends, before.backends),
+        ):
+            deltas = {
+                label: reading - old.get(label, Reading()) for label, reading in readings.items()
+            }
+            for label, ring in rings.items():
+                delta = deltas.get(label, Reading())
+                ring.append(delta.requests, delta.client_errors, delta.server_errors, delta.buckets)
+            for label, delta in deltas.items():
+                if delta.requests == 0 or label in rings:
+                    continue
+                if len(rings) >= self.max_labels:
+                    idlest = min(rings, key=lambda name: rings[name].last_active)
+                    if rings[idlest].last_active >= step:
+                        continue  # every tracked label was active in this step
+                    del rings[idlest]
+                ring = rings[label] = LabelRing(self.label_capacity, step)
+                ring.append(delta.requests, delta.client_errors, delta.server_errors, delta.buckets)
+        self.label_steps.append((self._wall(), now.at - before.at))
+        self.label_steps_taken = step + 1
 
     async def wait_for(self, samples: int) -> None:
         """Wait until at least ``samples`` samples have been taken in all (the caller
@@ -301,6 +449,67 @@ class MetricsSampler:
             "backends": backends,
         }
 
+    def known(self, kind: Kind, label: str) -> bool:
+        """Whether ``label`` is tracked, or is one the gateway has metrics for."""
+        if label in self.labels[kind]:
+            return True
+        metrics = self.gateway.metrics
+        stats = metrics.routes() if kind == "route" else metrics.backends()
+        return any(s.label == label for s in stats)
+
+    def label_series(
+        self, kind: Kind, label: str, range_s: float, step_s: float
+    ) -> dict[str, object]:
+        """Like `series`, for one route label or backend address, from its per-label
+        history (steps of ``label_step_s``; no points for a label not tracked)."""
+        factor = max(1, round(step_s / self.label_step_s))
+        since = self._wall() - range_s
+        ring = self.labels[kind].get(label)
+        steps = self.label_steps
+        base = self.label_steps_taken - len(steps)  # label step index of steps[0]
+        chosen: list[tuple[float, float, tuple[int, int, int, float, float, float]]] = []
+        if ring is not None:
+            for index in range(max(ring.start(), base), ring.end):
+                at, seconds = steps[index - base]
+                if at > since:
+                    chosen.append((at, seconds, ring.point(index)))
+        out = []
+        for end in range(len(chosen), 0, -factor):
+            group = chosen[max(0, end - factor) : end]
+            points = [p for _, _, p in group]
+            requests = sum(p[0] for p in points)
+            client = sum(p[1] for p in points)
+            server = sum(p[2] for p in points)
+            seconds = sum(s for _, s, _ in group)
+            success = requests - client - server
+            out.append(
+                {
+                    "timestamp": _iso(group[-1][0]),
+                    "requests": requests,
+                    "requests_per_second": round(requests / seconds, 3) if seconds else 0.0,
+                    "client_errors": client,
+                    "server_errors": server,
+                    "success_rate": None if requests == 0 else round(success / requests, 6),
+                    **_error_rates(requests, client, server),
+                    "latency_ms": _merge_latency(points, kind),
+                    "active_requests": None,
+                    "upstream_errors": server if kind == "backend" else None,
+                }
+            )
+        out.reverse()
+        return {
+            "range_s": range_s,
+            "step_s": factor * self.label_step_s,
+            "kind": kind,
+            "label": label,
+            "points": out,
+        }
+
+    def label_bytes(self) -> int:
+        """Bytes held by the per-label arrays now (at most
+        ``2 * max_labels * label_capacity * POINT_BYTES``)."""
+        return sum(ring.nbytes() for rings in self.labels.values() for ring in rings.values())
+
     def series(self, range_s: float, step_s: float) -> dict[str, object]:
         """The JSON body of ``GET /api/metrics/history``: points of ``step_s`` seconds
         (a multiple of the sampling step) covering the last ``range_s`` seconds."""
@@ -321,6 +530,7 @@ class MetricsSampler:
                     "client_errors": delta.client_errors,
                     "server_errors": delta.server_errors,
                     "success_rate": success_rate(delta),
+                    **_error_rates(delta.requests, delta.client_errors, delta.server_errors),
                     "latency_ms": latency(delta.buckets),
                     "active_requests": group[-1].active_requests,
                 }
@@ -329,8 +539,19 @@ class MetricsSampler:
         return {
             "range_s": range_s,
             "step_s": factor * self.step_s,
+            "kind": "total",
             "points": out,
         }
+
+
+def _error_rates(requests: int, client: int, server: int) -> dict[str, float | None]:
+    """``error_rate`` (4xx + 5xx share) and ``server_error_rate`` (5xx share)."""
+    if requests == 0:
+        return {"error_rate": None, "server_error_rate": None}
+    return {
+        "error_rate": round((client + server) / requests, 6),
+        "server_error_rate": round(server / requests, 6),
+    }
 
 
 def _iso(epoch: float) -> str:

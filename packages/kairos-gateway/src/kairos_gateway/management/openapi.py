@@ -131,6 +131,22 @@ _METHOD = {
     "schema": {"type": "string", "enum": list(HTTP_METHODS)},
 }
 _DURATION = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?[smhd]?$"}
+_HISTORY_ROUTE = {
+    "name": "route",
+    "in": "query",
+    "required": False,
+    "description": "One route label's history (its template, percent-encoded: "
+    "%2Fapi%2Fusers%2F%7Bid%7D); 404 for a label the gateway has never seen",
+    "schema": {"type": "string", "minLength": 1},
+}
+_HISTORY_BACKEND = {
+    "name": "backend",
+    "in": "query",
+    "required": False,
+    "description": "One backend address's history (percent-encoded: "
+    "http%3A%2F%2F10.0.0.5%3A8080); not with route; 404 for an address never seen",
+    "schema": {"type": "string", "minLength": 1},
+}
 
 
 def _section_paths() -> dict[str, Any]:
@@ -236,12 +252,15 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/metrics/history": {
             "get": _op(
-                "Time series from the in-memory history (24 h kept)",
+                "Time series from the in-memory history (24 h kept): the gateway's totals, "
+                "or one route's or one backend's (steps of 60 s by default)",
                 {"200": _json(_ref(MetricsHistory), "ok")},
-                errors=(400,),
+                errors=(400, 404),
                 params=[
                     {"name": "range", "in": "query", "required": False, "schema": _DURATION},
                     {"name": "step", "in": "query", "required": False, "schema": _DURATION},
+                    _HISTORY_ROUTE,
+                    _HISTORY_BACKEND,
                 ],
             ),
         },

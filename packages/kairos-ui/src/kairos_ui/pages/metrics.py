@@ -1,22 +1,31 @@
 """Metrics (``/metrics``): the gateway's history over 15 min / 1 h / 6 h / 24 h, and
-per-route and per-backend charts and tables."""
+per-route and per-backend charts and tables.
+
+Every chart comes from the gateway's own in-memory history (``/api/metrics/history``,
+with ``route=`` / ``backend=`` for the per-label ones), so they cover the chosen range
+whenever this UI was started.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
-from kairos_client import KairosClientError
+from kairos_client import KairosClient, KairosClientError, NotFound
 from kairos_core import HistoryPoint, MetricsSnapshot
 from nicegui import ui
 
 from .. import charts, format
 from ..gateway import Gateway, describe
 from ..layout import frame
-from ..sampler import Sampler, backend_series, route_series
 from ..settings import UiSettings
 from ..widgets import chart, set_chart
 
-__all__ = ["RANGES", "register"]
+__all__ = ["MAX_SERIES", "RANGES", "label_histories", "label_series", "register"]
+
+#: Per-route and per-backend charts show this many labels at most (the busiest).
+MAX_SERIES = 10
 
 #: Range label -> (range, step) for /api/metrics/history; about 90-360 points each.
 RANGES: dict[str, tuple[str, str, float]] = {
@@ -84,12 +93,71 @@ def backend_rows(snapshot: MetricsSnapshot) -> list[dict[str, Any]]:
     return rows
 
 
+def busiest_routes(snapshot: MetricsSnapshot) -> list[str]:
+    ranked = sorted(snapshot.routes, key=lambda r: (-r.requests_per_second_1m, -r.requests))
+    return [r.route for r in ranked[:MAX_SERIES]]
+
+
+def busiest_backends(snapshot: MetricsSnapshot) -> list[str]:
+    ranked = sorted(snapshot.backends, key=lambda b: (-(b.responses + b.errors), b.address))
+    return [b.address for b in ranked[:MAX_SERIES]]
+
+
+async def label_histories(
+    client: KairosClient,
+    kind: Literal["route", "backend"],
+    labels: Sequence[str],
+    range_: str,
+    step: str,
+) -> dict[str, list[HistoryPoint]]:
+    """The gateway's history of each label (fetched concurrently); a label it no longer
+    knows (404), or a gateway without per-label history, leaves that label out."""
+
+    async def one(label: str) -> list[HistoryPoint] | None:
+        try:
+            history = await client.metrics_history(
+                range_,
+                step,
+                route=label if kind == "route" else None,
+                backend=label if kind == "backend" else None,
+            )
+        except NotFound:
+            return None
+        return history.points if history.kind == kind else None
+
+    found = await asyncio.gather(*(one(label) for label in labels))
+    return {
+        label: points for label, points in zip(labels, found, strict=True) if points is not None
+    }
+
+
+def label_series(
+    histories: Mapping[str, Sequence[HistoryPoint]], metric: str
+) -> list[charts.Series]:
+    """One chart series per label: ``rps`` (requests/s), ``p95`` (ms) or ``errors``
+    (4xx + 5xx, or upstream errors for a backend, in percent of the step's requests)."""
+    out: list[charts.Series] = []
+    for label, points in histories.items():
+        data: list[list[Any]] = []
+        for p in points:
+            value: float | None
+            if metric == "rps":
+                value = p.requests_per_second
+            elif metric == "p95":
+                value = p.latency_ms.p95
+            else:
+                value = None if p.error_rate is None else round(100 * p.error_rate, 2)
+            data.append([p.timestamp, value])
+        out.append((label, data))
+    return out
+
+
 def active_chart(points: list[HistoryPoint]) -> dict[str, Any]:
     data = [[p.timestamp, p.active_requests] for p in points]
     return charts.line_chart("Active requests", "", [("active", data)])
 
 
-def register(settings: UiSettings, gateway: Gateway, sampler: Sampler) -> None:
+def register(settings: UiSettings, gateway: Gateway) -> None:
     @ui.page("/metrics", title="Kairos · metrics")
     def metrics_page() -> None:
         empty: list[HistoryPoint] = []
@@ -125,7 +193,7 @@ def register(settings: UiSettings, gateway: Gateway, sampler: Sampler) -> None:
             with ui.grid(columns=grid).classes("w-full gap-3"):
                 with ui.card().classes("p-2"):
                     backend_rps = chart(
-                        charts.line_chart("Responses per backend", "resp/s", []), "backend-rps"
+                        charts.line_chart("Requests per backend", "req/s", []), "backend-rps"
                     )
                 with ui.card().classes("p-2"):
                     backend_p95 = chart(
@@ -134,16 +202,22 @@ def register(settings: UiSettings, gateway: Gateway, sampler: Sampler) -> None:
             backends_table = ui.table(columns=BACKEND_COLUMNS, rows=[], row_key="address")
             backends_table.classes("w-full").props("flat bordered dense").mark("backend-table")
             ui.label(
-                "Whole-gateway charts come from the gateway's own 24 h history. Per-route "
-                "and per-backend charts are sampled by this UI while it runs "
-                f"(every {sampler.interval_s:g} s), so they start when the UI started."
+                "Every chart comes from the gateway's own 24 h history, whenever this UI "
+                "started. Per-route and per-backend charts have steps of a minute (the "
+                f"gateway's per-label step) and show the {MAX_SERIES} busiest; the tables "
+                "are the gateway's current one-minute figures."
             ).classes("text-xs opacity-60")
 
         async def refresh() -> None:
-            range_, step, seconds = RANGES[str(choice.value)]
+            range_, step, _ = RANGES[str(choice.value)]
+            client = gateway.client
             try:
-                history = await gateway.client.metrics_history(range_, step)
-                snapshot = await gateway.client.metrics()
+                history = await client.metrics_history(range_, step)
+                snapshot = await client.metrics()
+                per_route, per_backend = await asyncio.gather(
+                    label_histories(client, "route", busiest_routes(snapshot), range_, step),
+                    label_histories(client, "backend", busiest_backends(snapshot), range_, step),
+                )
             except KairosClientError as exc:
                 banner.show(describe(exc, gateway.url))
                 return
@@ -153,25 +227,13 @@ def register(settings: UiSettings, gateway: Gateway, sampler: Sampler) -> None:
             set_chart(errors, charts.errors_chart(points))
             set_chart(latency, charts.latency_chart(points))
             set_chart(active, active_chart(points))
-            samples = sampler.last(seconds)
-            set_chart(
-                route_rps,
-                charts.line_chart("Requests per route", "req/s", route_series(samples, "rps")),
-            )
-            set_chart(
-                route_p95,
-                charts.line_chart("Latency p95 per route", "ms", route_series(samples, "p95")),
-            )
-            set_chart(
-                backend_rps,
-                charts.line_chart(
-                    "Responses per backend", "resp/s", backend_series(samples, "rps")
-                ),
-            )
-            set_chart(
-                backend_p95,
-                charts.line_chart("Latency p95 per backend", "ms", backend_series(samples, "p95")),
-            )
+            for element, title, unit, histories, metric in (
+                (route_rps, "Requests per route", "req/s", per_route, "rps"),
+                (route_p95, "Latency p95 per route", "ms", per_route, "p95"),
+                (backend_rps, "Requests per backend", "req/s", per_backend, "rps"),
+                (backend_p95, "Latency p95 per backend", "ms", per_backend, "p95"),
+            ):
+                set_chart(element, charts.line_chart(title, unit, label_series(histories, metric)))
             routes_table.rows = route_rows(snapshot)
             backends_table.rows = backend_rows(snapshot)
             routes_table.update()
