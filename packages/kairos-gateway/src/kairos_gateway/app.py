@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from kairos_core import MAX_BODY_LIMIT, GatewayConfig
 from tornado.http1connection import HTTP1ServerConnection
@@ -24,7 +25,6 @@ from tornado.netutil import bind_sockets
 
 from . import ops
 from .accesslog import AccessLog
-from .auth import JwtVerifier
 from .backends import EWMA_DECAY_S, BackendRegistry
 from .cluster import with_redis_url
 from .exchange import OpsHandler
@@ -37,6 +37,9 @@ from .server import KairosHTTPServer
 from .settings import HARD_HEADER_LIMIT, GatewaySettings
 from .snapshot import Snapshot, build_snapshot
 from .upstream import UpstreamPool
+
+if TYPE_CHECKING:
+    from .auth import JwtVerifier
 
 log = logging.getLogger("kairos.gateway")
 

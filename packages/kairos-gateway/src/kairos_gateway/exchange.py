@@ -44,10 +44,10 @@ from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
 from tornado.iostream import StreamClosedError
 
 from . import problems
-from .auth import Claims
 from .headers import (
     client_address,
     client_response_headers,
+    fill_headers,
     request_id_from,
     upstream_request_headers,
 )
@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from tornado.httpserver import _HTTPRequestContext as HTTPRequestContext
 
     from .app import Gateway
+    from .auth import Claims
     from .backends import BackendState
     from .breaker import Permit
     from .snapshot import RouteAuth, RouteRuntime, Snapshot
@@ -365,18 +366,13 @@ class Exchange(httputil.HTTPMessageDelegate):
         *,
         close: bool = False,
     ) -> None:
-        out = httputil.HTTPHeaders()
-        for name, value in headers:
-            out.add(name, value)
-        for name, value in self._extra_headers:
-            out.add(name, value)
-        for name, value in self._security_headers():
-            out.add(name, value)
+        pairs = [*headers, *self._extra_headers, *self._security_headers()]
         if status != 204:
-            out["Content-Length"] = str(len(body))
-        out["X-Request-Id"] = self.request_id
+            pairs.append(("Content-Length", str(len(body))))
+        pairs.append(("X-Request-Id", self.request_id))
         if close or self.gateway.draining:
-            out["Connection"] = "close"
+            pairs.append(("Connection", "close"))
+        out = fill_headers(pairs)
         self._status = status
         self._bytes_out = len(body)
         start = httputil.ResponseStartLine("HTTP/1.1", status, HTTPStatus(status).phrase)
@@ -658,13 +654,12 @@ class Exchange(httputil.HTTPMessageDelegate):
             first.append(chunk)
         data = b"".join(first)
         headers = client_response_headers(
-            response.headers, request_id=self.request_id, close=self.gateway.draining
+            response.headers,
+            request_id=self.request_id,
+            close=self.gateway.draining,
+            extra=self._extra_headers,
+            defaults=self._security_headers(),
         )
-        for name, value in self._extra_headers:
-            headers.add(name, value)
-        for name, value in self._security_headers():
-            if name not in headers:  # the backend's own choice wins
-                headers[name] = value
         self._status = response.status
         self._bytes_out = len(data)
         start = httputil.ResponseStartLine("HTTP/1.1", response.status, response.reason)

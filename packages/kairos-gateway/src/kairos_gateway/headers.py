@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from tornado.httputil import HTTPHeaders
+from tornado.httputil import HTTPHeaders, _normalize_header
 
 # Hop-by-hop headers (plus those listed in Connection) never cross the proxy. Host and
 # Content-Length are set by the gateway; Expect is answered by the gateway, which
@@ -139,22 +139,59 @@ def upstream_request_headers(
 
 
 def client_response_headers(
-    upstream: Iterable[tuple[str, str]], *, request_id: str, close: bool
+    upstream: Sequence[tuple[str, str]],
+    *,
+    request_id: str,
+    close: bool,
+    extra: Iterable[tuple[str, str]] = (),
+    defaults: Iterable[tuple[str, str]] = (),
 ) -> HTTPHeaders:
     """Headers for the client from a backend's response: hop-by-hop ones removed,
-    repeated ones (several Set-Cookie) kept, `X-Request-ID` set."""
-    pairs = list(upstream)
+    repeated ones (several Set-Cookie) kept, ``extra`` added (CORS, rate-limit fields),
+    ``defaults`` added only where the backend sent no header of that name (security
+    headers), `X-Request-ID` set.
+
+    This runs on every proxied response, so it fills the `HTTPHeaders` in one pass
+    (`fill_headers`) rather than through `HTTPHeaders.add`, which runs two regular
+    expressions per header to validate it: names and values here come from the
+    upstream parser (llhttp refuses malformed ones) or from the gateway itself, and
+    Tornado still refuses CR or LF in any line it writes.
+    """
     listed: frozenset[str] = frozenset()
-    for name, value in pairs:
+    for name, value in upstream:
         if name.lower() == "connection":
             listed = listed | _connection_tokens(value, normalise=False)
-    out = HTTPHeaders()
-    for name, value in pairs:
+    pairs: list[tuple[str, str]] = []
+    present: set[str] = set()
+    for name, value in upstream:
         lname = name.lower()
         if lname in _RESPONSE_DROP or lname in listed:
             continue
-        out.add(name, value)
-    out["X-Request-Id"] = request_id
+        pairs.append((name, value))
+        present.add(lname)
+    pairs.extend(extra)
+    for name, value in defaults:
+        if name.lower() not in present:  # the backend's own choice wins
+            pairs.append((name, value))
+    pairs.append(("X-Request-Id", request_id))
     if close:
-        out["Connection"] = "close"
+        pairs.append(("Connection", "close"))
+    return fill_headers(pairs)
+
+
+def fill_headers(pairs: Iterable[tuple[str, str]]) -> HTTPHeaders:
+    """An `HTTPHeaders` holding ``pairs`` (repeated names kept in order).
+
+    Writes Tornado's field-line map (`_as_list`, from which it derives everything
+    else lazily) directly, leaving it as `HTTPHeaders.add` would;
+    `tests/gateway/test_headers.py` checks the result against `add`."""
+    out = HTTPHeaders()
+    lists = out._as_list
+    for name, value in pairs:
+        key = _normalize_header(name)
+        seen = lists.get(key)
+        if seen is None:
+            lists[key] = [value]
+        else:
+            seen.append(value)
     return out

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kairos_core import (
     ClaimValue,
@@ -37,7 +38,6 @@ from kairos_core import (
     effective_timeouts,
 )
 
-from .auth import JwtVerifier
 from .backends import BackendRegistry, BackendState, endpoint_of
 from .balancer import Balancer, build_balancer
 from .cors import CorsPolicy
@@ -46,6 +46,9 @@ from .ratelimit import RateLimiter, RateLimiters
 from .retry import RetryBudget, RetryPolicy
 from .upstream import Endpoint, UpstreamTLSError
 from .upstream.tls import client_ssl_context
+
+if TYPE_CHECKING:
+    from .auth import JwtVerifier
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -134,6 +137,8 @@ def _verifier(jwt: JwtConfig | None, previous: Snapshot | None) -> JwtVerifier |
         return None
     if previous is not None and previous.verifier is not None and previous.verifier.config == jwt:
         return previous.verifier
+    from .auth import JwtVerifier  # pyjwt and cryptography load only when JWT is configured
+
     try:
         return JwtVerifier(jwt)
     except ValueError as exc:

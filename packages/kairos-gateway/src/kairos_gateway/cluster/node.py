@@ -40,47 +40,25 @@ from kairos_core import (
     FieldError,
     GatewayConfig,
     ServiceUnavailable,
-    config_to_json,
     load_config,
 )
 from redis.exceptions import RedisError
 
+from .base import CannotApply, StaleVersion, StoreUnavailable, shared_json
 from .breakers import BreakerShare
-from .store import ConfigStore, StaleVersion, StoreUnavailable, digest_of
+from .store import ConfigStore, digest_of
 
 if TYPE_CHECKING:
     from ..app import Gateway
     from ..management.live import LiveConfig
     from ..snapshot import Snapshot
 
-__all__ = ["CannotApply", "ClusterNode", "shared_json", "with_redis_url"]
+__all__ = ["ClusterNode"]
 
 log = logging.getLogger("kairos.gateway")
 
 #: Longest wait for a change notice before the subscription is checked again.
 _LISTEN_S = 30.0
-
-
-class CannotApply(Exception):
-    """This node cannot apply the cluster's newest version (it is invalid here)."""
-
-
-def shared_json(config: GatewayConfig) -> str:
-    """What the cluster stores: the config without this node's own ``cluster`` block."""
-    return config_to_json(config.model_copy(update={"cluster": None}))
-
-
-def with_redis_url(config: GatewayConfig, redis_url: str | None) -> GatewayConfig:
-    """``config`` with ``KAIROS_REDIS_URL`` applied (creates or amends ``cluster``)."""
-    if redis_url is None:
-        return config
-    block = config.cluster
-    cluster = (
-        ClusterConfig(redis_url=redis_url)
-        if block is None
-        else block.model_copy(update={"redis_url": redis_url})
-    )
-    return config.model_copy(update={"cluster": cluster})
 
 
 class ClusterNode:

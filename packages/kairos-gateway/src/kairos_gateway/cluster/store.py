@@ -28,21 +28,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from .base import StaleVersion, StoreUnavailable
 from .scripts import RESTORE, WRITE
 
 __all__ = ["ConfigHead", "ConfigStore", "StaleVersion", "StoreUnavailable", "StoredConfig"]
-
-
-class StoreUnavailable(Exception):
-    """Redis did not answer in time, refused the connection, or answered with an error."""
-
-
-class StaleVersion(Exception):
-    """The stored version is not the one the write expected."""
-
-    def __init__(self, stored: int) -> None:
-        super().__init__(f"the stored version is {stored}")
-        self.stored = stored
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,6 @@ from kairos_core import (
     RouteNotFound,
 )
 
-from ..cluster import ClusterNode
 from . import config_api, routes
 from .access import AdminCredential, authorize, credential
 from .history import MetricsSampler
@@ -52,6 +51,7 @@ from .watcher import FileWatcher
 
 if TYPE_CHECKING:
     from ..app import Gateway
+    from ..cluster.node import ClusterNode
     from ..exchange import Exchange, OpsHandler
     from ..snapshot import Snapshot
 
@@ -94,7 +94,11 @@ class ManagementApi:
         settings = gateway.settings
         self.live = LiveConfig(gateway, gateway.snapshot.source)
         block = gateway.snapshot.config.cluster
-        self.cluster = None if block is None else ClusterNode(gateway, self.live, block)
+        self.cluster: ClusterNode | None = None
+        if block is not None:
+            from ..cluster.node import ClusterNode  # loads redis-py only in cluster mode
+
+            self.cluster = ClusterNode(gateway, self.live, block)
         self.live.cluster = self.cluster
         self.sampler = MetricsSampler(
             gateway,

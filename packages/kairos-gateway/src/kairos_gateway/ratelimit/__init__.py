@@ -3,10 +3,14 @@
 The maths is `kairos_core.limits`; this package keeps the states.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .limiter import RateLimiter, RateLimitStore, limit_key
 from .memory import MemoryStore
-from .redis_store import RedisStore
 from .registry import RateLimiters
+
+if TYPE_CHECKING:
+    from .redis_store import RedisStore
 
 __all__ = [
     "MemoryStore",
@@ -16,3 +20,12 @@ __all__ = [
     "RedisStore",
     "limit_key",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # RedisStore loads on first use, so a gateway without Redis never imports redis-py.
+    if name == "RedisStore":
+        from .redis_store import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kairos_core import RateLimitConfig
 
 from .limiter import RateLimiter, RateLimitStore
 from .memory import MemoryStore
-from .redis_store import RedisStore
+
+if TYPE_CHECKING:
+    from .redis_store import RedisStore
 
 __all__ = ["RateLimiters"]
 
@@ -41,6 +45,8 @@ class RateLimiters:
         )
         store = self.redis.get(setting)
         if store is None:
+            from .redis_store import RedisStore  # redis-py loads only when a limit uses it
+
             store = RedisStore(
                 config.redis_url,
                 key_prefix=config.key_prefix,
