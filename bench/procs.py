@@ -92,10 +92,18 @@ class Child:
             f"{self.name} not {what} after {timeout_s:.0f}s; stderr tail:\n{self.stderr_tail()}"
         )
 
-    def stop(self, grace_s: float = 5.0) -> int | None:
-        """SIGTERM the process group, SIGKILL it after `grace_s`; the exit code (None if lost)."""
+    def stop(self, grace_s: float = 5.0, *, leader_only: bool = False) -> int | None:
+        """SIGTERM the process group, SIGKILL it after `grace_s`; the exit code (None if lost).
+
+        With ``leader_only`` the SIGTERM goes to the child itself, not its group: for a
+        supervisor that forwards it to its workers (a second SIGTERM straight from us
+        would make them skip their drain). The SIGKILL still goes to the whole group."""
         if self.alive():
-            self._signal_group(signal.SIGTERM)
+            if leader_only:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.send_signal(signal.SIGTERM)
+            else:
+                self._signal_group(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
@@ -163,6 +171,36 @@ def rss_kib(pid: int) -> int | None:
         with open(f"/proc/{pid}/status", encoding="ascii") as status:
             for line in status:
                 if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live child processes of `pid` (their parent PID read from /proc), sorted."""
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text(encoding="ascii", errors="replace")
+        except OSError:
+            continue  # exited meanwhile
+        # The command name may hold spaces: fields start after its closing parenthesis.
+        fields = text.rsplit(")", 1)[1].split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def pss_kib(pid: int) -> int | None:
+    """Proportional set size of `pid` in KiB (`/proc/PID/smaps_rollup`): each shared page
+    counted once over all processes sharing it. None if gone or not readable."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
                     return int(line.split()[1])
     except (OSError, ValueError):
         return None

@@ -1,4 +1,4 @@
-"""Results model, the printed tables (core, resilience, edge), ratios and the PASS/MISS
+"""Results model, the printed tables (core, resilience, edge, workers), ratios and the PASS/MISS
 targets."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ MAX_ACCEPT_RATIO = 0.01
 MAX_ROUTE_RATIO = 1.5
 MIN_STRATEGY_VS_SINGLE = 0.90
 MIN_SECURE_VS_PLAIN = 0.85  # JWT + rate limit at most 15 % below plain proxying
+MIN_TWO_WORKERS_VS_ONE = 1.5  # 2 worker processes vs 1 under the same load
 
 
 @dataclass(slots=True)
@@ -236,6 +237,134 @@ class EdgeResults:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class WorkersRun:
+    """One measured wrk run against the gateway started with `--workers N`."""
+
+    workers: int
+    round: int
+    run: WrkResult
+    #: Peak of the summed VmRSS of the gateway's processes (supervisor + workers).
+    rss_peak_mb: float | None = None
+    #: CPU used by the gateway's processes during the run, in cores.
+    gateway_cores: float | None = None
+    #: The same per worker process (one entry with a single process).
+    worker_cores: tuple[float, ...] = ()
+    #: CPU used by the whole machine during the run, in cores (all processes).
+    busy_cores: float | None = None
+    #: CPU used by processes outside the benchmark during the run, in cores: contention.
+    other_cores: float | None = None
+
+    @property
+    def connections(self) -> int:
+        return self.run.connections
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "workers": self.workers,
+            "round": self.round,
+            "connections": self.connections,
+            "run": self.run.to_dict(),
+            "rss_peak_mb": self.rss_peak_mb,
+            "gateway_cores": self.gateway_cores,
+            "worker_cores": list(self.worker_cores),
+            "busy_cores": self.busy_cores,
+            "other_cores": self.other_cores,
+        }
+
+
+@dataclass(slots=True)
+class WorkersGateway:
+    """One gateway of the workers section and what was counted around its runs."""
+
+    workers: int
+    pid: int  # the supervisor (or the only process with 1 worker)
+    worker_pids: list[int] = field(default_factory=list)  # empty with 1 worker
+    warmup: WrkResult | None = None
+    probes: int = 0  # single requests on the route before the load (not counted by wrk)
+    #: kairos_requests_total for the benchmark route, one value per /metrics scrape
+    #: (each on a fresh connection, after the runs); None: the scrape failed.
+    scrapes: list[int | None] = field(default_factory=list)
+    backend_requests: int | None = None  # counted by the backend (its own queries excluded)
+    backend_accepts: int | None = None
+    access_log_lines: int | None = None  # lines for the benchmark route
+    access_log_bad: int = 0  # lines that are not one JSON object each
+    rss_idle_mb: float | None = None  # summed VmRSS after the runs
+    pss_idle_mb: float | None = None  # summed PSS after the runs (shared pages counted once)
+    processes: int = 0  # how many processes those sums cover
+    exit_code: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "workers": self.workers,
+            "pid": self.pid,
+            "worker_pids": self.worker_pids,
+            "warmup": self.warmup.to_dict() if self.warmup else None,
+            "probes": self.probes,
+            "metrics_scrapes": self.scrapes,
+            "backend_requests": self.backend_requests,
+            "backend_accepts": self.backend_accepts,
+            "access_log_route_lines": self.access_log_lines,
+            "access_log_bad_lines": self.access_log_bad,
+            "rss_idle_mb": self.rss_idle_mb,
+            "pss_idle_mb": self.pss_idle_mb,
+            "processes": self.processes,
+            "exit_code": self.exit_code,
+        }
+
+
+@dataclass(slots=True)
+class WorkersResults:
+    """The workers section: the core gateway with 1 and with 2 worker processes."""
+
+    backend: str = ""
+    route: str = ""
+    gateways: dict[int, WorkersGateway] = field(default_factory=dict)  # by worker count
+    runs: list[WorkersRun] = field(default_factory=list)
+    gateway_stderr_tail: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def select(self, workers: int, conns: int) -> list[WorkersRun]:
+        return [r for r in self.runs if r.workers == workers and r.connections == conns]
+
+    def connection_counts(self) -> list[int]:
+        return sorted({r.connections for r in self.runs})
+
+    def median_rps(self, workers: int, conns: int) -> float | None:
+        runs = self.select(workers, conns)
+        return statistics.median(r.run.rps for r in runs) if runs else None
+
+    def completed(self, workers: int) -> int:
+        """Requests wrk completed against that gateway, warm-up included."""
+        gw = self.gateways.get(workers)
+        warmup = gw.warmup.requests if gw is not None and gw.warmup else 0
+        return warmup + sum(r.run.requests for r in self.runs if r.workers == workers)
+
+    def errors(self) -> int:
+        warmups = sum(g.warmup.errors for g in self.gateways.values() if g.warmup)
+        return warmups + sum(r.run.errors for r in self.runs)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "backend": self.backend,
+            "route": self.route,
+            "gateways": {str(n): g.to_dict() for n, g in self.gateways.items()},
+            "completed_by_wrk": {str(n): self.completed(n) for n in self.gateways},
+            "runs": [r.to_dict() for r in self.runs],
+            "median_rps": {
+                f"{n}w@{c}": self.median_rps(n, c)
+                for n in self.gateways
+                for c in self.connection_counts()
+            },
+            "gateway_stderr_tail": self.gateway_stderr_tail,
+            "notes": self.notes,
+            "ratios": dict(workers_ratios(self)),
+            "checks": [
+                {"name": c.name, "value": c.value, "status": c.status} for c in workers_checks(self)
+            ],
+        }
+
+
 @dataclass(slots=True)
 class Results:
     machine: dict[str, str]
@@ -248,9 +377,10 @@ class Results:
     gateway_exit: int | None = None
     gateway_stderr_tail: str | None = None
     notes: list[str] = field(default_factory=list)
-    sections: list[str] = field(default_factory=lambda: ["core", "resilience", "edge"])
+    sections: list[str] = field(default_factory=lambda: ["core", "resilience", "edge", "workers"])
     resilience: ResilienceResults | None = None
     edge: EdgeResults | None = None
+    workers: WorkersResults | None = None
 
     def by_role(self, role: str) -> TargetResult | None:
         return next((t for t in self.targets if t.role == role), None)
@@ -739,6 +869,262 @@ def render_edge(res: EdgeResults, duration_s: int) -> list[str]:
     return out
 
 
+def _workers_label(workers: int) -> str:
+    return f"{workers} worker{'s' if workers != 1 else ''}"
+
+
+def _split_cell(cores: tuple[float, ...]) -> str:
+    total = sum(cores)
+    if len(cores) < 2 or total <= 0:
+        return "-"
+    return "/".join(f"{100 * c / total:.0f}" for c in cores)
+
+
+def _fmt_int(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def workers_table(res: WorkersResults) -> str:
+    head = (
+        "gateway",
+        "conns",
+        "round",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "RSS MB",
+        "gw cores",
+        "split %",
+        "busy cores",
+        "other CPU",
+    )
+    runs: list[tuple[str, ...]] = []
+    for r in sorted(res.runs, key=lambda r: (r.connections, r.workers, r.round)):
+        runs.append(
+            (
+                _workers_label(r.workers),
+                str(r.connections),
+                str(r.round),
+                f"{r.run.rps:,.0f}",
+                f"{r.run.p50_ms:.3f}",
+                f"{r.run.p99_ms:.3f}",
+                str(r.run.errors),
+                _fmt(r.rss_peak_mb, ".1f"),
+                _fmt(r.gateway_cores, ".2f"),
+                _split_cell(r.worker_cores),
+                _fmt(r.busy_cores, ".2f"),
+                _fmt(r.other_cores, ".2f"),
+            )
+        )
+    if not runs:
+        return "  (no workers runs completed)"
+    medians: list[tuple[str, ...]] = []
+    for conns in res.connection_counts():
+        for workers in sorted(res.gateways):
+            sel = res.select(workers, conns)
+            if not sel:
+                continue
+            peaks = [r.rss_peak_mb for r in sel if r.rss_peak_mb is not None]
+            gw_cores = [r.gateway_cores for r in sel if r.gateway_cores is not None]
+            busy = [r.busy_cores for r in sel if r.busy_cores is not None]
+            other = [r.other_cores for r in sel if r.other_cores is not None]
+            medians.append(
+                (
+                    _workers_label(workers),
+                    str(conns),
+                    f"median/{len(sel)}",
+                    f"{statistics.median(r.run.rps for r in sel):,.0f}",
+                    f"{statistics.median(r.run.p50_ms for r in sel):.3f}",
+                    f"{statistics.median(r.run.p99_ms for r in sel):.3f}",
+                    str(sum(r.run.errors for r in sel)),
+                    _fmt(max(peaks) if peaks else None, ".1f"),
+                    _fmt(statistics.median(gw_cores) if gw_cores else None, ".2f"),
+                    "",
+                    _fmt(statistics.median(busy) if busy else None, ".2f"),
+                    _fmt(statistics.median(other) if other else None, ".2f"),
+                )
+            )
+    legend = [
+        "RSS MB: peak of VmRSS summed over the supervisor and its workers during the run "
+        "(median rows: the highest);",
+        "gw cores: CPU used by the gateway's processes during the run; split %: its share "
+        "per worker; busy cores: the whole machine's (2.00 = both cores busy);",
+        "other CPU: cores used by processes outside the benchmark during the run "
+        "(contention: the run was disturbed when this is well above 0).",
+    ]
+    return "\n".join([*_grid(head, [runs, medians]), *legend])
+
+
+def workers_ratios(res: WorkersResults) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for conns in res.connection_counts():
+        one, two = res.median_rps(1, conns), res.median_rps(2, conns)
+        if one and two is not None:
+            per_round = []
+            for r2 in res.select(2, conns):
+                r1 = next((r for r in res.select(1, conns) if r.round == r2.round), None)
+                if r1 is not None and r1.run.rps:
+                    per_round.append(f"{r2.run.rps / r1.run.rps:.2f}")
+            rounds = f" (rounds {' / '.join(per_round)})" if per_round else ""
+            out.append(
+                (
+                    f"throughput 2 workers / 1 @{conns} (medians of {len(res.select(2, conns))})",
+                    f"{two / one:.3f}x{rounds}",
+                )
+            )
+        p50_one = [r.run.p50_ms for r in res.select(1, conns)]
+        p50_two = [r.run.p50_ms for r in res.select(2, conns)]
+        if p50_one and p50_two:
+            a, b = statistics.median(p50_one), statistics.median(p50_two)
+            if a:
+                out.append((f"p50 2 workers / 1 @{conns} (medians)", f"{b / a:.3f}x"))
+    peaks = {
+        n: max((r.rss_peak_mb or 0.0 for r in res.runs if r.workers == n), default=0.0)
+        for n in (1, 2)
+    }
+    if peaks[1] and peaks[2]:
+        out.append(
+            (
+                "total RSS under load, 2 workers / 1 (peaks)",
+                f"{peaks[2]:.1f} / {peaks[1]:.1f} MB = {peaks[2] / peaks[1]:.2f}x",
+            )
+        )
+    one_gw, two_gw = res.gateways.get(1), res.gateways.get(2)
+    if one_gw and two_gw and one_gw.pss_idle_mb and two_gw.pss_idle_mb:
+        out.append(
+            (
+                "total PSS after the runs, 2 workers / 1",
+                f"{two_gw.pss_idle_mb:.1f} / {one_gw.pss_idle_mb:.1f} MB = "
+                f"{two_gw.pss_idle_mb / one_gw.pss_idle_mb:.2f}x",
+            )
+        )
+    return out
+
+
+def _scrapes_agree(gw: WorkersGateway) -> bool:
+    return bool(gw.scrapes) and None not in gw.scrapes and len(set(gw.scrapes)) == 1
+
+
+def workers_checks(res: WorkersResults) -> list[Check]:
+    out: list[Check] = []
+    for conns in res.connection_counts():
+        name = f"throughput 2 workers @{conns} >= {MIN_TWO_WORKERS_VS_ONE} x 1 worker (medians)"
+        one, two = res.median_rps(1, conns), res.median_rps(2, conns)
+        if one and two is not None:
+            ratio = two / one
+            status = "PASS" if ratio >= MIN_TWO_WORKERS_VS_ONE else "MISS"
+            out.append(Check(name, f"{ratio:.3f}x", status))
+        else:
+            out.append(Check(name, "not measured", "n/a"))
+    if res.runs:
+        errors = res.errors()
+        name = "zero errors (workers runs, warm-ups included)"
+        out.append(Check(name, str(errors), "PASS" if errors == 0 else "MISS"))
+    gw = res.gateways.get(2)
+    if gw is not None and gw.scrapes:
+        name = "2 workers: every /metrics scrape = requests at backend"
+        seen = sorted({_fmt_int(v) for v in gw.scrapes})
+        value = f"{' / '.join(seen)} vs {_fmt_int(gw.backend_requests)}"
+        ok = _scrapes_agree(gw) and gw.backend_requests == gw.scrapes[0]
+        out.append(Check(name, value, "PASS" if ok else "MISS"))
+        first = gw.scrapes[0]
+        if first is not None:
+            completed = res.completed(2) + gw.probes
+            name = "2 workers: /metrics count >= completed by wrk + probes"
+            ok = first >= completed
+            out.append(Check(name, f"{first:,} vs {completed:,}", "PASS" if ok else "MISS"))
+    if gw is not None and gw.access_log_lines is not None:
+        name = "2 workers: access-log lines = requests at backend, none broken"
+        value = f"{gw.access_log_lines:,} vs {_fmt_int(gw.backend_requests)}, "
+        value += f"{gw.access_log_bad} broken"
+        ok = gw.access_log_lines == gw.backend_requests and gw.access_log_bad == 0
+        out.append(Check(name, value, "PASS" if ok else "MISS"))
+    return out
+
+
+def _counts_lines(res: WorkersResults) -> list[str]:
+    gws = [res.gateways[n] for n in sorted(res.gateways)]
+    if not gws:
+        return []
+
+    def scraped(g: WorkersGateway) -> str:
+        if not g.scrapes:
+            return "-"
+        return _fmt_int(g.scrapes[0]) + ("" if _scrapes_agree(g) else " (scrapes differ)")
+
+    def excess(g: WorkersGateway) -> str:
+        if not g.scrapes or g.scrapes[0] is None:
+            return "-"
+        return f"{g.scrapes[0] - res.completed(g.workers) - g.probes:+,}"
+
+    rows: list[tuple[str, ...]] = [
+        ("", *(_workers_label(g.workers) for g in gws)),
+        ("completed by wrk (warm-up included)", *(f"{res.completed(g.workers):,}" for g in gws)),
+        ("probe requests (not counted by wrk)", *(str(g.probes) for g in gws)),
+        ("kairos_requests_total, route (/metrics)", *(scraped(g) for g in gws)),
+        ("requests at backend", *(_fmt_int(g.backend_requests) for g in gws)),
+        ("connections accepted by backend", *(_fmt_int(g.backend_accepts) for g in gws)),
+        ("access-log lines (route)", *(_fmt_int(g.access_log_lines) for g in gws)),
+        ("metrics - (wrk + probes)", *(excess(g) for g in gws)),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for r in rows:
+        cells = (c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True))
+        out.append("  " + "  ".join([r[0].ljust(widths[0]), *cells]))
+    for g in gws:
+        if g.scrapes:
+            values = ", ".join(_fmt_int(v) for v in g.scrapes)
+            out.append(f"  {_workers_label(g.workers)}: {len(g.scrapes)} scrapes: {values}")
+    return out
+
+
+def render_workers(res: WorkersResults, duration_s: int) -> list[str]:
+    rounds = max((r.round for r in res.runs), default=0)
+    conns = " and ".join(f"-c{c}" for c in res.connection_counts()) or "-c50"
+    out = [
+        "",
+        "Workers: the core gateway with --workers 1 and --workers 2 (SO_REUSEPORT)",
+        f"Load: wrk -t1 {conns}, {duration_s}s per run, {rounds} round(s) alternating which "
+        "gateway goes first, after a warm-up; route and config as in the core section.",
+        f"  backend    {res.backend or '-'}",
+    ]
+    for n, g in sorted(res.gateways.items()):
+        if g.worker_pids:
+            who = f"supervisor pid {g.pid}, workers {', '.join(map(str, g.worker_pids))}"
+        else:
+            who = f"one process, pid {g.pid}"
+        out.append(f"  {_workers_label(n):<9}  {who}")
+    out += [
+        "  Nothing pinned: wrk and the nginx backend share the cores with the workers, so on "
+        "2 cores the second worker gets well under a core of its own.",
+        "",
+        workers_table(res),
+        "",
+        "Workers ratios",
+    ]
+    out += _kv(workers_ratios(res)) or ["  (not measured)"]
+    counts = _counts_lines(res)
+    if counts:
+        out += ["", "Request counts after the runs (/metrics scraped on fresh connections)"]
+        out += counts
+    memory = [
+        f"  {_workers_label(g.workers)}: RSS {g.rss_idle_mb:.1f} MB, PSS {g.pss_idle_mb:.1f} MB "
+        f"over {g.processes} process(es)"
+        for g in (res.gateways[n] for n in sorted(res.gateways))
+        if g.rss_idle_mb is not None and g.pss_idle_mb is not None
+    ]
+    if memory:
+        out += ["", "Memory after the runs (sums over the gateway's processes)", *memory]
+    out += ["", "Workers targets", *_checks_lines(workers_checks(res))]
+    if res.notes:
+        out += ["", "Workers notes", *(f"  - {n}" for n in res.notes)]
+    if res.gateway_stderr_tail:
+        out += ["", "Workers gateway stderr (tail)", res.gateway_stderr_tail]
+    return out
+
+
 def render_core(results: Results) -> list[str]:
     out = [
         "",
@@ -778,6 +1164,8 @@ def render(results: Results) -> str:
         out += render_resilience(results.resilience, results.duration_s)
     if "edge" in results.sections and results.edge is not None:
         out += render_edge(results.edge, results.duration_s)
+    if "workers" in results.sections and results.workers is not None:
+        out += render_workers(results.workers, results.duration_s)
     if results.notes:
         out += ["", "Notes", *(f"  - {n}" for n in results.notes)]
     return "\n".join(out)

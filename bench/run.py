@@ -1,9 +1,9 @@
 """Kairos benchmark: gateway vs nginx proxy vs direct backend, route matching, the
-load-balancing strategies (resilience section), and the cost of JWT authentication and
-rate limiting (edge section).
+load-balancing strategies (resilience section), the cost of JWT authentication and
+rate limiting (edge section), and 2 worker processes vs 1 (workers section).
 
-    uv run python bench/run.py [--only core|resilience|edge|all] [--duration 10] [--quick]
-                               [--json FILE]
+    uv run python bench/run.py [--only core|resilience|edge|workers|all] [--duration 10]
+                               [--quick] [--json FILE]
 
 See bench/README.md for what each figure means. Exit codes: 0 when the run completed
 (whatever the PASS/MISS verdicts), 1 when a step failed, 2 when wrk is missing,
@@ -28,12 +28,21 @@ import edge
 import machine
 import resilience
 import route_match
+import workers
 from procs import BenchError, log, probe, rss_kib, tail
-from report import EdgeResults, ResilienceResults, Results, Reuse, TargetResult, render
+from report import (
+    EdgeResults,
+    ResilienceResults,
+    Results,
+    Reuse,
+    TargetResult,
+    WorkersResults,
+    render,
+)
 from targets import Backend, Gateway, NginxProxy, gateway_config, nginx_path
 from wrk import INSTALL_HINT, run_wrk, wrk_path
 
-SECTIONS = ("core", "resilience", "edge")
+SECTIONS = ("core", "resilience", "edge", "workers")
 CONNECTIONS = (50, 1)
 RSS_SAMPLE_INTERVAL_S = 0.25
 
@@ -177,6 +186,16 @@ def run(args: argparse.Namespace, results: Results) -> None:
                 if results.edge.gateway_stderr_tail is None:
                     results.edge.gateway_stderr_tail = tail(workdir / "gateway-edge.stderr", 40)
                 raise
+        if "workers" in results.sections:
+            results.workers = WorkersResults()
+            workers.bench_workers(
+                results.workers,
+                workdir,
+                duration_s,
+                warmup_s,
+                quick=args.quick,
+                prefer_nginx=not args.python_backend,
+            )
         ok = True
     finally:
         if ok and not args.keep:
@@ -226,6 +245,7 @@ def _to_json(results: Results) -> dict[str, object]:
         raw["warmup"] = target.warmup.to_dict() if target.warmup else None
     data["resilience"] = results.resilience.to_dict() if results.resilience else None
     data["edge"] = results.edge.to_dict() if results.edge else None
+    data["workers"] = results.workers.to_dict() if results.workers else None
     return data
 
 
@@ -244,9 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary work dir")
     parser.add_argument(
         "--only",
-        choices=("core", "resilience", "edge", "all"),
+        choices=(*SECTIONS, "all"),
         default="all",
-        help="run only the core comparison, the load-balancing or the edge-security section",
+        help="run only the core comparison or the load-balancing, edge-security or workers section",
     )
     args = parser.parse_args(argv)
     if args.duration < 1:
@@ -276,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             not results.targets
             and not (results.resilience and results.resilience.runs)
             and not (results.edge and (results.edge.runs or results.edge.micro))
+            and not (results.workers and results.workers.runs)
         ):
             return 1
         results.notes.append(f"INCOMPLETE RUN: {str(exc).splitlines()[0].removesuffix(':')}")

@@ -225,12 +225,22 @@ class Gateway:
     """One `kairos-gateway` process: routing, metrics and a file access log all on.
 
     ``config`` is the gateway config (`gateway_config` for the core benchmark);
-    ``name`` names its config, access-log and stderr files in the work dir.
+    ``name`` names its config, access-log and stderr files in the work dir;
+    ``workers`` is passed as `--workers N` (N > 1: a supervisor forks N workers, all in
+    the child's process group; it is ready once every worker logged "listening on").
     """
 
     label = "kairos gateway"
 
-    def __init__(self, workdir: Path, config: dict[str, object], *, name: str = "gateway") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict[str, object],
+        *,
+        name: str = "gateway",
+        workers: int | None = None,
+    ) -> None:
+        self.workers = workers
         self.port = free_port()
         self.config_path = workdir / f"{name}-config.json"
         self.config_path.write_text(json.dumps(config, indent=2))
@@ -252,6 +262,8 @@ class Gateway:
             "--port",
             str(self.port),
         ]
+        if workers is not None:
+            argv += ["--workers", str(workers)]
         self.child = Child(name, argv, workdir, env=env, cwd=REPO_ROOT)
         try:
             self.child.wait_until(self._listening, START_TIMEOUT_S, "listening")
@@ -264,7 +276,8 @@ class Gateway:
             text = self.child.stderr_path.read_text(errors="replace")
         except OSError:
             return False
-        return "listening on" in text and port_open(self.port)
+        expected = max(1, self.workers or 1)
+        return text.count("listening on") >= expected and port_open(self.port)
 
     @property
     def url(self) -> str:
@@ -286,7 +299,8 @@ class Gateway:
 
     def stop(self) -> int | None:
         """Stop (SIGTERM, drain) and return the exit code; the access log is flushed then."""
-        return self.child.stop(grace_s=10.0)
+        # With workers, SIGTERM the supervisor alone: it forwards it to each worker once.
+        return self.child.stop(grace_s=10.0, leader_only=(self.workers or 1) > 1)
 
 
 def redis_server_path() -> str | None:
