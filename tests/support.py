@@ -367,3 +367,30 @@ def route(
         "backends": out,
         **extra,
     }
+
+
+async def api_call(
+    port: int,
+    method: str,
+    target: str,
+    body: Any = None,
+    *,
+    headers: list[tuple[str, str]] | None = None,
+) -> RawResponse:
+    """A management API call: ``body`` (when given) sent as JSON."""
+    sent = [] if body is None else [("Content-Type", "application/json")]
+    data = b"" if body is None else json.dumps(body).encode()
+    return await raw_request(
+        port, target, method=method, body=data, headers=[*sent, *(headers or [])]
+    )
+
+
+def non_loopback_address() -> str | None:
+    """This machine's own non-loopback IPv4 address, if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: no packet is sent
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") or address == "0.0.0.0" else address

@@ -25,7 +25,7 @@ from kairos_gateway import AccessLog, Gateway, GatewaySettings
 
 from tests.client.support import CountingTransport, client_for, http_answer, raw_server
 from tests.conftest import GatewayFactory
-from tests.support import unused_port
+from tests.support import non_loopback_address, unused_port
 
 TOKEN = "admin-token-" + "z" * 24
 ALIVE = http_answer("200 OK", b'{"status":"alive"}')
@@ -45,18 +45,8 @@ async def test_token_missing_or_wrong_is_unauthorized(gateway_factory: GatewayFa
         assert (await client.list_routes()).value.routes == []
 
 
-def _non_loopback_address() -> str | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: no packet is sent
-        except OSError:
-            return None
-        address = str(probe.getsockname()[0])
-    return None if address.startswith("127.") or address == "0.0.0.0" else address
-
-
 async def test_no_token_and_not_loopback_is_forbidden() -> None:
-    address = _non_loopback_address()
+    address = non_loopback_address()
     if address is None:
         pytest.skip("this machine has no non-loopback IPv4 address to call from")
     # Bound to every address: this machine's own non-loopback address is not loopback.

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import GatewayFactory, RunningGateway
-from tests.support import EchoBackend, RawResponse, raw_request, route
+from tests.support import EchoBackend, RawResponse, api_call, raw_request, route
 
 JWT_SECRET = "j" * 40
 REDIS_PASSWORD = "hunter2-redis-password"
@@ -23,11 +23,7 @@ async def call(
     *,
     headers: list[tuple[str, str]] | None = None,
 ) -> RawResponse:
-    sent = [] if body is None else [("Content-Type", "application/json")]
-    data = b"" if body is None else json.dumps(body).encode()
-    return await raw_request(
-        gw.port, target, method=method, body=data, headers=[*sent, *(headers or [])]
-    )
+    return await api_call(gw.port, method, target, body, headers=headers)
 
 
 def secret_config(backend: EchoBackend) -> dict[str, Any]:

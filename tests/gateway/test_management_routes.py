@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import GatewayFactory, RunningGateway
-from tests.support import EchoBackend, RawResponse, raw_request, route
+from tests.support import EchoBackend, RawResponse, api_call, raw_request, route
 
 USERS = "/api/users/{id}"
 USERS_URL = "/api/routes/%2Fapi%2Fusers%2F%7Bid%7D"
@@ -24,11 +24,7 @@ async def call(
     *,
     headers: list[tuple[str, str]] | None = None,
 ) -> RawResponse:
-    sent = [] if body is None else [("Content-Type", "application/json")]
-    data = b"" if body is None else json.dumps(body).encode()
-    return await raw_request(
-        gw.port, target, method=method, body=data, headers=[*sent, *(headers or [])]
-    )
+    return await api_call(gw.port, method, target, body, headers=headers)
 
 
 def on_disk(gw: RunningGateway) -> dict[str, Any]:

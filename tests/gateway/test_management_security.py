@@ -12,7 +12,7 @@ from kairos_core import load_config
 from kairos_gateway import AccessLog, Gateway, GatewaySettings
 
 from tests.conftest import GatewayFactory
-from tests.support import EchoBackend, raw_request, route
+from tests.support import EchoBackend, non_loopback_address, raw_request, route
 
 TOKEN = "admin-token-" + "z" * 24
 
@@ -64,18 +64,8 @@ async def test_token_change_applies_to_the_next_call(gateway_factory: GatewayFac
     assert (await raw_request(gw.port, "/api/routes", headers=bearer(TOKEN))).status == 200
 
 
-def _non_loopback_address() -> str | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: no packet is sent
-        except OSError:
-            return None
-        address = str(probe.getsockname()[0])
-    return None if address.startswith("127.") or address == "0.0.0.0" else address
-
-
 async def test_without_token_only_loopback_clients() -> None:
-    address = _non_loopback_address()
+    address = non_loopback_address()
     if address is None:
         pytest.skip("this machine has no non-loopback IPv4 address to call from")
     # Bound to every address, so the same gateway is reachable as loopback and not.
