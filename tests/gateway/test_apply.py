@@ -65,3 +65,21 @@ async def test_probes_stop_when_a_backend_leaves_the_config(
     assert done  # the departed backend's probe loop has ended
     assert not tasks[b.url].done()  # the backend that stays keeps its probe loop
     assert {t.state.address for t, _ in gw.gateway.health._tasks.values()} == {b.url}
+
+
+async def test_a_shared_backend_takes_the_first_routes_breaker_settings(
+    backend_factory: BackendFactory, gateway_factory: GatewayFactory
+) -> None:
+    a = await backend_factory("a")
+    gw = await gateway_factory(
+        {
+            "version": 1,
+            "routers": [
+                route("/x", "/x", [a], circuit_breaker={"failure_threshold": 2}),
+                route("/y", "/y", [a], circuit_breaker={"failure_threshold": 9}),
+            ],
+        }
+    )
+    x, y = gw.gateway.snapshot.routes
+    assert x.backends[0] is y.backends[0]  # one state for the shared backend
+    assert x.backends[0].breaker.config.failure_threshold == 2

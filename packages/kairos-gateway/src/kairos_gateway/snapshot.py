@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kairos_core import (
+    CircuitBreakerConfig,
     ClaimValue,
     CompiledRoute,
     ConfigError,
@@ -241,12 +242,17 @@ def build_snapshot(
     rng = rng or random.Random()
     runtimes: list[RouteRuntime] = []
     targets: dict[Endpoint, HealthTarget] = {}
+    breakers: dict[Endpoint, CircuitBreakerConfig] = {}
     for compiled in table:
         router = compiled.config
         timeouts = effective_timeouts(router, config.timeouts)
         breaker = effective_circuit_breaker(router, config.circuit_breaker)
         health = effective_health_check(router, config.health_check)
-        states = tuple(registry.state(b, breaker) for b in router.backends)
+        # A backend shared by several routes gets the settings of the first route that
+        # names it, for its breaker as for its health checks.
+        states = tuple(
+            registry.state(b, breakers.setdefault(endpoint_of(b), breaker)) for b in router.backends
+        )
         for backend, state in zip(router.backends, states, strict=True):
             if backend.health_check_path and state.endpoint not in targets:
                 targets[state.endpoint] = HealthTarget(state, backend.health_check_path, health)
