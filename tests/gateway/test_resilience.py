@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -46,6 +46,14 @@ async def metrics_text(gw: RunningGateway) -> str:
     return (await raw_request(gw.port, "/metrics")).body.decode()
 
 
+@pytest.fixture
+async def dead() -> AsyncIterator[ResettingServer]:
+    """A backend that accepts connections and closes them at once."""
+    server = await ResettingServer().start()
+    yield server
+    await server.stop()
+
+
 # -- load balancing ------------------------------------------------------------------
 
 
@@ -66,45 +74,39 @@ async def test_weighted_is_smooth_and_exact_over_a_cycle(
 
 
 async def test_round_robin_skips_a_backend_whose_breaker_is_open(
-    backend_factory: BackendFactory, gateway_factory: GatewayFactory
+    backend_factory: BackendFactory, gateway_factory: GatewayFactory, dead: ResettingServer
 ) -> None:
     (good,) = await backends(backend_factory, "good")
-    dead = await ResettingServer().start()
-    try:
-        gw = await gateway_factory(
-            cfg(
-                route("/x", "/x", [dead, good]),
-                circuit_breaker={"failure_threshold": 2, "reset_timeout_s": 60},
-            )
+    gw = await gateway_factory(
+        cfg(
+            route("/x", "/x", [dead, good]),
+            circuit_breaker={"failure_threshold": 2, "reset_timeout_s": 60},
         )
-        statuses = [(await raw_request(gw.port, "/x")).status for _ in range(12)]
-        # Two failures open the breaker; after that no connection is even attempted.
-        assert statuses.count(502) == 2
-        assert dead.accepted == 2
-        text = await metrics_text(gw)
-        assert sample(text, "kairos_circuit_breaker_state", backend=dead.url) == 1
-        assert sample(text, "kairos_circuit_breaker_state", backend=good.url) == 0
-    finally:
-        await dead.stop()
+    )
+    statuses = [(await raw_request(gw.port, "/x")).status for _ in range(12)]
+    # Two failures open the breaker; after that no connection is even attempted.
+    assert statuses.count(502) == 2
+    assert dead.accepted == 2
+    text = await metrics_text(gw)
+    assert sample(text, "kairos_circuit_breaker_state", backend=dead.url) == 1
+    assert sample(text, "kairos_circuit_breaker_state", backend=good.url) == 0
 
 
-async def test_all_breakers_open_is_503_with_retry_after(gateway_factory: GatewayFactory) -> None:
-    dead = await ResettingServer().start()
-    try:
-        gw = await gateway_factory(
-            cfg(
-                route("/x", "/x", [dead]),
-                circuit_breaker={"failure_threshold": 1, "reset_timeout_s": 30},
-            )
+async def test_all_breakers_open_is_503_with_retry_after(
+    gateway_factory: GatewayFactory, dead: ResettingServer
+) -> None:
+    gw = await gateway_factory(
+        cfg(
+            route("/x", "/x", [dead]),
+            circuit_breaker={"failure_threshold": 1, "reset_timeout_s": 30},
         )
-        assert (await raw_request(gw.port, "/x")).status == 502
-        resp = await raw_request(gw.port, "/x")
-        assert resp.status == 503
-        assert resp.json()["type"] == "circuit_open"
-        assert 1 <= int(resp.header("Retry-After") or 0) <= 30
-        assert dead.accepted == 1
-    finally:
-        await dead.stop()
+    )
+    assert (await raw_request(gw.port, "/x")).status == 502
+    resp = await raw_request(gw.port, "/x")
+    assert resp.status == 503
+    assert resp.json()["type"] == "circuit_open"
+    assert 1 <= int(resp.header("Retry-After") or 0) <= 30
+    assert dead.accepted == 1
 
 
 async def test_half_open_probe_closes_the_breaker_when_the_backend_is_back(
@@ -269,76 +271,63 @@ async def test_get_is_retried_on_another_backend(
 
 
 async def test_connection_errors_are_retried_for_idempotent_methods(
-    backend_factory: BackendFactory, gateway_factory: GatewayFactory
+    backend_factory: BackendFactory, gateway_factory: GatewayFactory, dead: ResettingServer
 ) -> None:
     (good,) = await backends(backend_factory, "good")
-    dead = await ResettingServer().start()
-    try:
-        gw = await gateway_factory(
-            cfg(
-                route(
-                    "/x",
-                    "/x",
-                    [dead, good],
-                    retry_config=FAST,
-                ),
-                circuit_breaker={"failure_threshold": 100},
-            )
+    gw = await gateway_factory(
+        cfg(
+            route(
+                "/x",
+                "/x",
+                [dead, good],
+                retry_config=FAST,
+            ),
+            circuit_breaker={"failure_threshold": 100},
         )
-        for method in ("GET", "PUT", "DELETE"):
-            for _ in range(2):
-                assert (await raw_request(gw.port, "/x", method=method)).status == 200
-        assert dead.accepted >= 3
-    finally:
-        await dead.stop()
+    )
+    for method in ("GET", "PUT", "DELETE"):
+        for _ in range(2):
+            assert (await raw_request(gw.port, "/x", method=method)).status == 200
+    assert dead.accepted >= 3
 
 
 async def test_post_to_a_dead_backend_is_not_replayed(
-    backend_factory: BackendFactory, gateway_factory: GatewayFactory
+    backend_factory: BackendFactory, gateway_factory: GatewayFactory, dead: ResettingServer
 ) -> None:
     (good,) = await backends(backend_factory, "good")
-    dead = await ResettingServer().start()
-    try:
-        gw = await gateway_factory(
-            cfg(
-                route(
-                    "/x",
-                    "/x",
-                    [dead, good],
-                    retry_config=FAST,
-                ),
-                circuit_breaker={"failure_threshold": 100},
-            )
+    gw = await gateway_factory(
+        cfg(
+            route(
+                "/x",
+                "/x",
+                [dead, good],
+                retry_config=FAST,
+            ),
+            circuit_breaker={"failure_threshold": 100},
         )
-        statuses = [
-            (await raw_request(gw.port, "/x", method="POST", body=b"order")).status
-            for _ in range(4)
-        ]
-        assert sorted(statuses) == [200, 200, 502, 502]
-        assert len(good.requests) == 2  # never the replay of a POST that hit the dead one
-    finally:
-        await dead.stop()
+    )
+    statuses = [
+        (await raw_request(gw.port, "/x", method="POST", body=b"order")).status for _ in range(4)
+    ]
+    assert sorted(statuses) == [200, 200, 502, 502]
+    assert len(good.requests) == 2  # never the replay of a POST that hit the dead one
 
 
 async def test_post_is_retried_when_the_route_opts_in(
-    backend_factory: BackendFactory, gateway_factory: GatewayFactory
+    backend_factory: BackendFactory, gateway_factory: GatewayFactory, dead: ResettingServer
 ) -> None:
     (good,) = await backends(backend_factory, "good")
-    dead = await ResettingServer().start()
-    try:
-        retry = {**FAST, "retry_non_idempotent": True}
-        gw = await gateway_factory(
-            cfg(
-                route("/x", "/x", [dead, good], retry_config=retry),
-                circuit_breaker={"failure_threshold": 100},
-            )
+    retry = {**FAST, "retry_non_idempotent": True}
+    gw = await gateway_factory(
+        cfg(
+            route("/x", "/x", [dead, good], retry_config=retry),
+            circuit_breaker={"failure_threshold": 100},
         )
-        for _ in range(4):
-            resp = await raw_request(gw.port, "/x", method="POST", body=b"order")
-            assert resp.status == 200
-            assert resp.json()["body"] == "order"  # the buffered body is replayed
-    finally:
-        await dead.stop()
+    )
+    for _ in range(4):
+        resp = await raw_request(gw.port, "/x", method="POST", body=b"order")
+        assert resp.status == 200
+        assert resp.json()["body"] == "order"  # the buffered body is replayed
 
 
 async def test_exhausted_retries_relay_the_last_response(

@@ -232,13 +232,8 @@ class Exchange(httputil.HTTPMessageDelegate):
                 self._fail(RouteNotFound(f"no route for {path}"))
                 return
             self._stats = gateway.metrics.route(MANAGEMENT)
-            self._body_limit = MAX_API_BODY
-            length = headers.get("Content-Length")
-            if length is not None and length.isdigit() and int(length) > MAX_API_BODY:
-                self.conn.set_max_body_size(int(length))
-                self._reject(_too_large(MAX_API_BODY))
-                return
-            self._management = True
+            if not self._refuse_oversized_body(MAX_API_BODY):
+                self._management = True
             return
         if self._admin_listener:
             # The admin listener serves the gateway's endpoints, never routes.
@@ -258,14 +253,8 @@ class Exchange(httputil.HTTPMessageDelegate):
             self._stats = runtime.stats
             if runtime.cors is not None:
                 self._extra_headers.extend(runtime.cors.response_headers(origin))
-            self._body_limit = runtime.max_body_size
-            length = headers.get("Content-Length")
-            if length is not None and length.isdigit() and int(length) > self._body_limit:
-                # Refused before the body is read; the connection closes after the answer.
-                self.conn.set_max_body_size(int(length))
-                self._reject(_too_large(self._body_limit))
-                return
-            self._match = result
+            if not self._refuse_oversized_body(runtime.max_body_size):
+                self._match = result
             return
         if snapshot.cors is not None:
             self._extra_headers.extend(snapshot.cors.response_headers(origin))
@@ -275,6 +264,18 @@ class Exchange(httputil.HTTPMessageDelegate):
             self._fail(InvalidPath(result.reason))
         else:
             self._fail(RouteNotFound(f"no route for {path}"))
+
+    def _refuse_oversized_body(self, limit: int) -> bool:
+        """Set the body limit; answer 413 now, before reading the body, when the
+        announced Content-Length is over it (a chunked body is checked as it arrives)."""
+        self._body_limit = limit
+        length = self.request_headers.get("Content-Length")
+        if length is None or not length.isdigit() or int(length) <= limit:
+            return False
+        # Tornado would answer a body over its own limit with a bare 400 of its own.
+        self.conn.set_max_body_size(int(length))
+        self._reject(_too_large(limit))
+        return True
 
     def _answer_preflight(self, requested_method: str, origin: str) -> bool:
         """Set up the gateway's own answer to a CORS preflight, if a route with a CORS
@@ -493,7 +494,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         )
         if runtime.budget is not None:
             runtime.budget.on_request()
-        client_key = self.client_key() if runtime.balancer.uses_client_key else ""
+        client_key = self.client_ip if runtime.balancer.uses_client_key else ""
         context = cast("HTTPRequestContext", self.conn.context)
         headers = upstream_request_headers(
             self.request_headers,
@@ -685,10 +686,6 @@ class Exchange(httputil.HTTPMessageDelegate):
                 }
             },
         )
-
-    def client_key(self) -> str:
-        """The key ip_hash hashes: the client address (see `headers.client_address`)."""
-        return self.client_ip
 
     def _client_closed(self) -> None:
         if self._done:
