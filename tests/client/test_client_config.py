@@ -19,7 +19,7 @@ TOKEN = "admin-token-" + "z" * 24
 
 
 def on_disk(gw: RunningGateway) -> dict[str, Any]:
-    source = gw.gateway.snapshot.source
+    source = gw.gateway.runtime.snapshot.source
     assert source is not None
     data: dict[str, Any] = json.loads(source.read_text())
     return data

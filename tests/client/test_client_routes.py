@@ -60,7 +60,7 @@ async def test_create_get_list_update_delete(
         assert caught.value.status == 404
         assert caught.value.problem.type == "route_not_found"
         assert caught.value.request_id
-    source = gw.gateway.snapshot.source
+    source = gw.gateway.runtime.snapshot.source
     assert source is not None
     assert json.loads(source.read_text())["routers"] == []
 

@@ -17,7 +17,7 @@ async def test_apply_swaps_routes_and_keeps_backend_state(
     b = await backend_factory("b")
     gw = await gateway_factory({"version": 1, "routers": [route("/x", "/x", [a])]})
     assert (await raw_request(gw.port, "/x")).status == 200
-    state_a = gw.gateway.snapshot.routes[0].backends[0]
+    state_a = gw.gateway.runtime.snapshot.routes[0].backends[0]
 
     gw.gateway.apply(
         load_config({"version": 1, "routers": [route("/y", "/y", [a]), route("/z", "/z", [b])]})
@@ -25,12 +25,12 @@ async def test_apply_swaps_routes_and_keeps_backend_state(
     assert (await raw_request(gw.port, "/x")).status == 404
     assert (await raw_request(gw.port, "/y")).header("X-Backend") == "a"
     assert (await raw_request(gw.port, "/z")).header("X-Backend") == "b"
-    assert gw.gateway.snapshot.generation == 2
+    assert gw.gateway.runtime.snapshot.generation == 2
     # The same backend keeps its state object (breaker, EWMA, in-flight count).
-    assert gw.gateway.snapshot.routes[0].backends[0] is state_a
+    assert gw.gateway.runtime.snapshot.routes[0].backends[0] is state_a
 
     gw.gateway.apply(load_config({"version": 1, "routers": [route("/z", "/z", [b])]}))
-    assert [s.address for s in gw.gateway.registry] == [b.url]
+    assert [s.address for s in gw.gateway.runtime.registry] == [b.url]
     assert (await raw_request(gw.port, "/health")).json()["config_version"] == 3
 
 
@@ -80,6 +80,6 @@ async def test_a_shared_backend_takes_the_first_routes_breaker_settings(
             ],
         }
     )
-    x, y = gw.gateway.snapshot.routes
+    x, y = gw.gateway.runtime.snapshot.routes
     assert x.backends[0] is y.backends[0]  # one state for the shared backend
     assert x.backends[0].breaker.config.failure_threshold == 2

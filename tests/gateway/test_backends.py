@@ -68,6 +68,9 @@ def test_reload_keeps_state_and_reconfigures_breaker(registry: BackendRegistry) 
     again = registry.state(backend(weight=5, health_check_path="/h"), other)
     assert again is first
     assert again.inflight == 2
+    # Looking the state up changes nothing live; the settings apply on activation.
+    assert again.breaker.config is BREAKER
+    registry.configure([(again, other)])
     assert again.breaker.config is other
 
 

@@ -69,11 +69,13 @@ def state_of(breaker: CircuitBreaker) -> str:
         # Only consecutive failures count: a success in between starts over.
         ({"failure_threshold": 3}, "fail fail ok fail fail", "closed", []),
         (ONE, "fail deny +29.9 deny", "open", [OPEN]),
-        (ONE, "fail +30", "half_open", [OPEN, PROBE]),
+        # Reading the state after the timeout says half-open; the transition (and its
+        # log line) happens when a probe is admitted.
+        (ONE, "fail +30", "half_open", [OPEN]),
         (ONE, "fail +30 ok ok", "closed", [OPEN, PROBE, CLOSE]),
         # A probe failure re-opens, with a fresh timeout from that moment.
         (ONE, "fail +30 fail +29 deny", "open", [OPEN, PROBE, REOPEN]),
-        (ONE, "fail +30 fail +30", "half_open", [OPEN, PROBE, REOPEN, PROBE]),
+        (ONE, "fail +30 fail +30", "half_open", [OPEN, PROBE, REOPEN]),
         (ONE_OF_3, "fail +30 ok ok", "half_open", [OPEN, PROBE]),
         (ONE_OF_3, "fail +30 ok ok ok", "closed", [OPEN, PROBE, CLOSE]),
         (ONE_OF_3, "fail +30 ok ok fail", "open", [OPEN, PROBE, REOPEN]),
@@ -102,8 +104,14 @@ def test_open_is_lazy_and_side_effect_free_until_asked() -> None:
     assert breaker.available() is True
     assert changes == [OPEN]
     assert breaker.retry_after_s() == 0
+    # Reading the state (as /ready, /metrics and /api/backends do) changes nothing...
     assert state_of(breaker) == "half_open"
+    assert breaker.state_value == 2
+    assert changes == [OPEN]
+    # ...admitting the first probe makes the transition.
+    admit(breaker)
     assert changes == [OPEN, PROBE]
+    assert state_of(breaker) == "half_open"
 
 
 @pytest.mark.parametrize(("state", "value"), [("closed", 0), ("open", 1), ("half_open", 2)])

@@ -64,14 +64,14 @@ async def test_put_back_what_was_read_keeps_every_secret(
     resp = await call(gw, "PUT", "/api/config", current)
     assert resp.status == 200, resp.body
     assert JWT_SECRET.encode() not in resp.body
-    config = gw.gateway.snapshot.config
+    config = gw.gateway.runtime.snapshot.config
     assert config.jwt is not None
     assert config.jwt.secret is not None
     assert config.jwt.secret.get_secret_value() == JWT_SECRET
     assert config.rate_limit is not None
     assert REDIS_PASSWORD in (config.rate_limit.redis_url or "")
     assert config.routers[1].external_path == "/b"
-    source = gw.gateway.snapshot.source
+    source = gw.gateway.runtime.snapshot.source
     assert source is not None
     assert JWT_SECRET in source.read_text()  # the file keeps the real value
     assert (await raw_request(gw.port, "/b")).status == 200
@@ -84,7 +84,7 @@ async def test_section_updates(backend: EchoBackend, file_gateway_factory: Gatew
     resp = await call(gw, "PUT", "/api/config/jwt", jwt)
     assert resp.status == 200, resp.body
     assert resp.json()["issuer"] == "someone-else"
-    config = gw.gateway.snapshot.config
+    config = gw.gateway.runtime.snapshot.config
     assert config.jwt is not None
     assert config.jwt.secret is not None
     assert config.jwt.secret.get_secret_value() == JWT_SECRET
@@ -102,7 +102,7 @@ async def test_section_updates(backend: EchoBackend, file_gateway_factory: Gatew
         headers=[("Content-Type", "application/json")],
     )
     assert removed.status == 200
-    assert gw.gateway.snapshot.config.rate_limit is None
+    assert gw.gateway.runtime.snapshot.config.rate_limit is None
     bad = await call(gw, "PUT", "/api/config/cors", {"allowed_origin": ["x"]})
     assert bad.status == 422
     assert "cors.allowed_origin" in [e["path"] for e in bad.json()["errors"]]
@@ -134,7 +134,7 @@ async def test_bad_input(
     if status == 422 and b"rout" in body:
         assert [e["path"] for e in problem["errors"]] == ["rout"]
         assert "rout" in problem["errors"][0]["message"] or problem["errors"][0]["message"]
-    assert gw.gateway.snapshot.generation == 1
+    assert gw.gateway.runtime.snapshot.generation == 1
 
 
 async def test_body_over_one_mib_is_413(gateway_factory: GatewayFactory) -> None:
@@ -176,7 +176,7 @@ async def test_reload_invalid_file_keeps_serving_and_reports(
     gw = await file_gateway_factory(
         {"version": 1, "hot_reload": False, "routers": [route("/a", "/a", [backend])]}
     )
-    source = gw.gateway.snapshot.source
+    source = gw.gateway.runtime.snapshot.source
     assert source is not None
     source.write_text(json.dumps({"version": 1, "routers": [{"external_path": "/b"}]}))
     resp = await call(gw, "POST", "/api/config/reload")
@@ -203,7 +203,7 @@ async def test_status_describes_the_running_config(
 ) -> None:
     gw = await file_gateway_factory({"version": 1, "routers": [route("/a", "/a", [backend])]})
     status = (await call(gw, "GET", "/api/config/status")).json()
-    source = gw.gateway.snapshot.source
+    source = gw.gateway.runtime.snapshot.source
     assert source is not None
     assert status["source_path"] == str(source)
     assert status["persisted"] is True
@@ -239,7 +239,7 @@ async def test_logs_never_print_a_secret(
     assert (await call(gw, "PUT", "/api/config", current, headers=auth)).status == 422
     current["jwt"]["secret"] = "***"
     assert (await call(gw, "PUT", "/api/config", current, headers=auth)).status == 200
-    source = gw.gateway.snapshot.source
+    source = gw.gateway.runtime.snapshot.source
     assert source is not None
     source.write_text(json.dumps({**config, "routers": [{"bad": True}]}))
     assert (await call(gw, "POST", "/api/config/reload", headers=auth)).status == 422

@@ -16,7 +16,7 @@ from tests.conftest import BackendFactory, GatewayFactory
 from tests.support import EchoBackend, raw_request, route, unused_port
 
 if TYPE_CHECKING:
-    from kairos_gateway.app import Gateway
+    from kairos_gateway.runtime import Runtime
 
 FAST = {"metrics_interval_s": 0.02, "metrics_history_step_s": 0.05, "metrics_retention_s": 0.5}
 #: Per-label steps of 6 x 0.05 s, kept for 30 s (100 points).
@@ -202,8 +202,10 @@ class _Clock:
 
 
 def _sampler(metrics: GatewayMetrics, clock: _Clock, **options: Any) -> MetricsSampler:
-    gateway = cast("Gateway", SimpleNamespace(metrics=metrics))
-    return MetricsSampler(gateway, interval_s=1, step_s=1, clock=clock, wall=clock, **options)
+    runtime = cast("Runtime", SimpleNamespace(metrics=metrics))
+    return MetricsSampler(
+        runtime, uptime_s=lambda: 0.0, interval_s=1, step_s=1, clock=clock, wall=clock, **options
+    )
 
 
 def _step(sampler: MetricsSampler, clock: _Clock, metrics: GatewayMetrics, *routes: str) -> None:

@@ -28,7 +28,7 @@ async def call(
 
 
 def on_disk(gw: RunningGateway) -> dict[str, Any]:
-    source = gw.gateway.snapshot.source
+    source = gw.gateway.runtime.snapshot.source
     assert source is not None
     data: dict[str, Any] = json.loads(source.read_text())
     return data
@@ -68,7 +68,7 @@ async def test_get_list_and_one_with_percent_encoded_path(
     listed = await call(gw, "GET", "/api/routes")
     assert listed.status == 200
     assert [r["external_path"] for r in listed.json()["routes"]] == [USERS, "/a"]
-    assert listed.json()["config_version"] == gw.gateway.snapshot.generation
+    assert listed.json()["config_version"] == gw.gateway.runtime.snapshot.generation
     one = await call(gw, "GET", USERS_URL)
     assert one.status == 200
     assert one.json()["internal_path"] == "/users/{id}"
@@ -194,7 +194,7 @@ async def test_mutation_refused_when_file_changed_on_disk(
     backend: EchoBackend, file_gateway_factory: GatewayFactory
 ) -> None:
     gw = await file_gateway_factory({**config(), "hot_reload": False})
-    source = gw.gateway.snapshot.source
+    source = gw.gateway.runtime.snapshot.source
     assert source is not None
     edited = {**config(route("/hand", "/hand", [backend])), "hot_reload": False}
     source.write_text(json.dumps(edited))
@@ -214,7 +214,7 @@ async def test_change_not_applied_when_it_cannot_be_saved(
 ) -> None:
     gw = await file_gateway_factory(config())
     before = (await call(gw, "GET", "/api/config/status")).json()
-    source = gw.gateway.snapshot.source
+    source = gw.gateway.runtime.snapshot.source
     assert source is not None
     text = source.read_text()
 

@@ -309,7 +309,7 @@ async def test_slow_backend_is_504(backend: EchoBackend, gateway_factory: Gatewa
     assert resp.status == 504
     assert resp.json()["type"] == "upstream_timeout"
     # The global timeout still applies to other routes.
-    assert gw.gateway.snapshot.config.timeouts.read_ms == 30000
+    assert gw.gateway.runtime.snapshot.config.timeouts.read_ms == 30000
 
 
 async def test_access_log_line(backend: EchoBackend, gateway_factory: GatewayFactory) -> None:

@@ -36,7 +36,7 @@ def config(generation: int, backend: EchoBackend, **extra: Any) -> dict[str, Any
 async def wait_for_version(gw: RunningGateway, version: int) -> None:
     """Wait (bounded) until the gateway's config version reaches ``version``."""
     async with asyncio.timeout(10):
-        while gw.gateway.snapshot.generation < version:
+        while gw.gateway.runtime.snapshot.generation < version:
             await gw.gateway.management.sampler.wait_for(
                 gw.gateway.management.sampler.samples_taken + 1
             )
@@ -46,7 +46,7 @@ async def test_zero_dropped_requests_across_20_changes(
     backend: EchoBackend, file_gateway_factory: GatewayFactory
 ) -> None:
     gw = await file_gateway_factory(config(0, backend, hot_reload=False))
-    source = gw.gateway.snapshot.source
+    source = gw.gateway.runtime.snapshot.source
     assert source is not None
     failures: list[str] = []
     seen: list[int] = []
@@ -99,7 +99,7 @@ async def test_zero_dropped_requests_across_20_changes(
         await asyncio.gather(changer(), *(client() for _ in range(4)))
     assert failures == []
     assert len(seen) == 4 * per_client
-    assert gw.gateway.snapshot.generation == 21
+    assert gw.gateway.runtime.snapshot.generation == 21
     assert len(set(seen)) > 1  # the clients did see the configs change
 
 
@@ -111,7 +111,7 @@ async def test_watcher_applies_edits_and_skips_own_writes(
     assert watcher is not None
     async with asyncio.timeout(10):
         await watcher.watching.wait()
-    source = gw.gateway.snapshot.source
+    source = gw.gateway.runtime.snapshot.source
     assert source is not None
 
     source.write_text(json.dumps(config(1, backend)))
@@ -131,13 +131,13 @@ async def test_watcher_applies_edits_and_skips_own_writes(
         headers=[("Content-Type", "application/json")],
     )
     assert made.status == 201
-    assert gw.gateway.snapshot.generation == 3
+    assert gw.gateway.runtime.snapshot.generation == 3
     # A later hand edit is picked up, which proves the watcher saw (and skipped) ours.
     edited = json.loads(source.read_text())
     edited["routers"].append(route("/hand", "/hand", [backend]))
     source.write_text(json.dumps(edited))
     await wait_for_version(gw, 4)
-    assert gw.gateway.snapshot.generation == 4
+    assert gw.gateway.runtime.snapshot.generation == 4
     assert (await raw_request(gw.port, "/hand")).status == 200
     assert (await raw_request(gw.port, "/api-made")).status == 200
 
@@ -150,7 +150,7 @@ async def test_watcher_keeps_serving_on_an_invalid_file(
     assert watcher is not None
     async with asyncio.timeout(10):
         await watcher.watching.wait()
-    source = gw.gateway.snapshot.source
+    source = gw.gateway.runtime.snapshot.source
     assert source is not None
     source.write_text('{"version": 1, "routers": [')
     async with asyncio.timeout(10):

@@ -127,8 +127,8 @@ async def test_half_open_probe_closes_the_breaker_when_the_backend_is_back(
         return (await raw_request(gw.port, "/x")).status == 200
 
     await eventually(served)
-    assert gw.gateway.registry.get(gw.gateway.snapshot.routes[0].backends[0].endpoint)
-    assert gw.gateway.snapshot.routes[0].backends[0].breaker.state == "closed"
+    assert gw.gateway.runtime.registry.get(gw.gateway.runtime.snapshot.routes[0].backends[0].endpoint)
+    assert gw.gateway.runtime.snapshot.routes[0].backends[0].breaker.state == "closed"
     assert backend.requests
 
 
@@ -570,7 +570,7 @@ async def test_chaos_a_backend_dies_and_comes_back(
     assert served["b"] > 0
     await b.stop()  # killed: open keep-alive connections are closed too
     await asyncio.gather(*(client(25) for _ in range(4)))
-    state = gw.gateway.snapshot.routes[0].backends[1]
+    state = gw.gateway.runtime.snapshot.routes[0].backends[1]
     assert not state.available()
 
     revived = await backend_factory("b", port=victim_port)

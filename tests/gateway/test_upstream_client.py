@@ -20,6 +20,7 @@ import trustme
 import uvloop
 from kairos_gateway.upstream import (
     Endpoint,
+    StaleConnection,
     UpstreamClosed,
     UpstreamConnectError,
     UpstreamError,
@@ -433,7 +434,7 @@ async def test_server_closed_idle_connection_is_dropped() -> None:
         await eventually(lambda: pool.idle_connections(ep) == 0)
         assert await read_all(await get(pool, ep)) == b"hello"
         assert srv.accepted == 2
-        assert pool.stats.retries == 0
+        assert pool.stats.stale == 0
         await pool.close()
 
 
@@ -460,33 +461,23 @@ def _stale_handler(srv_requests: list[bytes]) -> Handler:
 
 
 @on_both_loops
-async def test_stale_connection_get_is_retried_once() -> None:
+async def test_stale_connection_is_reported_not_replayed() -> None:
+    # The pool never replays: the request path decides (and counts) the retry.
     seen: list[bytes] = []
     async with RawServer(_stale_handler(seen)) as srv:
         pool = UpstreamPool()
         ep = srv.endpoint()
         assert await read_all(await get(pool, ep)) == b"hello"
-        assert await read_all(await get(pool, ep, "/again")) == b"hello"
-        assert srv.accepted == 2
-        assert pool.stats.retries == 1
-        assert seen == [b"GET / HTTP/1.1", b"GET /again HTTP/1.1", b"GET /again HTTP/1.1"]
-        await pool.close()
-
-
-@on_both_loops
-async def test_stale_connection_post_is_not_replayed() -> None:
-    seen: list[bytes] = []
-    async with RawServer(_stale_handler(seen)) as srv:
-        pool = UpstreamPool()
-        ep = srv.endpoint()
-        assert await read_all(await get(pool, ep)) == b"hello"
-        with pytest.raises(UpstreamClosed) as info:
+        with pytest.raises(StaleConnection) as info:
             await get(pool, ep, "/p", method="POST", body=b"data")
         assert not info.value.response_started
-        assert info.value.kind == "reset"
+        assert info.value.kind == "stale_connection"
         assert seen == [b"GET / HTTP/1.1", b"POST /p HTTP/1.1"]
-        assert pool.stats.retries == 0
+        assert pool.stats.stale == 1
         assert srv.accepted == 1
+        # A fresh connection is opened for the next request.
+        assert await read_all(await get(pool, ep, "/again")) == b"hello"
+        assert srv.accepted == 2
         await pool.close()
 
 
@@ -885,7 +876,7 @@ async def test_peer_closes_before_headers_on_fresh_connection() -> None:
         with pytest.raises(UpstreamClosed) as info:
             await get(pool, srv.endpoint())
         assert not info.value.response_started
-        assert pool.stats.retries == 0
+        assert pool.stats.stale == 0
         await pool.close()
 
 

@@ -20,6 +20,8 @@ from .api import (
     LiveStatus,
     MetricsHistory,
     MetricsSnapshot,
+    PluginCatalog,
+    PluginInfo,
     Problem,
     Rates,
     ReadyStatus,
@@ -76,6 +78,7 @@ from .limits import (
     token_bucket,
 )
 from .paths import RESERVED_PATHS, RESERVED_PREFIXES, has_dot_segment
+from .plugins import PLUGIN_NAME_PATTERN, PluginConfig, effective_plugins
 from .ratelimit import RateLimitConfig
 from .resilience import (
     CircuitBreakerConfig,
@@ -110,6 +113,7 @@ __all__ = [
     "HTTP_METHODS",
     "MAX_BODY_LIMIT",
     "MAX_CONFIG_BYTES",
+    "PLUGIN_NAME_PATTERN",
     "RESERVED_PATHS",
     "RESERVED_PREFIXES",
     "SLIDING_SUBWINDOWS",
@@ -159,6 +163,9 @@ __all__ = [
     "NoHealthyBackend",
     "NoRoute",
     "PayloadTooLarge",
+    "PluginCatalog",
+    "PluginConfig",
+    "PluginInfo",
     "Problem",
     "RateLimitConfig",
     "Rates",
@@ -186,6 +193,7 @@ __all__ = [
     "config_to_json",
     "effective_circuit_breaker",
     "effective_health_check",
+    "effective_plugins",
     "effective_timeouts",
     "fixed_window",
     "has_dot_segment",

@@ -34,6 +34,8 @@ __all__ = [
     "LiveStatus",
     "MetricsHistory",
     "MetricsSnapshot",
+    "PluginCatalog",
+    "PluginInfo",
     "Problem",
     "Rates",
     "ReadyStatus",
@@ -235,6 +237,31 @@ class BackendList(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     backends: list[BackendStatus]
+
+
+class PluginInfo(_Body):
+    """One plugin: an installed one (``kairos.plugins`` entry point) or a built-in
+    policy. Built-ins are configured by their own top-level fields, not ``plugins``."""
+
+    name: str
+    builtin: bool
+    priority: int
+    #: The request-path phases it acts in, in the order they run.
+    phases: list[str]
+    description: str = ""
+    #: The distribution that provides it, and its version (installed plugins).
+    package: str | None = None
+    version: str | None = None
+    #: JSON Schema of the entry's ``config`` (installed plugins).
+    config_schema: dict[str, Any] | None = None
+
+
+class PluginCatalog(_Body):
+    """`GET /api/plugins`: the policies a route can run, highest priority first;
+    ``errors`` lists entry points that failed to load (name: reason)."""
+
+    plugins: list[PluginInfo]
+    errors: dict[str, str] = {}
 
 
 class HealthStatus(_Body):

@@ -31,6 +31,7 @@ from .auth import REDACTED_CONTEXT, JwtConfig, reveal_secret
 from .cluster import ClusterConfig
 from .edge import CorsConfig, SecurityHeadersConfig
 from .errors import ConfigError, FieldError
+from .plugins import PluginConfig, PluginEntries, effective_plugins
 from .ratelimit import RateLimitConfig
 from .resilience import CircuitBreakerConfig, HealthCheckConfig
 from .route import MAX_BODY_LIMIT, Router, Timeouts
@@ -84,6 +85,8 @@ class GatewayConfig(KairosModel):
     hot_reload: bool = True
     #: Nodes sharing the configuration through Redis (read at start-up; never shared).
     cluster: ClusterConfig | None = None
+    #: Plugins applied to every route (a route's own entries override them by name).
+    plugins: PluginEntries | None = None
 
     @field_serializer("jwt_secret")
     def _dump_secret(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
@@ -120,6 +123,10 @@ class GatewayConfig(KairosModel):
         if route.cors is not None or route.opts_out_of("cors"):
             return route.cors
         return self.cors
+
+    def plugins_for(self, index: int) -> list[tuple[tuple[str | int, ...], PluginConfig]]:
+        """The enabled plugin entries of route ``index``, each with its field path."""
+        return effective_plugins(self.plugins, self.routers[index].plugins, index)
 
     def max_body_size_for(self, route: Router) -> int:
         return self.max_body_size if route.max_body_size is None else route.max_body_size

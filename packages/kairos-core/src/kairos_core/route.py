@@ -19,6 +19,7 @@ from .auth import check_forward_claims
 from .backend import Backend
 from .edge import CorsConfig
 from .paths import PathTemplate, parse_external_path, parse_internal_path
+from .plugins import PluginEntries
 from .ratelimit import RateLimitConfig
 from .resilience import CircuitBreakerConfig, HealthCheckConfig
 
@@ -154,6 +155,8 @@ class Router(KairosModel):
     cors: CorsConfig | None = None
     #: Largest request body for this route, in bytes (absent: the top-level value).
     max_body_size: Annotated[int, Field(ge=0, le=MAX_BODY_LIMIT)] | None = None
+    #: Plugins for this route, merged over the top-level ``plugins`` by name.
+    plugins: PluginEntries | None = None
 
     @model_serializer(mode="wrap")
     def _keep_explicit_nulls(self, handler: SerializerFunctionWrapHandler) -> Any:

@@ -4,12 +4,34 @@ Run it with `kairos-gateway` (see `cli`), or embed it::
 
     async with Gateway(load_config_file("config.json")) as gateway:
         ...
+
+Extend it with plugins (see docs/plugins.md): a `Plugin` registered in the
+``kairos.plugins`` entry-point group builds a `Policy` that acts in the phases of
+the request path it declares.
 """
 
 __version__ = "0.1.0"
 
 from .accesslog import AccessLog
 from .app import Gateway
+from .chain import Policy, Request, ResponseHead, UpstreamRequest
+from .messages import Response
+from .plugins import Plugin, PluginRegistry
+from .runtime import Runtime
 from .settings import GatewaySettings, SettingsError
 
-__all__ = ["AccessLog", "Gateway", "GatewaySettings", "SettingsError", "__version__"]
+__all__ = [
+    "AccessLog",
+    "Gateway",
+    "GatewaySettings",
+    "Plugin",
+    "PluginRegistry",
+    "Policy",
+    "Request",
+    "Response",
+    "ResponseHead",
+    "Runtime",
+    "SettingsError",
+    "UpstreamRequest",
+    "__version__",
+]

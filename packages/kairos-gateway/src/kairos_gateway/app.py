@@ -1,4 +1,10 @@
-"""The gateway process: listener, live snapshot, upstream pool, metrics, access log.
+"""The gateway process: wires the runtime, the listeners and the management side.
+
+`Gateway` builds the parts and owns their lifecycle: the `Runtime` (live snapshot,
+backend state, metrics, pool), the HTTP listeners whose exchanges it hosts
+(`exchange.Host`), the gateway endpoints (`ops`), and the management side: `LiveConfig`,
+the cluster node, the file watcher, the metrics sampler and the `ManagementApi`. Those
+depend on the runtime, never on this module.
 
 Lifecycle: `start()` binds (or adopts) the listening sockets and begins serving;
 `stop()` drains: it stops accepting, closes idle keep-alive connections, lets in-flight
@@ -11,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import socket
 import time
 from collections.abc import Callable
@@ -19,27 +24,28 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from kairos_core import MAX_BODY_LIMIT, GatewayConfig
+from kairos_core import MAX_BODY_LIMIT, GatewayConfig, KairosError
 from tornado.http1connection import HTTP1ServerConnection
 from tornado.netutil import bind_sockets
 
 from . import ops
 from .accesslog import AccessLog
-from .backends import EWMA_DECAY_S, BackendRegistry
+from .backends import EWMA_DECAY_S
 from .cluster import with_redis_url
-from .exchange import OpsHandler
 from .health import HealthChecker
-from .management import ManagementApi
-from .metrics import GatewayMetrics
+from .management import LiveConfig, ManagementApi, MetricsSampler
+from .management.watcher import FileWatcher
+from .messages import ApiRequest, ApiResponse, OpsHandler
 from .metrics_share import MetricsShare
-from .ratelimit import RateLimiters
+from .plugins import PluginRegistry
+from .runtime import Runtime
 from .server import KairosHTTPServer
 from .settings import HARD_HEADER_LIMIT, GatewaySettings
-from .snapshot import Snapshot, build_snapshot
-from .upstream import UpstreamPool
+from .snapshot import Snapshot
 
 if TYPE_CHECKING:
     from .auth import JwtVerifier
+    from .cluster import ClusterNode
 
 log = logging.getLogger("kairos.gateway")
 
@@ -55,44 +61,63 @@ class Gateway:
         ewma_decay_s: float = EWMA_DECAY_S,
         worker: int | None = None,
         metrics_dir: Path | None = None,
+        plugins: PluginRegistry | None = None,
     ) -> None:
-        self.settings = settings or GatewaySettings()
+        self.settings = settings = settings or GatewaySettings()
         #: This process's index among `--workers` processes (None: a single process).
         self.worker = worker
         #: Called after a change made through the management API is saved and live
         #: (worker processes use it to tell their siblings).
         self.on_config_change: Callable[[], None] | None = None
-        self.metrics = GatewayMetrics()
-        if metrics_dir is not None:
-            self.metrics.share = MetricsShare(metrics_dir)
-        self.rng = random.Random()
-        self.registry = BackendRegistry(
-            self.metrics, clock=time.monotonic, ewma_decay_s=ewma_decay_s
-        )
-        self.metrics.backend_gauges = self._backend_gauges
-        self.limiters = RateLimiters()
-        self.metrics.rate_limit_store_errors = lambda: self.limiters.store_errors
-        config = with_redis_url(config, self.settings.redis_url)
-        self.snapshot: Snapshot = build_snapshot(
+        config = with_redis_url(config, settings.redis_url)
+        self.runtime = runtime = Runtime(
             config,
-            metrics=self.metrics,
-            registry=self.registry,
-            limiters=self.limiters,
             source=source,
-            rng=self.rng,
+            plugins=plugins or PluginRegistry(slow_s=settings.plugin_slow_ms / 1000),
+            ewma_decay_s=ewma_decay_s,
         )
-        self.pool = UpstreamPool()
-        self.health = HealthChecker(rng=self.rng)
-        self.access_log = access_log or AccessLog.open(
-            self.settings.access_log, self.settings.log_format
+        if metrics_dir is not None:
+            runtime.metrics.share = MetricsShare(metrics_dir)
+        self.max_header_size = settings.max_header_size
+        self.health = HealthChecker(rng=runtime.rng)
+        self.access_log = access_log or AccessLog.open(settings.access_log, settings.log_format)
+        # The management side: changes (file, API, cluster), metrics history, the API.
+        self.live = LiveConfig(runtime, runtime.snapshot.source, on_change=self._config_changed)
+        block = runtime.snapshot.config.cluster
+        self.cluster: ClusterNode | None = None
+        if block is not None:
+            from .cluster.node import ClusterNode  # loads redis-py only in cluster mode
+
+            self.cluster = ClusterNode(runtime, self.live, block)
+        self.live.cluster = self.cluster
+        file = self.live.file
+        watcher = (
+            None
+            if file is None
+            else FileWatcher(file.path, self._file_changed, debounce_ms=settings.watch_debounce_ms)
+        )
+        sampler = MetricsSampler(
+            runtime,
+            uptime_s=self.uptime_s,
+            interval_s=settings.metrics_interval_s,
+            step_s=settings.metrics_history_step_s,
+            retention_s=settings.metrics_retention_s,
+        )
+        self.management = ManagementApi(
+            runtime,
+            self.live,
+            admin_token=settings.admin_token,
+            sampler=sampler,
+            cluster=self.cluster,
+            watcher=watcher,
         )
         self.ops: dict[str, OpsHandler] = ops.build(self)
-        self.management = ManagementApi(self)
         self.ops["/metrics"] = self.management.guard_metrics(self.ops["/metrics"])
+        runtime.observe(self._activated)
         #: The admin listener's address as configured at start-up (None: the proxy port).
-        self._admin_listen = self.snapshot.config.admin.listen
+        self._admin_listen = runtime.snapshot.config.admin.listen
         #: Read at start-up only, like the admin listener.
-        self._cluster = self.snapshot.config.cluster
+        self._cluster = runtime.snapshot.config.cluster
         self._admin_server: KairosHTTPServer | None = None
         self._admin_sockets: list[socket.socket] = []
         #: Connections waiting for their next request, with the loop time they began.
@@ -108,79 +133,53 @@ class Gateway:
         self._started_at = time.monotonic()
         self.clock = asyncio.get_running_loop().time
 
-    # -- state used by the request path ---------------------------------------------
+    # -- what the exchange needs (exchange.Host) -------------------------------------
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The live configuration (the runtime's)."""
+        return self.runtime.snapshot
+
+    async def handle_management(self, request: ApiRequest) -> ApiResponse:
+        return await self.management.handle(request)
 
     def uptime_s(self) -> float:
         return time.monotonic() - self._started_at
 
     def request_started(self) -> None:
         self.inflight += 1
-        self.metrics.active_requests += 1
+        self.runtime.metrics.active_requests += 1
 
     def request_finished(self) -> None:
         self.inflight -= 1
-        self.metrics.active_requests -= 1
+        self.runtime.metrics.active_requests -= 1
         if self.draining and self.inflight == 0:
             self._drained.set()
 
     def apply(self, config: GatewayConfig, *, source: Path | None = None) -> Snapshot:
-        """Make ``config`` live: build a snapshot off to the side, then swap one reference.
+        """Make ``config`` live (`Runtime.apply`); raises `ConfigError`, changing nothing."""
+        return self.runtime.apply(config, source=source)
 
-        Raises `ConfigError` (and changes nothing) when the config cannot be compiled.
-        Requests in flight finish on the snapshot they started with; per-backend state
-        (breakers, EWMA, in-flight counts, health) carries over for backends that stay,
-        and is dropped, with their health probes, for backends that leave.
-        """
-        snapshot = self.prepare(config, source=source)
-        self.activate(snapshot)
-        return snapshot
-
-    def prepare(self, config: GatewayConfig, *, source: Path | None = None) -> Snapshot:
-        """Compile ``config`` into the next snapshot without making it live.
-
-        Raises `ConfigError`. Follow with `activate`, or `discard` to forget the backend
-        state the build registered.
-        """
-        current = self.snapshot
-        return build_snapshot(
-            config,
-            metrics=self.metrics,
-            registry=self.registry,
-            limiters=self.limiters,
-            generation=current.generation + 1,
-            source=current.source if source is None else source,
-            previous=current,
-            rng=self.rng,
-        )
-
-    def discard(self, snapshot: Snapshot) -> None:
-        """Undo what preparing ``snapshot`` registered (it will never be live)."""
-        self.registry.retain(self.snapshot.endpoints())
-
-    def activate(self, snapshot: Snapshot) -> None:
-        """Swap ``snapshot`` in: from the next request on, it is the configuration."""
-        previous, self.snapshot = self.snapshot, snapshot
+    def _activated(self, previous: Snapshot, snapshot: Snapshot) -> None:
+        """A new snapshot went live: follow it with what lives outside the runtime."""
         if snapshot.verifier is not previous.verifier:
             self._swap_verifier(previous.verifier, snapshot.verifier)
-        self.registry.retain(snapshot.endpoints())
         if self._server is not None:
             self.health.update(snapshot.health_targets)
         config = snapshot.config
-        log.info(
-            "configuration applied",
-            extra={
-                "fields": {"config_version": snapshot.generation, "routes": len(snapshot.table)}
-            },
-        )
         if config.admin.listen != self._admin_listen:
             log.warning("admin.listen changed: the admin listener moves only on a restart")
         if config.cluster != self._cluster:
             log.warning("cluster changed: a node joins or leaves a cluster only on a restart")
         self.management.applied(snapshot)
 
-    def config_changed(self) -> None:
+    def _config_changed(self) -> None:
         if self.on_config_change is not None:
             self.on_config_change()
+
+    async def _file_changed(self) -> None:
+        with contextlib.suppress(KairosError):  # recorded in the status, and logged
+            await self.live.reload("watcher")
 
     def _swap_verifier(self, old: JwtVerifier | None, new: JwtVerifier | None) -> None:
         """Start the new JWT verifier (its JWKS fetch) and close the old one, in the
@@ -191,15 +190,6 @@ class Gateway:
         if old is not None:
             self._background.add(loop.create_task(old.close()))
         self._background = {t for t in self._background if not t.done()}
-
-    def _backend_gauges(self) -> list[tuple[str, int, int, int]]:
-        seen: dict[str, tuple[str, int, int, int]] = {}
-        for state in self.registry:
-            seen.setdefault(
-                state.address,
-                (state.address, int(state.healthy), state.breaker.state_value, state.inflight),
-            )
-        return list(seen.values())
 
     def abort_drain(self) -> None:
         """Stop waiting for in-flight requests (a second SIGTERM/SIGINT)."""
@@ -228,7 +218,8 @@ class Gateway:
             sockets = bind_sockets(settings.port, settings.host, reuse_port=settings.workers > 1)
         self._sockets = sockets
         # A cluster node takes the cluster's configuration before its first request.
-        await self.management.join_cluster()
+        if self.cluster is not None:
+            await self.cluster.start()
         server = KairosHTTPServer(
             self,
             # Both limits are enforced per request by the gateway (431, 413 per route);
@@ -239,7 +230,7 @@ class Gateway:
         )
         server.add_sockets(sockets)
         self._server = server
-        admin_address = self.snapshot.config.admin.listen_address
+        admin_address = self.runtime.snapshot.config.admin.listen_address
         if admin_address is not None:
             # Only the management API (and /health, /ready, /live, /metrics) answers
             # here; the proxy port no longer serves /api/*.
@@ -262,12 +253,13 @@ class Gateway:
                 log.info(f"management API listening on http://{host}:{port}")
         self._started_at = time.monotonic()
         self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep())
-        self.health.update(self.snapshot.health_targets)
-        if self.snapshot.verifier is not None:
+        snapshot = self.runtime.snapshot
+        self.health.update(snapshot.health_targets)
+        if snapshot.verifier is not None:
             # The first JWKS fetch must not hold up the listener; until it lands,
             # tokens signed by JWKS keys are refused (401).
             loop = asyncio.get_running_loop()
-            self._background.add(loop.create_task(self.snapshot.verifier.start()))
+            self._background.add(loop.create_task(snapshot.verifier.start()))
         await self.management.start()
         self.ready = True
 
@@ -302,16 +294,19 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
         await self.management.close()
+        if self.cluster is not None:
+            await self.cluster.close()
         await self.health.close()
         for task in self._background:
             task.cancel()
-        if self.snapshot.verifier is not None:
-            await self.snapshot.verifier.close()
-        await self.limiters.aclose()
-        await self.pool.close()
+        runtime = self.runtime
+        if runtime.snapshot.verifier is not None:
+            await runtime.snapshot.verifier.close()
+        await runtime.aclose()
         self.access_log.close()
-        if self.metrics.share is not None:
-            self.metrics.share.publish(self.metrics.own_view())
+        metrics = runtime.metrics
+        if metrics.share is not None:
+            metrics.share.publish(metrics.own_view())
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -337,5 +332,6 @@ class Gateway:
                     del self.waiting[conn]
                     conn.stream.close()
             self.access_log.flush()
-            if self.metrics.share is not None:
-                self.metrics.share.publish(self.metrics.own_view())
+            metrics = self.runtime.metrics
+            if metrics.share is not None:
+                metrics.share.publish(metrics.own_view())

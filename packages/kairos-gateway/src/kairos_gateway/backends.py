@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 
 from kairos_core import Backend, CircuitBreakerConfig, HealthCheckConfig
 
@@ -210,15 +210,16 @@ class BackendRegistry:
         self._states: dict[Endpoint, BackendState] = {}
 
     def state(self, backend: Backend, breaker: CircuitBreakerConfig) -> BackendState:
-        """The state for ``backend``: the existing one (breaker reconfigured) or a new one.
+        """The state for ``backend``: the existing one, untouched, or a new one whose
+        breaker starts with the ``breaker`` settings.
 
-        When several routes share a backend, the last call sets the breaker settings;
-        a snapshot builder should call once per backend with the settings it chose.
+        An existing state is never changed here: a snapshot being prepared must not
+        change live behaviour. Its new settings are applied by `configure` when the
+        snapshot goes live.
         """
         endpoint = endpoint_of(backend)
         found = self._states.get(endpoint)
         if found is not None:
-            found.breaker.reconfigure(breaker)
             return found
         address = backend.address
         created = BackendState(
@@ -231,6 +232,11 @@ class BackendRegistry:
         )
         self._states[endpoint] = created
         return created
+
+    def configure(self, settings: Iterable[tuple[BackendState, CircuitBreakerConfig]]) -> None:
+        """Apply the breaker settings of a snapshot that just went live."""
+        for state, breaker in settings:
+            state.breaker.reconfigure(breaker)
 
     def retain(self, keep: Collection[Endpoint]) -> list[BackendState]:
         """Drop the states whose endpoint is not in ``keep``; return the dropped ones.

@@ -3,7 +3,7 @@
 ::
 
     closed --(failure_threshold consecutive failures)--> open
-    open --(reset_timeout_s elapsed; checked lazily, no timers)--> half_open
+    open --(reset_timeout_s elapsed, on the next acquire; no timers)--> half_open
     half_open --(success_threshold consecutive probe successes)--> closed
     half_open --(any probe failure)--> open (a fresh reset timeout)
 
@@ -134,9 +134,11 @@ class CircuitBreaker:
 
     @property
     def state(self) -> BreakerState:
-        """The current state; an open breaker whose timeout elapsed becomes half-open here."""
+        """The state a request would meet now: an open breaker whose reset timeout has
+        elapsed reads as half-open. Reading changes nothing (no transition, no log
+        line); the transition itself happens when `acquire` admits the first probe."""
         if self._state == "open" and self._timeout_elapsed():
-            self._transition("half_open")
+            return "half_open"
         return self._state
 
     @property

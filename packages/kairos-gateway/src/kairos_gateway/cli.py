@@ -22,6 +22,7 @@ from kairos_core import ConfigError, GatewayConfig, RateLimitConfig, load_config
 from . import __version__
 from .app import Gateway
 from .logs import configure
+from .plugins import PluginRegistry
 from .settings import GatewaySettings, SettingsError, parse_workers
 from .snapshot import check_runtime
 from .supervisor import CONFIG_CHANGED, SYNC_CONFIG, reserve_port, supervise
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load(settings.config_path, explicit=explicit)
         if config is not None:
-            check_runtime(config)
+            check_runtime(config, PluginRegistry())
     except ConfigError as exc:
         lines = "\n".join(f"  - {error}" for error in exc.errors) or f"  - {exc}"
         return _fail(EXIT_CONFIG, f"invalid config {settings.config_path}:\n{lines}")

@@ -33,7 +33,9 @@ _USER_AGENT = f"kairos-health-check/{__version__}"
 
 class HealthChecker:
     def __init__(self, *, rng: random.Random | None = None) -> None:
-        self._pool = UpstreamPool(max_idle_per_endpoint=2)
+        # No idle connections: each probe connects afresh, so it checks that the backend
+        # accepts connections, and never fails on a connection the backend timed out.
+        self._pool = UpstreamPool(max_idle_per_endpoint=0)
         self._tasks: dict[Endpoint, tuple[HealthTarget, asyncio.Task[None]]] = {}
         self._rng = rng or random.Random()
 

@@ -1,7 +1,8 @@
 """The gateway's own endpoints: `/health`, `/ready`, `/live`, `/metrics`.
 
 They are matched before any route (validation keeps routes off these paths) and answer
-without touching a backend.
+without touching a backend. They read the process through `OpsState` (the app's
+`Gateway` fits it).
 """
 
 from __future__ import annotations
@@ -9,15 +10,33 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from . import __version__
 
 if TYPE_CHECKING:
-    from .app import Gateway
-    from .exchange import Exchange, OpsHandler
+    from kairos_core import ClusterStatus
+
+    from .messages import ApiRequest, OpsHandler
+    from .runtime import Runtime
+
+
+class _Cluster(Protocol):
+    def status(self) -> ClusterStatus: ...
+
+
+class OpsState(Protocol):
+    runtime: Runtime
+    ready: bool
+    draining: bool
+    worker: int | None
+
+    @property
+    def cluster(self) -> _Cluster | None: ...
+    def uptime_s(self) -> float: ...
+
 
 JSON = "application/json"
 
@@ -30,11 +49,12 @@ def _timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def build(gateway: Gateway) -> dict[str, OpsHandler]:
+def build(gateway: OpsState) -> dict[str, OpsHandler]:
     """Map of exact paths to handlers for `gateway`."""
+    runtime = gateway.runtime
 
-    def health(_: Exchange) -> tuple[int, str, bytes]:
-        snapshot = gateway.snapshot
+    def health(_: ApiRequest) -> tuple[int, str, bytes]:
+        snapshot = runtime.snapshot
         return _json(
             200,
             {
@@ -49,10 +69,10 @@ def build(gateway: Gateway) -> dict[str, OpsHandler]:
             },
         )
 
-    def ready(_: Exchange) -> tuple[int, str, bytes]:
+    def ready(_: ApiRequest) -> tuple[int, str, bytes]:
         # Backends being down does not make the gateway unready: taking every gateway
         # out of a load balancer because one upstream is down would widen the outage.
-        states = list(gateway.registry)
+        states = list(runtime.registry)
         summary = {
             "total": len(states),
             "available": sum(1 for s in states if s.available()),
@@ -61,14 +81,14 @@ def build(gateway: Gateway) -> dict[str, OpsHandler]:
         }
         # Likewise a cluster node that lost Redis stays ready, serving what it last
         # applied; the body says it is degraded.
-        cluster = gateway.management.cluster
+        cluster = gateway.cluster
         extra = {} if cluster is None else {"cluster": cluster.status().model_dump(mode="json")}
         if gateway.ready:
             return _json(
                 200,
                 {
                     "status": "ready",
-                    "config_version": gateway.snapshot.generation,
+                    "config_version": runtime.snapshot.generation,
                     "backends": summary,
                     **extra,
                 },
@@ -76,11 +96,11 @@ def build(gateway: Gateway) -> dict[str, OpsHandler]:
         reason = "draining" if gateway.draining else "starting"
         return _json(503, {"status": "not_ready", "reason": reason, "backends": summary, **extra})
 
-    def live(_: Exchange) -> tuple[int, str, bytes]:
+    def live(_: ApiRequest) -> tuple[int, str, bytes]:
         return _json(200, {"status": "alive"})
 
-    def metrics(_: Exchange) -> tuple[int, str, bytes]:
-        return 200, CONTENT_TYPE_LATEST, gateway.metrics.render()
+    def metrics(_: ApiRequest) -> tuple[int, str, bytes]:
+        return 200, CONTENT_TYPE_LATEST, runtime.metrics.render()
 
     return {
         "/health": health,

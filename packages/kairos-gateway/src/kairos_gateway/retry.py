@@ -11,13 +11,37 @@ import random
 import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
+from typing import Literal
 
 from kairos_core import RetryConfig
 
-__all__ = ["IDEMPOTENT", "RetryBudget", "RetryPolicy"]
+__all__ = ["IDEMPOTENT", "RetryBudget", "RetryPolicy", "Stop", "decide_stale"]
 
 #: Methods whose replay is safe by definition (RFC 9110 9.2.2), CONNECT and PATCH aside.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+#: Why a request is not tried again. Only ``budget_exhausted`` is counted in metrics
+#: (``kairos_retries_total{reason="budget_exhausted"}``); the rest are configuration.
+Stop = Literal[
+    "no_policy", "max_retries", "method", "connection_error", "deadline", "budget_exhausted"
+]
+
+
+def decide_stale(method: str, replayed: bool, budget: RetryBudget | None) -> Stop | None:
+    """May a request whose reused connection was found closed (`StaleConnection`) be
+    sent again, at once, to the same backend? None: yes.
+
+    Once per request and for idempotent methods only, with or without a retry policy
+    (the backend never saw the request, or cannot tell it apart from a lost one), and
+    paid from the route's retry budget like any retry.
+    """
+    if replayed:
+        return "max_retries"
+    if method not in IDEMPOTENT:
+        return "method"
+    if budget is not None and not budget.try_spend():
+        return "budget_exhausted"
+    return None
 
 
 class RetryPolicy:
@@ -55,6 +79,40 @@ class RetryPolicy:
     def status_retryable(self, status: int) -> bool:
         """Is an upstream response with ``status`` worth another try (e.g. 502/503/504)?"""
         return status in self._statuses
+
+    def decide(
+        self,
+        method: str,
+        retries: int,
+        *,
+        failed: bool,
+        retry_after: str | None,
+        budget: RetryBudget | None,
+        now: float,
+        deadline: float | None,
+        rng: random.Random,
+    ) -> float | Stop:
+        """The one retry decision: the pause before the next try, or why there is none.
+
+        ``retries`` is how many were already made; ``failed`` is True for a connection
+        error or timeout, False for a retryable status (whose ``Retry-After``, if any,
+        sets the pause). The budget is asked last, so a retry refused for another
+        reason does not use it up.
+        """
+        if retries >= self.max_retries:
+            return "max_retries"
+        if not self.method_allowed(method):
+            return "method"
+        if failed and not self.retry_on_connection_error:
+            return "connection_error"
+        delay = self.retry_after_s(retry_after) if retry_after is not None else None
+        if delay is None:
+            delay = self.backoff_s(retries, rng)
+        if deadline is not None and now + delay >= deadline:
+            return "deadline"
+        if budget is not None and not budget.try_spend():
+            return "budget_exhausted"
+        return delay
 
     def backoff_s(self, retry_number: int, rng: random.Random) -> float:
         """Pause before retry ``retry_number`` (0 for the first retry), in seconds.

@@ -16,17 +16,21 @@ gateway request rates:
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 
-from .exchange import Exchange
+from .exchange import Exchange, Host
 
-if TYPE_CHECKING:
-    from .app import Gateway
+
+class ServerHost(Host, Protocol):
+    """An exchange's host, plus the clock that times waiting connections."""
+
+    clock: Callable[[], float]
 
 
 def _keep_nodelay(value: bool) -> None:
@@ -37,7 +41,7 @@ class KairosHTTPServer(HTTPServer):
     # HTTPServer is Configurable: real initialisation happens in initialize().
     def initialize(  # type: ignore[override]
         self,
-        gateway: Gateway,
+        gateway: ServerHost,
         *,
         max_header_size: int,
         max_body_size: int,

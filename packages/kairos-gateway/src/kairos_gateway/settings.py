@@ -83,6 +83,8 @@ class GatewaySettings:
     #: ``KAIROS_REDIS_URL``: join the cluster sharing this Redis (creates the config's
     #: ``cluster`` block, or replaces its ``redis_url``).
     redis_url: str | None = field(default=None, repr=False)
+    #: A plugin hook that keeps the event loop busy longer than this is logged.
+    plugin_slow_ms: float = 50.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -107,6 +109,7 @@ class GatewaySettings:
             admin_token=env.get("KAIROS_ADMIN_TOKEN") or None,
             workers=parse_workers(env.get("KAIROS_WORKERS", "1"), "KAIROS_WORKERS"),
             redis_url=env.get("KAIROS_REDIS_URL") or None,
+            plugin_slow_ms=_float(env, "KAIROS_PLUGIN_SLOW_MS", 50.0),
         )
         settings.check()
         return settings

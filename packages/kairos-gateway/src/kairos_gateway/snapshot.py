@@ -1,14 +1,17 @@
 """The live configuration as one immutable object.
 
 A `Snapshot` holds the validated config, the compiled route table and, per route,
-everything the request path needs precomputed: the backends' shared state, the
-balancer, the retry policy and budget, timeouts in seconds and the route's metrics. The
-gateway swaps one reference to change configuration; a request keeps the snapshot it
-started with.
+everything the request path needs precomputed: the policy chain, the backends' shared
+state, the balancer, the retry policy and budget, timeouts in seconds and the route's
+metrics. The runtime swaps one reference to change configuration; a request keeps the
+snapshot it started with.
 
 Per-backend state (`BackendState`: in-flight count, latency EWMA, breaker, health)
 lives in the `BackendRegistry`, outside the snapshot, so a new snapshot built for the
-same backends picks up where the previous one left off.
+same backends picks up where the previous one left off. Building a snapshot never
+changes the state of a backend already in the registry: settings that live there
+(breaker thresholds) are listed in `Snapshot.breakers` and applied when the snapshot
+is activated, so a snapshot that is prepared and then discarded leaves no trace.
 """
 
 from __future__ import annotations
@@ -17,14 +20,13 @@ import ipaddress
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kairos_core import (
     CircuitBreakerConfig,
-    ClaimValue,
     CompiledRoute,
     ConfigError,
     CorsConfig,
@@ -41,8 +43,10 @@ from kairos_core import (
 
 from .backends import BackendRegistry, BackendState, endpoint_of
 from .balancer import Balancer, build_balancer
-from .cors import CorsPolicy
+from .chain import Chain, Policy
 from .metrics import GatewayMetrics, RouteStats
+from .plugins import PluginRegistry
+from .policies import BodyLimit, CorsPolicy, JwtPolicy, RateLimitPolicy, SecurityHeaders
 from .ratelimit import RateLimiter, RateLimiters
 from .retry import RetryBudget, RetryPolicy
 from .upstream import Endpoint, UpstreamTLSError
@@ -52,19 +56,6 @@ if TYPE_CHECKING:
     from .auth import JwtVerifier
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@dataclass(frozen=True, slots=True)
-class RouteAuth:
-    """JWT settings of one protected route."""
-
-    verifier: JwtVerifier
-    required_claims: Mapping[str, ClaimValue | list[ClaimValue]] | None
-    #: Claim -> header, the route's entries over the `jwt` block's.
-    forward_claims: Mapping[str, str]
-    #: Lower-cased names of those headers: client-sent copies are always removed.
-    forward_header_names: frozenset[str]
-    strip_authorization: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +71,10 @@ class RouteRuntime:
     total_timeout_s: float | None
     preserve_host: bool
     stats: RouteStats
+    #: The route's policies, built-in and plugins, by phase.
+    chain: Chain
+    #: Answers CORS preflights for the route (also on the chain, for actual requests).
     cors: CorsPolicy | None
-    max_body_size: int
-    limiter: RateLimiter | None
-    auth: RouteAuth | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +94,12 @@ class Snapshot:
     health_targets: tuple[HealthTarget, ...]
     trusted_proxies: tuple[IPNetwork, ...]
     verifier: JwtVerifier | None
-    #: For responses to requests that matched no route.
-    cors: CorsPolicy | None
-    #: Security response headers for plain-HTTP and for HTTPS requests (HSTS only there).
-    security_headers: list[tuple[str, str]]
-    security_headers_https: list[tuple[str, str]]
+    #: For requests that matched no route (top-level CORS, security headers).
+    miss_chain: Chain
+    #: For the gateway's own endpoints (security headers).
+    endpoint_chain: Chain
+    #: Breaker settings per backend, applied when the snapshot goes live.
+    breakers: tuple[tuple[BackendState, CircuitBreakerConfig], ...]
     generation: int
     loaded_at: float
     source: Path | None
@@ -148,16 +140,14 @@ def _verifier(jwt: JwtConfig | None, previous: Snapshot | None) -> JwtVerifier |
         raise ConfigError([FieldError(("jwt",), str(exc))]) from exc
 
 
-def _route_auth(verifier: JwtVerifier | None, jwt: JwtConfig | None, router: Router) -> RouteAuth:
+def _jwt_policy(verifier: JwtVerifier | None, jwt: JwtConfig | None, router: Router) -> JwtPolicy:
     # Validation guarantees a key source whenever a route needs auth.
     assert verifier is not None
     assert jwt is not None
-    forward = {**jwt.forward_claims, **(router.forward_claims or {})}
-    return RouteAuth(
-        verifier=verifier,
+    return JwtPolicy(
+        verifier,
         required_claims=router.required_claims,
-        forward_claims=forward,
-        forward_header_names=frozenset(h.lower() for h in forward.values()),
+        forward_claims={**jwt.forward_claims, **(router.forward_claims or {})},
         strip_authorization=router.strip_authorization,
     )
 
@@ -186,16 +176,25 @@ def _cors(config: CorsConfig | None) -> CorsPolicy | None:
     return None if config is None else CorsPolicy(config)
 
 
-def check_runtime(config: GatewayConfig) -> None:
-    """Raise `ConfigError` for what kairos-core cannot judge without I/O or crypto: a
-    TLS CA bundle that cannot be read, a JWT key that fits none of the allowed
-    algorithms or is too short for one (HS512 needs 64 bytes).
+def _security_headers(config: GatewayConfig) -> list[Policy]:
+    plain = config.security_headers.headers(https=False)
+    if not plain:
+        return []
+    return [SecurityHeaders(plain, config.security_headers.headers(https=True))]
+
+
+def check_runtime(config: GatewayConfig, plugins: PluginRegistry) -> None:
+    """Raise `ConfigError` for what kairos-core cannot judge without I/O, crypto or the
+    installed plugins: a TLS CA bundle that cannot be read, a JWT key that fits none of
+    the allowed algorithms or is too short for one (HS512 needs 64 bytes), a plugin
+    that is not installed or whose settings do not validate.
 
     Run by `--check` and before serving, so these fail at start-up with a field path
     instead of turning requests into 502s or 401s.
     """
     _verifier(config.effective_jwt(), None)
     _check_ca_files(config)
+    plugins.check(config)
 
 
 def _check_ca_files(config: GatewayConfig) -> None:
@@ -224,25 +223,29 @@ def build_snapshot(
     metrics: GatewayMetrics,
     registry: BackendRegistry,
     limiters: RateLimiters,
+    plugins: PluginRegistry,
     generation: int = 1,
     source: Path | None = None,
     previous: Snapshot | None = None,
     rng: random.Random | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> Snapshot:
-    """Compile ``config``; backend state comes from (and is added to) ``registry``.
+    """Compile ``config``; backend state comes from (and new backends are added to)
+    ``registry``, whose existing states are left as they are.
 
     The JWT verifier of ``previous`` is kept (with its token cache and JWKS keys) when
-    the JWT settings did not change.
+    the JWT settings did not change. Plugins get new instances.
     """
     _check_ca_files(config)
+    plugins.check(config)
     table = RouteTable(config.routers)
     jwt = config.effective_jwt()
     verifier = _verifier(jwt, previous)
     rng = rng or random.Random()
+    edge = _security_headers(config)
     runtimes: list[RouteRuntime] = []
     targets: dict[Endpoint, HealthTarget] = {}
-    breakers: dict[Endpoint, CircuitBreakerConfig] = {}
+    breakers: dict[Endpoint, tuple[BackendState, CircuitBreakerConfig]] = {}
     for compiled in table:
         router = compiled.config
         timeouts = effective_timeouts(router, config.timeouts)
@@ -251,8 +254,20 @@ def build_snapshot(
         # A backend shared by several routes gets the settings of the first route that
         # names it, for its breaker as for its health checks.
         states = tuple(
-            registry.state(b, breakers.setdefault(endpoint_of(b), breaker)) for b in router.backends
+            breakers.setdefault(endpoint_of(b), (registry.state(b, breaker), breaker))[0]
+            for b in router.backends
         )
+        stats = metrics.route(compiled.template)
+        cors = _cors(config.cors_for(router))
+        limiter = _limiter(limiters, config, router, compiled.index)
+        policies: list[Policy] = [BodyLimit(config.max_body_size_for(router)), *edge]
+        if cors is not None:
+            policies.append(cors)
+        if router.auth_required:
+            policies.append(_jwt_policy(verifier, jwt, router))
+        if limiter is not None:
+            policies.append(RateLimitPolicy(limiter, template=compiled.template, stats=stats))
+        policies += plugins.policies(config.plugins_for(compiled.index))
         for backend, state in zip(router.backends, states, strict=True):
             if backend.health_check_path and state.endpoint not in targets:
                 targets[state.endpoint] = HealthTarget(state, backend.health_check_path, health)
@@ -277,11 +292,9 @@ def build_snapshot(
                 read_timeout_s=timeouts.read_ms / 1000,
                 total_timeout_s=None if timeouts.total_ms is None else timeouts.total_ms / 1000,
                 preserve_host=router.preserve_host,
-                stats=metrics.route(compiled.template),
-                cors=_cors(config.cors_for(router)),
-                max_body_size=config.max_body_size_for(router),
-                limiter=_limiter(limiters, config, router, compiled.index),
-                auth=_route_auth(verifier, jwt, router) if router.auth_required else None,
+                stats=stats,
+                chain=Chain.build(policies, plugins.wrap),
+                cors=cors,
             )
         )
     return Snapshot(
@@ -291,9 +304,9 @@ def build_snapshot(
         health_targets=tuple(targets.values()),
         trusted_proxies=tuple(config.trusted_proxies),
         verifier=verifier,
-        cors=_cors(config.cors),
-        security_headers=config.security_headers.headers(https=False),
-        security_headers_https=config.security_headers.headers(https=True),
+        miss_chain=Chain.build([*edge, *filter(None, [_cors(config.cors)])]),
+        endpoint_chain=Chain.build(edge),
+        breakers=tuple(breakers.values()),
         generation=generation,
         loaded_at=time.time(),
         source=source,

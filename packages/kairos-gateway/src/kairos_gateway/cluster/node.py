@@ -49,8 +49,8 @@ from .breakers import BreakerShare
 from .store import ConfigStore, digest_of
 
 if TYPE_CHECKING:
-    from ..app import Gateway
     from ..management.live import LiveConfig
+    from ..runtime import Runtime
     from ..snapshot import Snapshot
 
 __all__ = ["ClusterNode"]
@@ -62,8 +62,8 @@ _LISTEN_S = 30.0
 
 
 class ClusterNode:
-    def __init__(self, gateway: Gateway, live: LiveConfig, config: ClusterConfig) -> None:
-        self.gateway = gateway
+    def __init__(self, runtime: Runtime, live: LiveConfig, config: ClusterConfig) -> None:
+        self.runtime = runtime
         self.live = live
         self.config = config
         self.node_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -84,7 +84,7 @@ class ClusterNode:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.breakers = (
-            BreakerShare(self.store, gateway.registry, self.node_id, config.key_prefix)
+            BreakerShare(self.store, runtime.registry, self.node_id, config.key_prefix)
             if config.share_breakers
             else None
         )
@@ -190,7 +190,7 @@ class ClusterNode:
         """Re-read the cluster's configuration now (reload, SIGHUP: the file is only the
         seed). Returns the new snapshot, or None when this node already runs it."""
         async with self.live.lock:
-            before = self.gateway.snapshot
+            before = self.runtime.snapshot
             try:
                 await self._sync()
             except StoreUnavailable as exc:
@@ -198,7 +198,7 @@ class ClusterNode:
                     f"the cluster's Redis ({self.store.url}) cannot be reached; still "
                     f"serving version {self.applied_version}"
                 ) from exc
-            after = self.gateway.snapshot
+            after = self.runtime.snapshot
             return None if after is before else after
 
     def applied(self) -> None:
@@ -267,7 +267,7 @@ class ClusterNode:
             await self._adopt()
 
     async def _seed(self) -> None:
-        text = shared_json(self.gateway.snapshot.config)
+        text = shared_json(self.runtime.snapshot.config)
         try:
             with self._contact():
                 version = await self.store.write(0, text, self.node_id)
@@ -282,7 +282,7 @@ class ClusterNode:
         )
 
     async def _restore(self) -> None:
-        text = shared_json(self.gateway.snapshot.config)
+        text = shared_json(self.runtime.snapshot.config)
         try:
             with self._contact():
                 await self.store.restore(self.applied_version, text, self.node_id)
@@ -305,11 +305,11 @@ class ClusterNode:
             return
         if self._rejected == (stored.version, stored.digest):
             return  # already reported; wait for a newer version
-        gateway = self.gateway
+        runtime = self.runtime
         try:
             config = load_config(json.loads(stored.config))
-            config = config.model_copy(update={"cluster": gateway.snapshot.config.cluster})
-            snapshot = gateway.prepare(config)
+            config = config.model_copy(update={"cluster": runtime.snapshot.config.cluster})
+            snapshot = runtime.prepare(config)
         except (ConfigError, ValueError) as exc:
             self._rejected = (stored.version, stored.digest)
             errors = exc.errors if isinstance(exc, ConfigError) else []

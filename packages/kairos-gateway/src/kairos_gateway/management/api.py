@@ -13,12 +13,14 @@
     /api/metrics/history        GET ?range=1h&step=10s          (history)
                                     [&route=<label> | &backend=<address>]
     /api/backends               GET
+    /api/plugins                GET (built-in policies, installed plugins)
     /api/openapi.json           GET                             (openapi)
 
-`start()` begins the metrics sampler and, when the config has ``hot_reload`` on and
-came from a file, the file watcher; `close()` stops both. A cluster node (a ``cluster``
-block) joins the cluster in `join_cluster()`, before the gateway takes traffic, and
-runs no file watcher: its configuration comes from Redis.
+It is given what it works with (the runtime, `LiveConfig`, the metrics sampler, the
+file watcher and the cluster node, built by the app). `start()` begins the metrics
+sampler and, when the config has ``hot_reload`` on and came from a file, the file
+watcher; `close()` stops both. A cluster node runs no file watcher: its configuration
+comes from Redis.
 """
 
 from __future__ import annotations
@@ -41,18 +43,18 @@ from kairos_core import (
     RouteNotFound,
 )
 
+from ..messages import ApiRequest, ApiResponse
 from . import config_api, routes
 from .access import AdminCredential, authorize, credential
 from .history import MetricsSampler
-from .http import ApiRequest, ApiResponse
 from .live import LiveConfig, Trigger
 from .openapi import openapi_document
 from .watcher import FileWatcher
 
 if TYPE_CHECKING:
-    from ..app import Gateway
     from ..cluster.node import ClusterNode
-    from ..exchange import Exchange, OpsHandler
+    from ..messages import OpsHandler
+    from ..runtime import Runtime
     from ..snapshot import Snapshot
 
 log = logging.getLogger("kairos.gateway")
@@ -89,42 +91,28 @@ def parse_duration(name: str, text: str) -> float:
 
 
 class ManagementApi:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        settings = gateway.settings
-        self.live = LiveConfig(gateway, gateway.snapshot.source)
-        block = gateway.snapshot.config.cluster
-        self.cluster: ClusterNode | None = None
-        if block is not None:
-            from ..cluster.node import ClusterNode  # loads redis-py only in cluster mode
-
-            self.cluster = ClusterNode(gateway, self.live, block)
-        self.live.cluster = self.cluster
-        self.sampler = MetricsSampler(
-            gateway,
-            interval_s=settings.metrics_interval_s,
-            step_s=settings.metrics_history_step_s,
-            retention_s=settings.metrics_retention_s,
-        )
-        file = self.live.file
-        self.watcher: FileWatcher | None = (
-            None
-            if file is None
-            else FileWatcher(file.path, self._file_changed, debounce_ms=settings.watch_debounce_ms)
-        )
+    def __init__(
+        self,
+        runtime: Runtime,
+        live: LiveConfig,
+        *,
+        sampler: MetricsSampler,
+        admin_token: str | None = None,
+        cluster: ClusterNode | None = None,
+        watcher: FileWatcher | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.live = live
+        self.sampler = sampler
+        self.cluster = cluster
+        self.watcher = watcher
+        self._admin_token = admin_token
         self._started = False
         #: Connections accepted by the admin listener (see `serves`).
         self._credential: tuple[AdminConfig, AdminCredential | None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------
-
-    async def join_cluster(self) -> None:
-        """Take (or seed) the cluster's configuration and follow it; called by
-        Gateway.start before it takes traffic. Never fails: without Redis the node
-        serves its own configuration, degraded, and keeps trying."""
-        if self.cluster is not None:
-            await self.cluster.start()
 
     async def start(self) -> None:
         """Start background work (file watcher, metrics sampler); called by Gateway.start."""
@@ -141,7 +129,7 @@ class ManagementApi:
                 extra={"fields": {"token_from": required.source}},
             )
         self.sampler.start()
-        self._sync_watcher(self.gateway.snapshot)
+        self._sync_watcher(self.runtime.snapshot)
 
     async def close(self) -> None:
         """Stop background work; called by Gateway.stop."""
@@ -149,8 +137,6 @@ class ManagementApi:
         if self.watcher is not None:
             await self.watcher.close()
         await self.sampler.close()
-        if self.cluster is not None:
-            await self.cluster.close()
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -172,10 +158,6 @@ class ManagementApi:
         else:
             watcher.stop()
 
-    async def _file_changed(self) -> None:
-        with contextlib.suppress(KairosError):  # recorded in the status, and logged
-            await self.live.reload("watcher")
-
     def reload_in_background(self, trigger: Trigger = "sighup") -> None:
         """Reload the config file without waiting (SIGHUP, or a sibling worker's change)."""
 
@@ -190,25 +172,22 @@ class ManagementApi:
     # -- access ----------------------------------------------------------------------
 
     def credential(self) -> AdminCredential | None:
-        admin = self.gateway.snapshot.config.admin
+        admin = self.runtime.snapshot.config.admin
         cached = self._credential
         if cached is None or cached[0] is not admin:
-            cached = self._credential = (
-                admin,
-                credential(self.gateway.settings.admin_token, admin),
-            )
+            cached = self._credential = (admin, credential(self._admin_token, admin))
         return cached[1]
 
     def guard_metrics(self, handler: OpsHandler) -> OpsHandler:
         """``handler`` for `/metrics`, answering only authorized callers when the config
         sets ``admin.metrics_public: false``."""
 
-        def guarded(exchange: Exchange) -> tuple[int, str, bytes]:
-            if not self.gateway.snapshot.config.admin.metrics_public:
+        def guarded(request: ApiRequest) -> tuple[int, str, bytes]:
+            if not self.runtime.snapshot.config.admin.metrics_public:
                 # Raises Unauthorized / Forbidden: the exchange renders the problem,
                 # WWW-Authenticate included.
-                authorize(exchange.request_headers, exchange.peer_ip, self.credential())
-            return handler(exchange)
+                authorize(request.headers, request.peer_ip, self.credential())
+            return handler(request)
 
         return guarded
 
@@ -268,6 +247,9 @@ class ManagementApi:
         if path == "/api/backends":
             _allow(request, _READ)
             return self.backends()
+        if path == "/api/plugins":
+            _allow(request, _READ)
+            return ApiResponse.model(200, self.runtime.plugins.catalog())
         if path == "/api/openapi.json":
             _allow(request, _READ)
             return ApiResponse.json(200, openapi_document())
@@ -297,12 +279,12 @@ class ManagementApi:
 
     def backends(self) -> ApiResponse:
         """Per backend: address, routes, health, last check, breaker, in-flight, EWMA."""
-        gateway = self.gateway
-        snapshot = gateway.snapshot
+        runtime = self.runtime
+        snapshot = runtime.snapshot
         paths = {t.state.endpoint: t.path for t in snapshot.health_targets}
         now = time.monotonic()
         items = []
-        for state in gateway.registry:
+        for state in runtime.registry:
             breaker = state.breaker
             record = state.health
             items.append(

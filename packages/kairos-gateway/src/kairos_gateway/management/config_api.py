@@ -18,7 +18,7 @@ from kairos_core import (
     RouteNotFound,
 )
 
-from .http import ApiRequest, ApiResponse
+from ..messages import ApiRequest, ApiResponse
 from .live import ConfigData, redacted_data
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def _errors(errors: list[FieldError]) -> list[FieldErrorBody]:
 
 
 def get_config(api: ManagementApi) -> ApiResponse:
-    return ApiResponse.json(200, redacted_data(api.gateway.snapshot.config), api.etag_header())
+    return ApiResponse.json(200, redacted_data(api.runtime.snapshot.config), api.etag_header())
 
 
 async def put_config(api: ManagementApi, request: ApiRequest) -> ApiResponse:
@@ -55,7 +55,7 @@ def _section(name: str) -> str:
 
 
 def get_section(api: ManagementApi, name: str) -> ApiResponse:
-    data = redacted_data(api.gateway.snapshot.config)
+    data = redacted_data(api.runtime.snapshot.config)
     return ApiResponse.json(200, data.get(_section(name)), api.etag_header())
 
 
@@ -79,7 +79,7 @@ async def put_section(api: ManagementApi, request: ApiRequest, name: str) -> Api
 
 def status(api: ManagementApi) -> ApiResponse:
     live = api.live
-    snapshot = api.gateway.snapshot
+    snapshot = api.runtime.snapshot
     file = live.file
     record = live.last_reload
     body = ConfigStatus(

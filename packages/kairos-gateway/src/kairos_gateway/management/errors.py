@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from kairos_core import KairosError, ServiceUnavailable
 
+from ..messages import UnsupportedMediaType
+
 
 class Conflict(KairosError):
     """The change collides with the current state (an existing route, an edited file)."""
@@ -27,15 +29,6 @@ class PreconditionFailed(KairosError):
     status = 412
     type = "precondition_failed"
     title = "Precondition failed"
-
-
-class UnsupportedMediaType(KairosError):
-    status = 415
-    type = "unsupported_media_type"
-    title = "Unsupported media type"
-
-    def headers(self) -> list[tuple[str, str]]:
-        return [("Accept", "application/json")]
 
 
 class NotPersisted(ServiceUnavailable):

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Literal
 from ..metrics import DURATION_BUCKETS, BackendStats, RouteStats
 
 if TYPE_CHECKING:
-    from ..app import Gateway
+    from ..runtime import Runtime
 
 _NO_BUCKETS = (0,) * (len(DURATION_BUCKETS) + 1)
 
@@ -243,8 +243,9 @@ class MetricsSampler:
 
     def __init__(
         self,
-        gateway: Gateway,
+        runtime: Runtime,
         *,
+        uptime_s: Callable[[], float],
         interval_s: float = 1.0,
         step_s: float = 10.0,
         retention_s: float = 86_400.0,
@@ -253,7 +254,8 @@ class MetricsSampler:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self.gateway = gateway
+        self.runtime = runtime
+        self._uptime_s = uptime_s
         self.interval_s = interval_s
         self.step_s = max(step_s, interval_s)
         self.retention_s = retention_s
@@ -283,7 +285,7 @@ class MetricsSampler:
     def read(self) -> Sample:
         # The metrics keep one object per label for the process's life, so totals
         # include routes and backends since removed.
-        metrics = self.gateway.metrics
+        metrics = self.runtime.metrics
         routes = {stats.label: read_route(stats) for stats in metrics.routes()}
         backends = {stats.label: read_backend(stats) for stats in metrics.backends()}
         return Sample(self._clock(), _sum(routes.values()), routes, backends)
@@ -318,7 +320,7 @@ class MetricsSampler:
                     self._wall(),
                     sample.at - last[0],
                     sample.total - last[1],
-                    self.gateway.metrics.active_requests,
+                    self.runtime.metrics.active_requests,
                 )
             )
             self._last_point = (sample.at, sample.total)
@@ -381,7 +383,7 @@ class MetricsSampler:
 
     def snapshot(self) -> dict[str, object]:
         """The JSON body of ``GET /api/metrics``."""
-        gateway = self.gateway
+        runtime = self.runtime
         now = self.read()
         ten = self._back(now.at, 10)
         minute = self._back(now.at, 60)
@@ -409,7 +411,7 @@ class MetricsSampler:
                     "latency_ms_1m": latency(window.buckets),
                 }
             )
-        states = {state.address: state for state in gateway.registry}
+        states = {state.address: state for state in runtime.registry}
         backends = []
         for address, reading in sorted(now.backends.items()):
             state = states.get(address)
@@ -429,9 +431,9 @@ class MetricsSampler:
         total = now.total
         return {
             "timestamp": _iso(self._wall()),
-            "uptime_s": round(gateway.uptime_s(), 3),
-            "config_version": gateway.snapshot.generation,
-            "active_requests": gateway.metrics.active_requests,
+            "uptime_s": round(self._uptime_s(), 3),
+            "config_version": runtime.snapshot.generation,
+            "active_requests": runtime.metrics.active_requests,
             "totals": {
                 "requests": total.requests,
                 "success": total.success,
@@ -453,7 +455,7 @@ class MetricsSampler:
         """Whether ``label`` is tracked, or is one the gateway has metrics for."""
         if label in self.labels[kind]:
             return True
-        metrics = self.gateway.metrics
+        metrics = self.runtime.metrics
         stats = metrics.routes() if kind == "route" else metrics.backends()
         return any(s.label == label for s in stats)
 

@@ -25,19 +25,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from kairos_core import ConfigError, FieldError, GatewayConfig, config_to_json, load_config
 
-from ..cluster import CannotApply, StaleVersion, StoreUnavailable
+from ..cluster.base import CannotApply, StaleVersion, StoreUnavailable
 from .errors import Conflict, NotPersisted, PreconditionFailed
 from .store import ConfigFile
 
 if TYPE_CHECKING:
     from tornado.httputil import HTTPHeaders
 
-    from ..app import Gateway
-    from ..cluster import ClusterNode
+    from ..runtime import Runtime
     from ..snapshot import Snapshot
 
 log = logging.getLogger("kairos.gateway")
@@ -123,21 +122,43 @@ def etag_of(snapshot: Snapshot) -> str:
     return f'"{hashlib.sha256(canonical).hexdigest()[:20]}"'
 
 
+class ClusterStore(Protocol):
+    """What a change needs from the cluster node (`cluster.ClusterNode`) when the
+    configuration lives in Redis."""
+
+    async def catch_up(self) -> None: ...
+    async def store_change(self, config: GatewayConfig) -> tuple[int, str]: ...
+    def stored_change(self, version: int, digest: str) -> None: ...
+    async def reload(self) -> Snapshot | None: ...
+    def keep_own_block(
+        self, current: GatewayConfig, proposed: object, config: GatewayConfig
+    ) -> GatewayConfig: ...
+
+
 class LiveConfig:
-    def __init__(self, gateway: Gateway, source: Path | None) -> None:
-        self.gateway = gateway
+    """``on_change`` is called after a change made here (not a reload) is saved and live."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        source: Path | None,
+        *,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self._on_change = on_change
         self.file = ConfigFile(source) if source is not None else None
         self.loaded_at = time.time()
         self.last_reload: ReloadRecord | None = None
         #: Held by every change and reload (and by the cluster follower).
         self.lock = asyncio.Lock()
         self._etag: tuple[Snapshot, str] | None = None
-        #: Set when the gateway is a cluster node (see `ManagementApi`).
-        self.cluster: ClusterNode | None = None
+        #: Set when the gateway is a cluster node (by the app).
+        self.cluster: ClusterStore | None = None
 
     @property
     def etag(self) -> str:
-        snapshot = self.gateway.snapshot
+        snapshot = self.runtime.snapshot
         cached = self._etag
         if cached is None or cached[0] is not snapshot:
             cached = self._etag = (snapshot, etag_of(snapshot))
@@ -185,7 +206,7 @@ class LiveConfig:
         self,
         headers: HTTPHeaders,
         edit: Callable[[ConfigData], ConfigData],
-        cluster: ClusterNode | None = None,
+        cluster: ClusterStore | None = None,
     ) -> Snapshot:
         self.check_if_match(headers)
         file = self.file
@@ -194,30 +215,30 @@ class LiveConfig:
                 f"{file.path} was changed on disk since it was loaded; apply that edit "
                 "first (POST /api/config/reload) or undo it"
             )
-        current = self.gateway.snapshot.config
+        current = self.runtime.snapshot.config
         revealed = revealed_data(current)
         proposed = edit(revealed_data(current))  # a copy: ``edit`` may change it
         proposed_data = restore_secrets(proposed, redacted_data(current), revealed)
         config = load_config(proposed_data)
         if cluster is not None:
             config = cluster.keep_own_block(current, proposed_data, config)
-        gateway = self.gateway
-        snapshot = gateway.prepare(config)
+        runtime = self.runtime
+        snapshot = runtime.prepare(config)
         if cluster is not None:
             try:
                 with _cluster_errors():
                     stored = await cluster.store_change(config)
             except BaseException:
-                gateway.discard(snapshot)
+                runtime.discard(snapshot)
                 raise
-            gateway.activate(snapshot)
+            runtime.activate(snapshot)
             cluster.stored_change(*stored)
         else:
             if file is not None:
                 try:
                     await asyncio.to_thread(file.write, config_to_json(config))
                 except OSError as exc:
-                    gateway.discard(snapshot)
+                    runtime.discard(snapshot)
                     log.error(
                         "config change not applied: the config file could not be written",
                         extra={"fields": {"path": str(file.path), "error": str(exc)}},
@@ -226,14 +247,15 @@ class LiveConfig:
                         "the change could not be saved to the config file, so it was not "
                         "applied; the running configuration is unchanged"
                     ) from exc
-            gateway.activate(snapshot)
+            runtime.activate(snapshot)
         self.loaded_at = time.time()
-        gateway.config_changed()
+        if self._on_change is not None:
+            self._on_change()
         return snapshot
 
     def adopt(self, snapshot: Snapshot, trigger: Trigger) -> None:
         """Make a prepared ``snapshot`` live and record it (caller holds `lock`)."""
-        self.gateway.activate(snapshot)
+        self.runtime.activate(snapshot)
         self.loaded_at = time.time()
         self.last_reload = ReloadRecord(trigger, True, self.loaded_at)
 
@@ -264,7 +286,7 @@ class LiveConfig:
                     if digest == file.digest:
                         return None
                 config, digest = await asyncio.to_thread(file.load)
-                snapshot = self.gateway.prepare(config)
+                snapshot = self.runtime.prepare(config)
             except ConfigError as exc:
                 self.last_reload = ReloadRecord(trigger, False, time.time(), str(exc), exc.errors)
                 log.error(
@@ -278,7 +300,7 @@ class LiveConfig:
                     },
                 )
                 raise
-            self.gateway.activate(snapshot)
+            self.runtime.activate(snapshot)
             file.digest = digest
             self.loaded_at = time.time()
             self.last_reload = ReloadRecord(trigger, True, self.loaded_at)

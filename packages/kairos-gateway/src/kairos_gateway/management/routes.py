@@ -23,8 +23,8 @@ from kairos_core import (
     load_router,
 )
 
+from ..messages import ApiRequest, ApiResponse
 from .errors import Conflict
-from .http import ApiRequest, ApiResponse
 from .live import ConfigData, revealed_data
 
 if TYPE_CHECKING:
@@ -85,13 +85,13 @@ def _clashes(routers: list[Router], new: Router, skip: int | None = None) -> Rou
 
 
 def list_routes(api: ManagementApi) -> ApiResponse:
-    snapshot = api.gateway.snapshot
+    snapshot = api.runtime.snapshot
     body = RouteList(config_version=snapshot.generation, routes=list(snapshot.config.routers))
     return ApiResponse.model(200, body, api.etag_header(), exclude_none=True)
 
 
 def get_route(api: ManagementApi, request: ApiRequest, path: str) -> ApiResponse:
-    routers = api.gateway.snapshot.config.routers
+    routers = api.runtime.snapshot.config.routers
     router = routers[_select(routers, path, _method(request))]
     return ApiResponse.model(200, router, api.etag_header(), exclude_none=True)
 
@@ -100,7 +100,7 @@ async def create_route(api: ManagementApi, request: ApiRequest) -> ApiResponse:
     router, data = _route_body(request.json())
 
     def edit(config: ConfigData) -> ConfigData:
-        clash = _clashes(api.gateway.snapshot.config.routers, router)
+        clash = _clashes(api.runtime.snapshot.config.routers, router)
         if clash is not None:
             overlap = sorted(set(clash.methods) & set(router.methods))
             raise Conflict(
@@ -127,7 +127,7 @@ async def replace_route(api: ManagementApi, request: ApiRequest, path: str) -> A
 
     def edit(config: ConfigData) -> ConfigData:
         nonlocal index
-        routers = api.gateway.snapshot.config.routers
+        routers = api.runtime.snapshot.config.routers
         index = _select(routers, path, method)
         clash = _clashes(routers, router, skip=index)
         if clash is not None:
@@ -149,7 +149,7 @@ async def delete_route(api: ManagementApi, request: ApiRequest, path: str) -> Ap
     method = _method(request)
 
     def edit(config: ConfigData) -> ConfigData:
-        index = _select(api.gateway.snapshot.config.routers, path, method)
+        index = _select(api.runtime.snapshot.config.routers, path, method)
         del config["routers"][index]
         return config
 
@@ -168,7 +168,7 @@ def validate_route(api: ManagementApi, request: ApiRequest) -> ApiResponse:
     errors: list[FieldError] = []
     try:
         router, data = _route_body(request.json())
-        routers = api.gateway.snapshot.config.routers
+        routers = api.runtime.snapshot.config.routers
         clash = _clashes(routers, router)
         if clash is not None:
             errors.append(
@@ -179,11 +179,11 @@ def validate_route(api: ManagementApi, request: ApiRequest) -> ApiResponse:
                 )
             )
         else:
-            config = revealed_data(api.gateway.snapshot.config)
+            config = revealed_data(api.runtime.snapshot.config)
             config["routers"] = [*config["routers"], data]
             load_config(config)
     except ConfigError as exc:
-        errors.extend(_relative(e, len(api.gateway.snapshot.config.routers)) for e in exc.errors)
+        errors.extend(_relative(e, len(api.runtime.snapshot.config.routers)) for e in exc.errors)
     except BadRequest as exc:  # a body that is not JSON is "not valid" here, not a 4xx
         errors.append(FieldError((), exc.detail))
     result = ValidationResult(

@@ -2,6 +2,7 @@
 
 from .endpoint import Endpoint
 from .errors import (
+    StaleConnection,
     UpstreamClosed,
     UpstreamConnectError,
     UpstreamError,
@@ -15,6 +16,7 @@ from .response import UpstreamResponse
 __all__ = [
     "Endpoint",
     "PoolStats",
+    "StaleConnection",
     "UpstreamClosed",
     "UpstreamConnectError",
     "UpstreamError",

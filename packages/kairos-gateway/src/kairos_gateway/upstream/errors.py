@@ -19,6 +19,7 @@ Phase = Literal["connect", "read"]
 
 __all__ = [
     "Phase",
+    "StaleConnection",
     "UpstreamClosed",
     "UpstreamConnectError",
     "UpstreamError",
@@ -73,6 +74,14 @@ class UpstreamClosed(UpstreamError):
     """The peer closed or reset the connection before the response was complete."""
 
     kind: ClassVar[str] = "reset"
+
+
+class StaleConnection(UpstreamClosed):
+    """A kept-alive connection turned out to be closed by the server before any byte of
+    the response arrived (the keep-alive race): the request may not have been read at
+    all. Safe to replay for idempotent methods; the caller decides."""
+
+    kind: ClassVar[str] = "stale_connection"
 
 
 def translate_exception(

@@ -8,15 +8,12 @@ from dataclasses import dataclass, field
 
 from .connection import UpstreamConnection
 from .endpoint import Endpoint
-from .errors import UpstreamClosed, upstream_errors
+from .errors import StaleConnection, UpstreamClosed, upstream_errors
 from .request import build_request
 from .response import UpstreamResponse
 from .tls import client_ssl_context
 
 __all__ = ["PoolStats", "UpstreamPool"]
-
-# Safe to replay when a reused connection turned out to be dead before answering.
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
 @dataclass(slots=True)
@@ -27,7 +24,7 @@ class PoolStats:
     connections_by_endpoint: dict[Endpoint, int] = field(default_factory=dict)
     requests_sent: int = 0
     reused: int = 0  # requests sent on a connection taken from the idle pool
-    retries: int = 0  # stale-connection replays
+    stale: int = 0  # reused connections found closed before any response byte
 
 
 class UpstreamPool:
@@ -97,9 +94,9 @@ class UpstreamPool:
         ``abort()`` on the response, else the connection stays checked out.
 
         Raises ``ValueError`` for an invalid method/target/header (nothing is sent) and
-        :class:`UpstreamError` subclasses for upstream failures. A request on a reused
-        connection that dies before any response byte arrived is replayed once on a new
-        connection if the method is idempotent.
+        :class:`UpstreamError` subclasses for upstream failures: :class:`StaleConnection`
+        when a reused connection dies before any response byte arrived. The pool never
+        replays a request; whether to (and what it costs) is the caller's retry decision.
         """
         if self._closed:
             raise RuntimeError("UpstreamPool is closed")
@@ -115,19 +112,12 @@ class UpstreamPool:
         waiter = conn.send(data, is_head=is_head, req_close=req_close, read_timeout=read_timeout)
         try:
             return await waiter
-        except UpstreamClosed:
-            if not reused or conn.got_response_bytes or method not in _IDEMPOTENT:
+        except UpstreamClosed as exc:
+            if not reused or conn.got_response_bytes:
                 raise
-        except asyncio.CancelledError:
-            _cancel_exchange(conn, waiter)
-            raise
-        # The server closed the kept-alive connection while our request was on its way.
-        self.stats.retries += 1
-        conn = await self._connect(endpoint, connect_timeout)
-        self.stats.requests_sent += 1
-        waiter = conn.send(data, is_head=is_head, req_close=req_close, read_timeout=read_timeout)
-        try:
-            return await waiter
+            # The server closed the kept-alive connection while our request was on its way.
+            self.stats.stale += 1
+            raise StaleConnection(str(exc)) from exc
         except asyncio.CancelledError:
             _cancel_exchange(conn, waiter)
             raise

@@ -1,8 +1,14 @@
-"""Requests and responses of the management API, independent of Tornado."""
+"""Buffered requests and whole responses: what the gateway's own endpoints take and
+give (the management API, `/health` and friends) and what a policy answers with.
+
+A leaf module: it knows nothing of the exchange, the management API or the app, so
+each of them can depend on it.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -11,12 +17,29 @@ from kairos_core import BadRequest, ConfigError, KairosError
 from pydantic import BaseModel
 from tornado.httputil import HTTPHeaders
 
-from .. import problems
-from .errors import UnsupportedMediaType
+from . import problems
+
+__all__ = [
+    "MAX_API_BODY",
+    "ApiRequest",
+    "ApiResponse",
+    "OpsHandler",
+    "Response",
+    "UnsupportedMediaType",
+]
 
 #: Largest request body the management API accepts (413 beyond).
 MAX_API_BODY = 1024 * 1024
 JSON = "application/json"
+
+
+class UnsupportedMediaType(KairosError):
+    status = 415
+    type = "unsupported_media_type"
+    title = "Unsupported media type"
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [("Accept", "application/json")]
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -99,3 +122,11 @@ class ApiResponse:
             document["errors"] = [e.as_dict() for e in error.errors]
             body = json.dumps(document, separators=(",", ":")).encode()
         return cls(status, body, [("Content-Type", problems.CONTENT_TYPE), *headers])
+
+
+#: A whole response of the gateway's own (a policy's early answer, for one).
+Response = ApiResponse
+
+#: A gateway endpoint (`/health`, ...): takes the request, returns status, content
+#: type and body; may raise a `KairosError` (rendered as a problem).
+OpsHandler = Callable[[ApiRequest], tuple[int, str, bytes]]

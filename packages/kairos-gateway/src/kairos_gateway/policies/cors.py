@@ -5,6 +5,10 @@ against the route that would serve the actual request, answered 204 by the gatew
 without touching the backend or asking for a token. An origin that is not allowed
 gets no CORS headers at all (the browser then refuses the response). Every response
 of a route with a CORS policy carries `Vary: Origin`, since it depends on the origin.
+
+On the chain: ``on_headers`` adds the allow headers to whatever the response will be.
+The preflight itself is answered by the exchange (it is a handler of its own: it
+matches the route of the *requested* method), through `preflight_headers`.
 """
 
 from __future__ import annotations
@@ -13,10 +17,16 @@ import re
 
 from kairos_core import CorsConfig, origin_pattern
 
+from ..chain import Policy, Request
+
+__all__ = ["VARY", "CorsPolicy"]
+
 VARY = ("Vary", "Origin")
 
 
-class CorsPolicy:
+class CorsPolicy(Policy):
+    name = "cors"
+    priority = 2000
     __slots__ = (
         "_any",
         "_credentials",
@@ -78,3 +88,6 @@ class CorsPolicy:
             out.append(("Access-Control-Expose-Headers", self._expose))
         out.append(VARY)
         return out
+
+    def on_headers(self, request: Request) -> None:
+        request.response_headers.extend(self.response_headers(request.headers.get("Origin")))

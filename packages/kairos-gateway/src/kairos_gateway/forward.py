@@ -1,0 +1,230 @@
+"""The forwarding step: pick a backend, try it, retry on failure, hand back the answer.
+
+Each try is an `Attempt`, the one owner of what a try holds on its backend: the
+in-flight count (taken when the attempt starts), the breaker permit and the latency
+observation. `Attempt.close` gives both back exactly once, whatever happened (answer
+relayed, failure, retry, cancellation, client gone); a try being retried is closed
+before the backoff pause, so a client that leaves during the pause leaves nothing
+behind.
+
+Retrying is decided in one place, `RetryPolicy.decide` (policy, method, retry count,
+budget and deadline), plus `decide_stale` for a kept-alive connection the backend had
+closed. A try is only ever retried before any response byte reached the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from time import perf_counter
+from typing import TYPE_CHECKING
+
+from kairos_core import CircuitOpen, NoHealthyBackend, UpstreamError, UpstreamTimeout
+
+from .retry import decide_stale
+from .upstream import StaleConnection, UpstreamPool, UpstreamResponse
+from .upstream import UpstreamError as UpstreamFailure
+from .upstream import UpstreamTimeout as UpstreamTimedOut
+
+if TYPE_CHECKING:
+    from .backends import BackendState
+    from .breaker import Permit
+    from .chain import UpstreamRequest
+    from .snapshot import RouteRuntime
+
+__all__ = ["Attempt", "forward"]
+
+log = logging.getLogger("kairos.gateway")
+
+
+class Attempt:
+    """One try of one request against one backend (see the module docstring)."""
+
+    __slots__ = ("_open", "_sent", "index", "permit", "state")
+
+    def __init__(self, index: int, state: BackendState, permit: Permit) -> None:
+        self.index = index
+        self.state = state
+        self.permit = permit
+        state.inflight += 1
+        self._open = True
+        self._sent = perf_counter()
+
+    def answered(self, status: int) -> None:
+        """The response head arrived: record the latency, settle the permit by status."""
+        state = self.state
+        elapsed = perf_counter() - self._sent
+        state.stats.duration.observe(elapsed)
+        state.observe_latency(elapsed, time.monotonic())
+        self.permit.response(status)
+
+    def failed(self, exc: UpstreamFailure, request_id: str) -> None:
+        """The backend failed this try: count it against the backend and its breaker."""
+        self.permit.failure()
+        self.state.stats.error(exc.kind)
+        log.warning(
+            "upstream request failed",
+            extra={
+                "fields": {
+                    "request_id": request_id,
+                    "backend": self.state.address,
+                    "kind": exc.kind,
+                    "error": str(exc) or type(exc).__name__,
+                }
+            },
+        )
+
+    def close(self) -> None:
+        """End the try: give back the in-flight count and, if still unsettled (the
+        client left, a stale connection), the permit without a verdict. Idempotent."""
+        if self._open:
+            self._open = False
+            self.state.inflight -= 1
+            self.permit.release()
+
+
+def _admit(runtime: RouteRuntime, client_key: str, tried: Sequence[int]) -> Attempt:
+    """Start an attempt on a backend the balancer picks among the available ones not
+    yet tried (all of them when every one was)."""
+    backends = runtime.backends
+    exclude: list[int] = list(tried)
+    for _ in range(len(backends) + 1):
+        index = runtime.balancer.pick(backends, client_key=client_key, exclude=exclude)
+        if index is None:
+            break
+        permit = backends[index].breaker.acquire()
+        if permit is not None:
+            return Attempt(index, backends[index], permit)
+        exclude.append(index)  # lost a half-open probe slot to a concurrent request
+    open_breakers = [b.breaker.retry_after_s() for b in backends if b.healthy]
+    if open_breakers:
+        raise CircuitOpen(
+            "every backend of this route has an open circuit breaker",
+            retry_after_s=min(open_breakers),
+        )
+    raise NoHealthyBackend("every backend of this route failed its health checks")
+
+
+def _header(headers: Sequence[tuple[str, str]], lower_name: str) -> str | None:
+    for name, value in headers:
+        if name.lower() == lower_name:
+            return value
+    return None
+
+
+async def forward(
+    runtime: RouteRuntime,
+    upstream: UpstreamRequest,
+    *,
+    method: str,
+    client_ip: str,
+    request_id: str,
+    pool: UpstreamPool,
+    rng: random.Random,
+) -> tuple[Attempt, UpstreamResponse]:
+    """Try backends until one answers in a way not worth retrying; return that answer
+    with its still-open attempt (the caller relays the body, then closes the attempt).
+
+    A failure that is not retried becomes a 502/504 problem (raised); a response, even
+    a retryable one, is returned as it is once retries are spent.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = None if runtime.total_timeout_s is None else loop.time() + runtime.total_timeout_s
+    policy = runtime.retry
+    budget = runtime.budget
+    stats = runtime.stats
+    if budget is not None:
+        budget.on_request()
+    client_key = client_ip if runtime.balancer.uses_client_key else ""
+    tried: list[int] = []
+    replayed = False
+    while True:
+        attempt = _admit(runtime, client_key, tried)
+        endpoint = attempt.state.endpoint
+        connect_timeout = runtime.connect_timeout_s
+        read_timeout = runtime.read_timeout_s
+        if deadline is not None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                attempt.close()
+                raise UpstreamTimeout("the route's total deadline passed before an answer")
+            connect_timeout = min(connect_timeout, remaining)
+            read_timeout = min(read_timeout, remaining)
+        try:
+            response = await pool.request(
+                endpoint,
+                method,
+                upstream.target,
+                [("Host", upstream.host or endpoint.host_header), *upstream.headers],
+                upstream.body,
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+            )
+        except StaleConnection as exc:
+            attempt.close()
+            stop = decide_stale(method, replayed, budget)
+            if stop is None:
+                replayed = True
+                stats.retry(exc.kind)
+                continue  # the same backend, at once: it never saw the request
+            if stop == "budget_exhausted":
+                stats.retry(stop)
+            raise UpstreamError("the backend closed the connection before answering") from exc
+        except UpstreamFailure as exc:
+            attempt.failed(exc, request_id)
+            attempt.close()
+            decision = (
+                "no_policy"
+                if policy is None
+                else policy.decide(
+                    method,
+                    len(tried),
+                    failed=True,
+                    retry_after=None,
+                    budget=budget,
+                    now=loop.time(),
+                    deadline=deadline,
+                    rng=rng,
+                )
+            )
+            if isinstance(decision, float):
+                tried.append(attempt.index)
+                stats.retry(exc.kind)
+                if decision > 0:
+                    await asyncio.sleep(decision)
+                continue
+            if decision == "budget_exhausted":
+                stats.retry(decision)
+            if isinstance(exc, UpstreamTimedOut):
+                raise UpstreamTimeout("the backend did not answer in time") from exc
+            raise UpstreamError("the backend could not be reached or answered badly") from exc
+        except BaseException:
+            attempt.close()
+            raise
+        status = response.status
+        attempt.answered(status)
+        if policy is not None and policy.status_retryable(status):
+            decision = policy.decide(
+                method,
+                len(tried),
+                failed=False,
+                retry_after=_header(response.headers, "retry-after"),
+                budget=budget,
+                now=loop.time(),
+                deadline=deadline,
+                rng=rng,
+            )
+            if isinstance(decision, float):
+                response.abort()
+                attempt.close()
+                tried.append(attempt.index)
+                stats.retry(f"status_{status}")
+                if decision > 0:
+                    await asyncio.sleep(decision)
+                continue
+            if decision == "budget_exhausted":
+                stats.retry(decision)
+        return attempt, response
