@@ -127,8 +127,9 @@ async def test_half_open_probe_closes_the_breaker_when_the_backend_is_back(
         return (await raw_request(gw.port, "/x")).status == 200
 
     await eventually(served)
-    assert gw.gateway.runtime.registry.get(gw.gateway.runtime.snapshot.routes[0].backends[0].endpoint)
-    assert gw.gateway.runtime.snapshot.routes[0].backends[0].breaker.state == "closed"
+    runtime = gw.gateway.runtime
+    assert runtime.registry.get(runtime.snapshot.routes[0].backends[0].endpoint)
+    assert runtime.snapshot.routes[0].backends[0].breaker.state == "closed"
     assert backend.requests
 
 
