@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -10,12 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kairos_core import load_config, load_config_file
+from kairos_core import (
+    CircuitBreakerConfig,
+    GatewayConfig,
+    effective_circuit_breaker,
+    load_config,
+    load_config_file,
+)
 from kairos_gateway import AccessLog, Gateway, GatewaySettings
+from kairos_gateway.backends import endpoint_of
+from kairos_gateway.upstream import Endpoint
 from tornado.testing import bind_unused_port
 
 from tests.redis_server import redis_server
-from tests.support import EchoBackend
+from tests.support import EchoBackend, eventually
 
 __all__ = ["redis_server"]  # a fixture for every test module
 
@@ -36,6 +45,38 @@ class RunningGateway:
 
 
 GatewayFactory = Callable[..., Awaitable[RunningGateway]]
+
+
+def expected_breakers(config: GatewayConfig) -> dict[Endpoint, CircuitBreakerConfig]:
+    """Breaker settings per backend as the config states them: the first route naming
+    a backend decides (docs/configuration.md)."""
+    out: dict[Endpoint, CircuitBreakerConfig] = {}
+    for router in config.routers:
+        for backend in router.backends:
+            out.setdefault(
+                endpoint_of(backend), effective_circuit_breaker(router, config.circuit_breaker)
+            )
+    return out
+
+
+async def stop_at_rest(gateway: Gateway) -> None:
+    """Stop ``gateway``, then check the state that must return to rest after any test:
+    no backend has a request in flight, and every live breaker has the settings of the
+    active configuration (a prepared-then-discarded change leaves no trace)."""
+    await gateway.stop(drain_timeout_s=1)
+    runtime = gateway.runtime
+    # Cancelled request tasks release their attempts a loop turn or two later.
+    with contextlib.suppress(TimeoutError):
+        await eventually(lambda: all(s.inflight == 0 for s in runtime.registry), timeout=2)
+    leaked = {s.address: s.inflight for s in runtime.registry if s.inflight}
+    assert not leaked, f"requests still counted in flight after the test: {leaked}"
+    expected = expected_breakers(runtime.snapshot.config)
+    for state in runtime.registry:
+        assert state.breaker.config == expected[state.endpoint], (
+            f"{state.address}: live breaker settings differ from the active config"
+        )
+
+
 BackendFactory = Callable[..., Awaitable[EchoBackend]]
 
 
@@ -80,7 +121,7 @@ async def gateway_factory() -> AsyncIterator[GatewayFactory]:
 
     yield make
     for gateway in started:
-        await gateway.stop(drain_timeout_s=1)
+        await stop_at_rest(gateway)
 
 
 @pytest.fixture
@@ -109,4 +150,4 @@ async def file_gateway_factory(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
 
     yield make
     for gateway in started:
-        await gateway.stop(drain_timeout_s=1)
+        await stop_at_rest(gateway)

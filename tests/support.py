@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,21 @@ from tornado.netutil import bind_sockets
 from tornado.testing import bind_unused_port
 
 LOOPBACK = "127.0.0.1"
+
+
+async def eventually(
+    check: Callable[[], object], timeout: float = 5.0, interval: float = 0.01
+) -> None:
+    """Wait until ``check()`` is truthy (awaited when it returns an awaitable): the one
+    way tests wait for an observable condition, always bounded by ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(interval)
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -5,14 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import BackendFactory, GatewayFactory, RunningGateway
 from tests.gateway.test_ops import sample
-from tests.support import EchoBackend, ResettingServer, raw_request, route, unused_port
+from tests.support import (
+    EchoBackend,
+    ResettingServer,
+    eventually,
+    raw_request,
+    route,
+    unused_port,
+)
 
 # Fast retries with a budget wide enough that it never interferes (its own test below).
 FAST = {"initial_backoff_ms": 1, "max_backoff_ms": 5, "budget_ratio": 1.0}
@@ -33,13 +40,6 @@ async def hits(gw: RunningGateway, n: int, target: str = "/x", **kw: Any) -> Cou
         assert resp.status == 200, resp.body
         seen[resp.header("X-Backend") or "?"] += 1
     return seen
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Wait until ``check()`` is true: polls an observable condition, bounded."""
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.02)
 
 
 async def metrics_text(gw: RunningGateway) -> str:

@@ -31,6 +31,8 @@ from kairos_gateway.upstream import (
     UpstreamTLSError,
 )
 
+from tests.support import eventually
+
 LOOP_FACTORIES: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,
     "uvloop": uvloop.new_event_loop,
@@ -183,13 +185,6 @@ async def get(pool: UpstreamPool, ep: Endpoint, target: str = "/", **kw: Any) ->
     body = kw.pop("body", b"")
     headers = kw.pop("headers", hdrs(ep))
     return await pool.request(ep, method, target, headers, body, **{**T, **kw})
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
-    """Wait until ``predicate()`` holds (callbacks such as connection_lost run a tick later)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
 
 
 def free_port() -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from nicegui import ui
@@ -21,13 +20,6 @@ def fill(user: User, marker: str, value: Any) -> None:
     target = element(user, marker)
     assert isinstance(target, ui.element)
     target.value = value  # type: ignore[attr-defined]
-
-
-async def eventually(check: Any, timeout: float = 5.0) -> None:
-    """Wait until ``check()`` is truthy (bounded)."""
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.05)
 
 
 def text(user: User, marker: str) -> str:

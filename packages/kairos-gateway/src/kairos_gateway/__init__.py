@@ -10,8 +10,7 @@ Extend it with plugins (see docs/plugins.md): a `Plugin` registered in the
 the request path it declares.
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .accesslog import AccessLog
 from .app import Gateway
 from .chain import Policy, Request, ResponseHead, UpstreamRequest

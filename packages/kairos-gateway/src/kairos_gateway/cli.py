@@ -19,7 +19,7 @@ from typing import Any
 
 from kairos_core import ConfigError, GatewayConfig, RateLimitConfig, load_config_file
 
-from . import __version__
+from ._version import __version__
 from .app import Gateway
 from .logs import configure
 from .plugins import PluginRegistry

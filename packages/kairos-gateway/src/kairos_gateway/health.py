@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Iterable
 
-from . import __version__
+from ._version import __version__
 from .snapshot import HealthTarget
 from .upstream import Endpoint, UpstreamError, UpstreamPool
 

@@ -16,7 +16,7 @@ import platform
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -27,10 +27,15 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from . import __version__
+from ._version import __version__
 
-if TYPE_CHECKING:
-    from .metrics_share import MetricsShare
+
+class MetricsSharing(Protocol):
+    """Publishes this process's figures and merges the other workers' (`MetricsShare`)."""
+
+    def publish(self, view: MetricsView) -> None: ...
+    def merged(self, own: MetricsView) -> MetricsView: ...
+
 
 #: `route` label for requests that matched no route (404, 405, bad path).
 UNMATCHED = "unmatched"
@@ -157,7 +162,7 @@ class GatewayMetrics(Collector):
     """
 
     def __init__(self) -> None:
-        self.share: MetricsShare | None = None
+        self.share: MetricsSharing | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self._routes: dict[str, RouteStats] = {}
         self._backends: dict[str, BackendStats] = {}

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from . import __version__
+from ._version import __version__
 
 if TYPE_CHECKING:
     from kairos_core import ClusterStatus

@@ -22,7 +22,7 @@ from ..messages import ApiRequest, ApiResponse
 from .live import ConfigData, redacted_data
 
 if TYPE_CHECKING:
-    from .api import ManagementApi
+    from .context import ApiContext
 
 #: Sections of the config the UI edits on their own: ``/api/config/{section}``.
 SECTIONS = ("jwt", "rate_limit", "cors")
@@ -36,11 +36,11 @@ def _errors(errors: list[FieldError]) -> list[FieldErrorBody]:
     return [FieldErrorBody.model_validate(e.as_dict()) for e in errors]
 
 
-def get_config(api: ManagementApi) -> ApiResponse:
+def get_config(api: ApiContext) -> ApiResponse:
     return ApiResponse.json(200, redacted_data(api.runtime.snapshot.config), api.etag_header())
 
 
-async def put_config(api: ManagementApi, request: ApiRequest) -> ApiResponse:
+async def put_config(api: ApiContext, request: ApiRequest) -> ApiResponse:
     body = request.json()
     if not isinstance(body, dict):
         raise ConfigError([FieldError((), "the configuration must be a JSON object")])
@@ -54,12 +54,12 @@ def _section(name: str) -> str:
     return name
 
 
-def get_section(api: ManagementApi, name: str) -> ApiResponse:
+def get_section(api: ApiContext, name: str) -> ApiResponse:
     data = redacted_data(api.runtime.snapshot.config)
     return ApiResponse.json(200, data.get(_section(name)), api.etag_header())
 
 
-async def put_section(api: ManagementApi, request: ApiRequest, name: str) -> ApiResponse:
+async def put_section(api: ApiContext, request: ApiRequest, name: str) -> ApiResponse:
     """Replace one section; ``null`` removes it."""
     section = _section(name)
     body = request.json()
@@ -77,7 +77,7 @@ async def put_section(api: ManagementApi, request: ApiRequest, name: str) -> Api
     return ApiResponse.json(200, redacted_data(snapshot.config).get(section), api.etag_header())
 
 
-def status(api: ManagementApi) -> ApiResponse:
+def status(api: ApiContext) -> ApiResponse:
     live = api.live
     snapshot = api.runtime.snapshot
     file = live.file
@@ -107,7 +107,7 @@ def status(api: ManagementApi) -> ApiResponse:
     return ApiResponse.model(200, body, api.etag_header())
 
 
-async def reload(api: ManagementApi, request: ApiRequest) -> ApiResponse:
+async def reload(api: ApiContext, request: ApiRequest) -> ApiResponse:
     api.live.check_if_match(request.headers)
     await api.live.reload("api")
     return status(api)

@@ -28,7 +28,7 @@ from .errors import Conflict
 from .live import ConfigData, revealed_data
 
 if TYPE_CHECKING:
-    from .api import ManagementApi
+    from .context import ApiContext
 
 PREFIX = "/api/routes/"
 
@@ -84,19 +84,19 @@ def _clashes(routers: list[Router], new: Router, skip: int | None = None) -> Rou
     return None
 
 
-def list_routes(api: ManagementApi) -> ApiResponse:
+def list_routes(api: ApiContext) -> ApiResponse:
     snapshot = api.runtime.snapshot
     body = RouteList(config_version=snapshot.generation, routes=list(snapshot.config.routers))
     return ApiResponse.model(200, body, api.etag_header(), exclude_none=True)
 
 
-def get_route(api: ManagementApi, request: ApiRequest, path: str) -> ApiResponse:
+def get_route(api: ApiContext, request: ApiRequest, path: str) -> ApiResponse:
     routers = api.runtime.snapshot.config.routers
     router = routers[_select(routers, path, _method(request))]
     return ApiResponse.model(200, router, api.etag_header(), exclude_none=True)
 
 
-async def create_route(api: ManagementApi, request: ApiRequest) -> ApiResponse:
+async def create_route(api: ApiContext, request: ApiRequest) -> ApiResponse:
     router, data = _route_body(request.json())
 
     def edit(config: ConfigData) -> ConfigData:
@@ -120,7 +120,7 @@ async def create_route(api: ManagementApi, request: ApiRequest) -> ApiResponse:
     )
 
 
-async def replace_route(api: ManagementApi, request: ApiRequest, path: str) -> ApiResponse:
+async def replace_route(api: ApiContext, request: ApiRequest, path: str) -> ApiResponse:
     method = _method(request)
     router, data = _route_body(request.json())
     index = -1
@@ -145,7 +145,7 @@ async def replace_route(api: ManagementApi, request: ApiRequest, path: str) -> A
     )
 
 
-async def delete_route(api: ManagementApi, request: ApiRequest, path: str) -> ApiResponse:
+async def delete_route(api: ApiContext, request: ApiRequest, path: str) -> ApiResponse:
     method = _method(request)
 
     def edit(config: ConfigData) -> ConfigData:
@@ -163,7 +163,7 @@ def _relative(error: FieldError, index: int) -> FieldError:
     return error
 
 
-def validate_route(api: ManagementApi, request: ApiRequest) -> ApiResponse:
+def validate_route(api: ApiContext, request: ApiRequest) -> ApiResponse:
     """Would this route be accepted by POST? Field paths are relative to the route."""
     errors: list[FieldError] = []
     try:

@@ -9,7 +9,7 @@ been received completely the connection hands itself back to its pool (or closes
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
@@ -23,8 +23,14 @@ from .errors import (
 )
 from .response import UpstreamResponse
 
-if TYPE_CHECKING:
-    from .pool import UpstreamPool
+
+class ConnectionOwner(Protocol):
+    """Where a connection reports its life (`pool.UpstreamPool`)."""
+
+    def _connection_made(self, conn: UpstreamConnection) -> None: ...
+    def _connection_lost(self, conn: UpstreamConnection) -> None: ...
+    def _release(self, conn: UpstreamConnection, reusable: bool) -> None: ...
+
 
 __all__ = ["UpstreamConnection"]
 
@@ -74,7 +80,7 @@ class UpstreamConnection(asyncio.Protocol):
     def __init__(
         self,
         endpoint: Endpoint,
-        pool: UpstreamPool,
+        pool: ConnectionOwner,
         loop: asyncio.AbstractEventLoop,
         max_header_bytes: int,
     ) -> None:

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .errors import UpstreamClosed, UpstreamError
 
-if TYPE_CHECKING:
-    from .connection import UpstreamConnection
+
+class UpstreamConnection(Protocol):
+    """The connection a response reads from (`connection.UpstreamConnection`)."""
+
+    loop: asyncio.AbstractEventLoop
+    paused: bool
+
+    def abort(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
 
 __all__ = ["UpstreamResponse"]
 
