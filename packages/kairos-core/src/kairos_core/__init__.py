@@ -3,6 +3,7 @@
 Pure: no I/O apart from `load_config_file`, no event loop.
 """
 
+from ._translate import field_errors
 from .admin import AdminConfig, parse_listen
 from .api import (
     BackendCircuitBreaker,
@@ -195,6 +196,7 @@ __all__ = [
     "effective_health_check",
     "effective_plugins",
     "effective_timeouts",
+    "field_errors",
     "fixed_window",
     "has_dot_segment",
     "load_config",

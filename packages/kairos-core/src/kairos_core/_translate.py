@@ -7,6 +7,7 @@ field behind each error is looked up in the model tree to phrase the message.
 from __future__ import annotations
 
 import difflib
+import re
 import types
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -22,6 +23,9 @@ UNSUPPORTED_KAIROS_RS_FIELDS = frozenset(
     {"ai", "ai_policy", "request_transformation", "response_transformation"}
 )
 _SECRET_KEYS = frozenset({"jwt_secret", "secret", "redis_url"})
+#: With ``conceal=True`` (settings of plugins, whose models Kairos does not know): a
+#: value under a key that sounds secret is never echoed.
+_SECRETISH = re.compile(r"(secret|token|password|passwd|credential|key)s?$", re.IGNORECASE)
 _TYPE_MESSAGES = {
     "missing": "field required",
     "int_type": "must be an integer",
@@ -42,12 +46,24 @@ _TYPE_MESSAGES = {
 }
 
 
-def field_errors(exc: ValidationError, root: type[BaseModel]) -> list[FieldError]:
-    """One `FieldError` per pydantic error, in pydantic's order."""
-    return [_convert(error, root) for error in exc.errors(include_url=False)]
+def field_errors(
+    exc: ValidationError,
+    root: type[BaseModel],
+    *,
+    prefix: tuple[str | int, ...] = (),
+    conceal: bool = False,
+) -> list[FieldError]:
+    """One `FieldError` per pydantic error of validating ``root``, in pydantic's order;
+    ``prefix`` is where ``root`` sits in the whole configuration. ``conceal`` hides
+    the value under any key that sounds secret (``api_key``, ``keys``, ``password``)."""
+    out = []
+    for error in exc.errors(include_url=False):
+        found = _convert(error, root, conceal)
+        out.append(FieldError((*prefix, *found.loc), found.message, found.value))
+    return out
 
 
-def _convert(error: ErrorDetails, root: type[BaseModel]) -> FieldError:
+def _convert(error: ErrorDetails, root: type[BaseModel], conceal: bool = False) -> FieldError:
     loc = tuple(error["loc"])
     kind = error["type"]
     value: object = error.get("input", ABSENT)
@@ -56,6 +72,8 @@ def _convert(error: ErrorDetails, root: type[BaseModel]) -> FieldError:
     if kind == "missing" or isinstance(value, dict):
         value = ABSENT
     if any(part in _SECRET_KEYS for part in loc if isinstance(part, str)):
+        value = ABSENT
+    if conceal and any(_SECRETISH.search(part) for part in loc if isinstance(part, str)):
         value = ABSENT
     if kind in ("value_error", "assertion_error"):
         cause = error.get("ctx", {}).get("error")

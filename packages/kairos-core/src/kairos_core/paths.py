@@ -29,7 +29,15 @@ __all__ = [
 ]
 
 RESERVED_PATHS: frozenset[str] = frozenset(
-    {"/health", "/ready", "/live", "/metrics", "/api/backends", "/api/openapi.json"}
+    {
+        "/health",
+        "/ready",
+        "/live",
+        "/metrics",
+        "/api/backends",
+        "/api/plugins",
+        "/api/openapi.json",
+    }
 )
 """Paths the gateway serves itself; a route may not use them."""
 

@@ -70,11 +70,11 @@ class Gateway:
         #: (worker processes use it to tell their siblings).
         self.on_config_change: Callable[[], None] | None = None
         config = with_redis_url(config, settings.redis_url)
+        plugins = plugins or PluginRegistry()
+        # The process setting decides, also for a registry given by the caller.
+        plugins.slow_s = settings.plugin_slow_ms / 1000
         self.runtime = runtime = Runtime(
-            config,
-            source=source,
-            plugins=plugins or PluginRegistry(slow_s=settings.plugin_slow_ms / 1000),
-            ewma_decay_s=ewma_decay_s,
+            config, source=source, plugins=plugins, ewma_decay_s=ewma_decay_s
         )
         if metrics_dir is not None:
             runtime.metrics.share = MetricsShare(metrics_dir)

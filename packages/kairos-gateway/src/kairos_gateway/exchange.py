@@ -46,6 +46,8 @@ from .forward import Attempt, forward
 from .headers import (
     client_address,
     client_response_headers,
+    client_response_pairs,
+    complete_response_headers,
     fill_headers,
     request_id_from,
     upstream_request_headers,
@@ -506,7 +508,8 @@ class Exchange(httputil.HTTPMessageDelegate):
             pass  # the client went away; _client_closed has recorded the exchange
         except KairosError as exc:
             if self.status == 0:
-                self._send_error(exc)
+                # A policy that failed on the response is not asked about this one.
+                self._send_error(exc, hooks=not isinstance(exc, PolicyFailed))
             else:
                 self._cut()
         except Exception:
@@ -516,7 +519,7 @@ class Exchange(httputil.HTTPMessageDelegate):
                 else self._unexpected("unexpected error while proxying")
             )
             if self.status == 0:
-                self._send_error(error)
+                self._send_error(error, hooks=False)
             else:
                 self._cut()
 
@@ -555,23 +558,34 @@ class Exchange(httputil.HTTPMessageDelegate):
             first.append(chunk)
         data = b"".join(first)
         chain = self.chain
-        status, reason, upstream_headers = response.status, response.reason, response.headers
+        status, reason = response.status, response.reason
         if chain.on_response:
-            head = ResponseHead(status, reason, list(upstream_headers))
+            # Hooks see what the client will get (hop-by-hop headers gone, the
+            # policies' response headers in), before defaults and X-Request-Id.
+            head = ResponseHead(
+                status, reason, client_response_pairs(response.headers, self.response_headers)
+            )
             self._run_on_response(head)
-            status, reason, upstream_headers = head.status, head.reason, head.headers
+            status, reason = head.status, head.reason
+            headers = complete_response_headers(
+                head.headers,
+                request_id=self.request_id,
+                close=self.host.draining,
+                defaults=self._defaults,
+            )
+        else:
+            headers = client_response_headers(
+                response.headers,
+                request_id=self.request_id,
+                close=self.host.draining,
+                extra=self.response_headers,
+                defaults=self._defaults,
+            )
         filters = chain.on_chunk
         if filters:
             data = self._filter(data)
             if ended:
                 data += self._filter(b"")
-        headers = client_response_headers(
-            upstream_headers,
-            request_id=self.request_id,
-            close=self.host.draining,
-            extra=self.response_headers,
-            defaults=self._defaults,
-        )
         self.status = status
         self.bytes_out = len(data)
         start = httputil.ResponseStartLine("HTTP/1.1", status, reason)
@@ -638,10 +652,14 @@ class Exchange(httputil.HTTPMessageDelegate):
     def _send(self, response: Response, *, close: bool = False) -> None:
         self._send_whole(response.status, response.headers, response.body, close=close)
 
-    def _send_error(self, error: KairosError, *, close: bool = False) -> None:
+    def _send_error(self, error: KairosError, *, close: bool = False, hooks: bool = True) -> None:
         status, headers, body = problems.render(error, self.request_id)
         self._send_whole(
-            status, [("Content-Type", problems.CONTENT_TYPE), *headers], body, close=close
+            status,
+            [("Content-Type", problems.CONTENT_TYPE), *headers],
+            body,
+            close=close,
+            hooks=hooks,
         )
 
     def _send_whole(
@@ -664,14 +682,7 @@ class Exchange(httputil.HTTPMessageDelegate):
                 self._run_on_response(head)
             except KairosError as exc:
                 # A policy refused the response: send its problem, without the phase.
-                status, extra, body = problems.render(exc, self.request_id)
-                self._send_whole(
-                    status,
-                    [("Content-Type", problems.CONTENT_TYPE), *extra],
-                    body,
-                    close=close,
-                    hooks=False,
-                )
+                self._send_error(exc, close=close, hooks=False)
                 return
             status, reason, pairs = head.status, head.reason, head.headers
         present = {name.lower() for name, _ in pairs} if self._defaults else ()

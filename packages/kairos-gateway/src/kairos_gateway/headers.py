@@ -155,12 +155,11 @@ def client_response_headers(
     (`fill_headers`) rather than through `HTTPHeaders.add`, which runs two regular
     expressions per header to validate it: names and values here come from the
     upstream parser (llhttp refuses malformed ones) or from the gateway itself, and
-    Tornado still refuses CR or LF in any line it writes.
+    Tornado still refuses CR or LF in any line it writes. With ``on_response`` hooks
+    the same work is done in two steps, `client_response_pairs` then
+    `complete_response_headers`, so the hooks see the headers in between.
     """
-    listed: frozenset[str] = frozenset()
-    for name, value in upstream:
-        if name.lower() == "connection":
-            listed = listed | _connection_tokens(value, normalise=False)
+    listed = _listed(upstream)
     pairs: list[tuple[str, str]] = []
     present: set[str] = set()
     for name, value in upstream:
@@ -170,6 +169,53 @@ def client_response_headers(
         pairs.append((name, value))
         present.add(lname)
     pairs.extend(extra)
+    return _complete(pairs, present, request_id=request_id, close=close, defaults=defaults)
+
+
+def client_response_pairs(
+    upstream: Sequence[tuple[str, str]], extra: Iterable[tuple[str, str]] = ()
+) -> list[tuple[str, str]]:
+    """A backend's response headers without the hop-by-hop ones, plus ``extra``."""
+    listed = _listed(upstream)
+    pairs = [
+        (name, value)
+        for name, value in upstream
+        if (lname := name.lower()) not in _RESPONSE_DROP and lname not in listed
+    ]
+    pairs.extend(extra)
+    return pairs
+
+
+def complete_response_headers(
+    pairs: list[tuple[str, str]],
+    *,
+    request_id: str,
+    close: bool,
+    defaults: Iterable[tuple[str, str]] = (),
+) -> HTTPHeaders:
+    """``pairs`` with ``defaults`` where absent, `X-Request-ID` and, when closing,
+    ``Connection: close``, as `HTTPHeaders`."""
+    present = {name.lower() for name, _ in pairs}
+    return _complete(pairs, present, request_id=request_id, close=close, defaults=defaults)
+
+
+def _listed(upstream: Sequence[tuple[str, str]]) -> frozenset[str]:
+    """Header names the response's ``Connection`` header lists (hop-by-hop too)."""
+    listed: frozenset[str] = frozenset()
+    for name, value in upstream:
+        if name.lower() == "connection":
+            listed = listed | _connection_tokens(value, normalise=False)
+    return listed
+
+
+def _complete(
+    pairs: list[tuple[str, str]],
+    present: set[str],
+    *,
+    request_id: str,
+    close: bool,
+    defaults: Iterable[tuple[str, str]],
+) -> HTTPHeaders:
     for name, value in defaults:
         if name.lower() not in present:  # the backend's own choice wins
             pairs.append((name, value))

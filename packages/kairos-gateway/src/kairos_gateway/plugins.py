@@ -36,6 +36,7 @@ from kairos_core import (
     PluginCatalog,
     PluginConfig,
     PluginInfo,
+    field_errors,
 )
 from pydantic import BaseModel, ValidationError
 
@@ -116,6 +117,9 @@ def _discover(group: str) -> tuple[tuple[_Installed, ...], tuple[tuple[str, str]
         if obj.name != ep.name:
             errors.append((ep.name, f"the entry point names plugin {obj.name!r}"))
             continue
+        if obj.name.replace("-", "_") in {p.name for p in BUILTINS}:
+            errors.append((ep.name, "the name of a built-in policy cannot be a plugin's"))
+            continue
         dist = ep.dist
         found.append(_Installed(obj, dist.name if dist else None, dist.version if dist else None))
     for name, reason in errors:
@@ -162,7 +166,13 @@ class PluginRegistry:
             ]
         for path, entry in entries:
             try:
-                self._settings(path, entry)
+                if entry.enabled:
+                    self._settings(path, entry)
+                elif entry.name not in self._plugins:
+                    # Turning a plugin off needs no settings, but it must exist.
+                    raise ConfigError(
+                        [FieldError((*path, "name"), self._unknown(entry.name), entry.name)]
+                    )
             except ConfigError as exc:
                 errors.extend(exc.errors)
         if errors:
@@ -192,16 +202,8 @@ class PluginRegistry:
         try:
             return plugin, plugin.config.model_validate(entry.config)
         except ValidationError as exc:
-            raise ConfigError(
-                [
-                    FieldError(
-                        (*path, "config", *error["loc"]),
-                        error["msg"],
-                        *(() if error["type"] == "missing" else (error["input"],)),
-                    )
-                    for error in exc.errors(include_url=False)
-                ]
-            ) from None
+            errors = field_errors(exc, plugin.config, prefix=(*path, "config"), conceal=True)
+            raise ConfigError(errors) from None
 
     def _unknown(self, name: str) -> str:
         if name in self.errors:

@@ -181,7 +181,7 @@ def validate_route(api: ApiContext, request: ApiRequest) -> ApiResponse:
         else:
             config = revealed_data(api.runtime.snapshot.config)
             config["routers"] = [*config["routers"], data]
-            load_config(config)
+            api.runtime.plugins.check(load_config(config))
     except ConfigError as exc:
         errors.extend(_relative(e, len(api.runtime.snapshot.config.routers)) for e in exc.errors)
     except BadRequest as exc:  # a body that is not JSON is "not valid" here, not a 4xx
