@@ -49,6 +49,7 @@ async def test_document_is_openapi_3_1_from_the_models(gateway_factory: GatewayF
         "/api/metrics",
         "/api/metrics/history",
         "/api/backends",
+        "/api/plugins",
     ):
         assert path in doc["paths"], path
 

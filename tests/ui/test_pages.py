@@ -17,10 +17,10 @@ from nicegui.testing.user_simulation import user_simulation
 from tornado.netutil import bind_sockets
 
 from tests.conftest import RunningGateway
-from tests.support import LOOPBACK, EchoBackend, raw_request, route, unused_port
+from tests.support import LOOPBACK, EchoBackend, eventually, raw_request, route, unused_port
 
 from .conftest import MAIN
-from .helpers import element, eventually, fill, text
+from .helpers import element, fill, text
 
 SECRET = "s3cr3t-value-that-is-long-enough-0123456789"
 

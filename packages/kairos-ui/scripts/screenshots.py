@@ -37,6 +37,7 @@ PAGES = {
     "backends": "/backends",
     "config": "/config",
     "metrics": "/metrics",
+    "plugins": "/plugins",
 }
 
 

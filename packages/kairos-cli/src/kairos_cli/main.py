@@ -19,6 +19,7 @@ from ._version import __version__
 from .commands.config import config
 from .commands.gateway import backends, health, reload, status
 from .commands.metrics import metrics
+from .commands.plugins import plugins
 from .commands.routes import routes
 from .errors import to_cli_error
 
@@ -86,7 +87,7 @@ def cli(
     json_output: bool,
     debug: bool,
 ) -> None:
-    """Manage a running Kairos gateway: status, routes, configuration, metrics."""
+    """Manage a running Kairos gateway: status, routes, configuration, metrics, plugins."""
     try:
         KairosClient(url, token, timeout)  # checks the URL; opens nothing
     except ValueError as exc:
@@ -96,7 +97,7 @@ def cli(
     )
 
 
-for command in (status, health, reload, backends, metrics, routes, config):
+for command in (status, health, reload, backends, plugins, metrics, routes, config):
     cli.add_command(command)
 
 

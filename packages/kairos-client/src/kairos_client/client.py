@@ -31,6 +31,7 @@ from kairos_core import (
     LiveStatus,
     MetricsHistory,
     MetricsSnapshot,
+    PluginCatalog,
     Problem,
     RateLimitConfig,
     ReadyStatus,
@@ -405,7 +406,7 @@ class KairosClient:
         """`PUT /api/config/cors`; None removes the section."""
         return await self._put_section("cors", CorsConfig, cors, if_match)
 
-    # -- metrics and backends ------------------------------------------------------------
+    # -- metrics, backends and plugins ---------------------------------------------------
 
     async def metrics(self) -> MetricsSnapshot:
         """`GET /api/metrics`: totals, rates, latency percentiles, per route and backend."""
@@ -438,6 +439,11 @@ class KairosClient:
     async def backends(self) -> BackendList:
         """`GET /api/backends`: per backend address, health, breaker, load and latency."""
         return _model(BackendList, await self._send("GET", "/api/backends"))
+
+    async def plugins(self) -> PluginCatalog:
+        """`GET /api/plugins`: the built-in policies and the installed plugins, highest
+        priority first, and the entry points that failed to load (``.errors``)."""
+        return _model(PluginCatalog, await self._send("GET", "/api/plugins"))
 
     async def openapi(self) -> dict[str, Any]:
         """`GET /api/openapi.json`: the API's OpenAPI 3.1 document (plain JSON data)."""

@@ -9,7 +9,7 @@ from nicegui import app, ui
 
 from .auth import install_login
 from .gateway import Gateway
-from .pages import backends, config, dashboard, metrics, routes
+from .pages import backends, config, dashboard, metrics, plugins, routes
 from .settings import SettingsError, UiSettings
 
 __all__ = ["build", "main"]
@@ -28,6 +28,7 @@ def build(settings: UiSettings) -> Gateway:
     routes.register(settings, gateway)
     backends.register(settings, gateway)
     config.register(settings, gateway)
+    plugins.register(settings, gateway)
     metrics.register(settings, gateway)
 
     @app.on_page_exception

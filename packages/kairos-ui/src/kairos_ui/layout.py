@@ -19,6 +19,7 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("/routes", "Routes", "alt_route"),
     ("/backends", "Backends & health", "dns"),
     ("/config", "Configuration", "tune"),
+    ("/plugins", "Plugins", "extension"),
     ("/metrics", "Metrics", "insights"),
 )
 

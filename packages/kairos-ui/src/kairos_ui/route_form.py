@@ -182,6 +182,8 @@ class RouteForm:
             form.cors_allow_credentials = cors.allow_credentials
             form.cors_max_age = cors.max_age
             form.keep["cors"] = data["cors"]
+        if router.plugins is not None:
+            form.keep["plugins"] = data["plugins"]  # no input for them: kept as they are
         for name in JSON_FIELDS:
             if name in data:
                 form.json_text[name] = json.dumps(data[name], indent=2)
@@ -287,6 +289,8 @@ class RouteForm:
                 errors[name] = "must be a JSON object ({...})"
                 continue
             data[name] = value
+        if "plugins" in self.keep:
+            data["plugins"] = self.keep["plugins"]
         if errors:
             raise FormErrors(errors)
         return data

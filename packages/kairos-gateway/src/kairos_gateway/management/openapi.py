@@ -19,6 +19,7 @@ from kairos_core import (
     JwtConfig,
     MetricsHistory,
     MetricsSnapshot,
+    PluginCatalog,
     Problem,
     RateLimitConfig,
     RouteList,
@@ -28,8 +29,8 @@ from kairos_core import (
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from .. import __version__
 from .. import problems as problem_module
+from .._version import __version__
 
 _MODELS: tuple[type[BaseModel], ...] = (
     GatewayConfig,
@@ -44,6 +45,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     MetricsSnapshot,
     MetricsHistory,
     BackendList,
+    PluginCatalog,
 )
 _ERRORS = {
     400: "Malformed JSON or query parameter",
@@ -266,6 +268,13 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/backends": {
             "get": _op("Backend health and breakers", {"200": _json(_ref(BackendList), "ok")}),
+        },
+        "/api/plugins": {
+            "get": _op(
+                "Built-in policies and installed plugins (entry points), highest priority "
+                "first, with the entry points that failed to load",
+                {"200": _json(_ref(PluginCatalog), "ok")},
+            ),
         },
         "/api/openapi.json": {
             "get": _op("This document", {"200": _json({"type": "object"}, "ok")}),

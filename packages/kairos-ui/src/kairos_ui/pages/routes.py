@@ -42,6 +42,13 @@ def _limit_text(route: Router) -> str:
     return f"{limit.requests_per_window} per {limit.window_seconds:g} s per {limit.key}"
 
 
+def _plugins_text(route: Router) -> str:
+    """The route's own plugin entries by name; ``(off)``: turned off on this route."""
+    return ", ".join(
+        entry.name if entry.enabled else f"{entry.name} (off)" for entry in route.plugins or ()
+    )
+
+
 def route_row(route: Router) -> dict[str, str]:
     """The table's text for one route."""
     return {
@@ -55,6 +62,7 @@ def route_row(route: Router) -> dict[str, str]:
         "strategy": route.load_balancing_strategy.replace("_", " "),
         "auth": "JWT" if route.auth_required else "none",
         "rate_limit": _limit_text(route),
+        "plugins": _plugins_text(route),
     }
 
 
@@ -463,6 +471,10 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
                     with ui.column().classes("gap-0"):
                         ui.label(row["path"]).classes("font-mono").mark("route-path")
                         ui.label(f"→ {row['internal']}").classes("font-mono text-xs opacity-70")
+                        if row["plugins"]:
+                            ui.label(f"plugins: {row['plugins']}").classes(
+                                "text-xs opacity-70"
+                            ).mark(f"route-plugins:{route.external_path}")
                     ui.label(row["methods"]).classes("text-sm")
                     ui.label(row["backends"]).classes("text-sm font-mono whitespace-pre-line")
                     ui.label(row["strategy"]).classes("text-sm")
