@@ -239,6 +239,7 @@ class Gateway:
         *,
         name: str = "gateway",
         workers: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.workers = workers
         self.port = free_port()
@@ -247,12 +248,14 @@ class Gateway:
         self.access_log_path = workdir / f"{name}-access.log"
         routers = config.get("routers")
         self.routes = len(routers) if isinstance(routers, list) else 0
+        extra_env = env or {}
         env = dict(os.environ)
         env.update(
             KAIROS_ACCESS_LOG=str(self.access_log_path),
             KAIROS_LOG_FORMAT="json",
             KAIROS_DRAIN_TIMEOUT_S="2",
         )
+        env.update(extra_env)
         argv = [
             *_gateway_argv(),
             "--config",

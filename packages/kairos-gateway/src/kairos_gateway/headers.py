@@ -159,7 +159,11 @@ def client_response_headers(
     the same work is done in two steps, `client_response_pairs` then
     `complete_response_headers`, so the hooks see the headers in between.
     """
-    listed = _listed(upstream)
+    # Inlined rather than composed of the two functions below: this is the hot path.
+    listed: frozenset[str] = frozenset()
+    for name, value in upstream:
+        if name.lower() == "connection":
+            listed = listed | _connection_tokens(value, normalise=False)
     pairs: list[tuple[str, str]] = []
     present: set[str] = set()
     for name, value in upstream:
@@ -169,7 +173,13 @@ def client_response_headers(
         pairs.append((name, value))
         present.add(lname)
     pairs.extend(extra)
-    return _complete(pairs, present, request_id=request_id, close=close, defaults=defaults)
+    for name, value in defaults:
+        if name.lower() not in present:  # the backend's own choice wins
+            pairs.append((name, value))
+    pairs.append(("X-Request-Id", request_id))
+    if close:
+        pairs.append(("Connection", "close"))
+    return fill_headers(pairs)
 
 
 def client_response_pairs(
@@ -196,7 +206,13 @@ def complete_response_headers(
     """``pairs`` with ``defaults`` where absent, `X-Request-ID` and, when closing,
     ``Connection: close``, as `HTTPHeaders`."""
     present = {name.lower() for name, _ in pairs}
-    return _complete(pairs, present, request_id=request_id, close=close, defaults=defaults)
+    for name, value in defaults:
+        if name.lower() not in present:
+            pairs.append((name, value))
+    pairs.append(("X-Request-Id", request_id))
+    if close:
+        pairs.append(("Connection", "close"))
+    return fill_headers(pairs)
 
 
 def _listed(upstream: Sequence[tuple[str, str]]) -> frozenset[str]:
@@ -206,23 +222,6 @@ def _listed(upstream: Sequence[tuple[str, str]]) -> frozenset[str]:
         if name.lower() == "connection":
             listed = listed | _connection_tokens(value, normalise=False)
     return listed
-
-
-def _complete(
-    pairs: list[tuple[str, str]],
-    present: set[str],
-    *,
-    request_id: str,
-    close: bool,
-    defaults: Iterable[tuple[str, str]],
-) -> HTTPHeaders:
-    for name, value in defaults:
-        if name.lower() not in present:  # the backend's own choice wins
-            pairs.append((name, value))
-    pairs.append(("X-Request-Id", request_id))
-    if close:
-        pairs.append(("Connection", "close"))
-    return fill_headers(pairs)
 
 
 def fill_headers(pairs: Iterable[tuple[str, str]]) -> HTTPHeaders:
