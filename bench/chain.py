@@ -1,14 +1,17 @@
 """Chain section: what the policy chain costs the plain proxy path, and what plugins cost.
 
-    uv run python bench/chain.py [--baseline REF] [--duration 10] [--rounds 3] [--quick]
+    uv run python bench/run.py --only chain [--baseline REF] [--duration 10] [--quick]
+    uv run python bench/chain.py [--baseline REF] [--duration 10] [--rounds 4] [--quick]
 
 Two A/B comparisons, each in one run against one nginx backend, wrk -t1 -c50, in
 rounds that alternate which side goes first (A B, then B A, ...), so drift over the
 run affects both sides alike:
 
 * **plain path, before vs after**: a gateway running the code of ``--baseline`` (a git
-  ref, default ``HEAD~3``; checked out into the work dir with `git worktree`) against
-  the gateway of the working tree, same config (one route `/plain/{id}`).
+  ref, default ``HEAD~1``; checked out into the work dir with `git worktree`) against
+  the gateway of the working tree, same config (one route `/plain/{id}`). The baseline
+  runs from its own source tree (PYTHONPATH) on the working tree's installed
+  dependencies.
 * **plugins vs plain**: one gateway of the working tree with two routes to the same
   backend path: `/plain/{id}` and `/plugins/{id}` with six no-op plugins, one per
   phase (on_headers, on_request, before_upstream, on_response, on_chunk,
@@ -209,9 +212,9 @@ def _summary(runs: dict[str, list[Run]], a: str, b: str, target: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--baseline", default="HEAD~3", help="git ref of the 'before' code")
+    parser.add_argument("--baseline", default="HEAD~1", help="git ref of the 'before' code")
     parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="3 s runs, 1 round")
     parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args(argv)

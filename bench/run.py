@@ -24,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
+import chain
 import edge
 import machine
 import resilience
@@ -264,13 +265,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary work dir")
     parser.add_argument(
         "--only",
-        choices=(*SECTIONS, "all"),
+        choices=(*SECTIONS, "chain", "all"),
         default="all",
-        help="run only the core comparison or the load-balancing, edge-security or workers section",
+        help="run only the core comparison or the load-balancing, edge-security or workers "
+        "section; 'chain' (not part of 'all'): the policy chain's A/B, see bench/chain.py",
+    )
+    parser.add_argument(
+        "--baseline", default="HEAD~1", help="with --only chain: the git ref to compare with"
     )
     args = parser.parse_args(argv)
     if args.duration < 1:
         parser.error("--duration must be at least 1 second")
+    if args.only == "chain":
+        passed = ["--baseline", args.baseline, "--duration", str(args.duration)]
+        return chain.main([*passed, *(["--quick"] if args.quick else [])])
     if wrk_path() is None:
         print(INSTALL_HINT, file=sys.stderr)
         return 2
