@@ -100,7 +100,7 @@ def test_the_reader_finds_imports() -> None:
     assert "kairos_gateway.runtime" in graph["kairos_gateway.app"]
     assert "kairos_gateway.snapshot" in graph["kairos_gateway.runtime"]
     # Type-only imports count too.
-    assert "kairos_gateway.runtime" in graph["kairos_gateway.exchange"]
+    assert "kairos_gateway.runtime" in graph["kairos_gateway.respond"]
     assert _cycles({"a.x": {"a.y"}, "a.y": {"a.x"}}) == [["a.x", "a.y", "a.x"]]
 
 
