@@ -7,6 +7,7 @@ from ._translate import field_errors
 from .admin import AdminConfig, parse_listen
 from .api import (
     BackendCircuitBreaker,
+    BackendConnections,
     BackendHealthCheck,
     BackendList,
     BackendMetrics,
@@ -83,6 +84,7 @@ from .plugins import PLUGIN_NAME_PATTERN, PluginConfig, effective_plugins
 from .ratelimit import RateLimitConfig
 from .resilience import (
     CircuitBreakerConfig,
+    ConnectionLimits,
     HealthCheckConfig,
     effective_circuit_breaker,
     effective_health_check,
@@ -121,6 +123,7 @@ __all__ = [
     "AdminConfig",
     "Backend",
     "BackendCircuitBreaker",
+    "BackendConnections",
     "BackendHealthCheck",
     "BackendList",
     "BackendMetrics",
@@ -137,6 +140,7 @@ __all__ = [
     "ConfigBody",
     "ConfigError",
     "ConfigStatus",
+    "ConnectionLimits",
     "CorsConfig",
     "Decision",
     "FieldError",

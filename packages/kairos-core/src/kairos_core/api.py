@@ -20,6 +20,7 @@ from .route import Router
 
 __all__ = [
     "BackendCircuitBreaker",
+    "BackendConnections",
     "BackendHealthCheck",
     "BackendList",
     "BackendMetrics",
@@ -217,6 +218,22 @@ class BackendCircuitBreaker(_Body):
     retry_after_s: float
 
 
+class BackendConnections(_Body):
+    """Upstream connections of one backend: now, its limits, and totals since start."""
+
+    open: int
+    idle: int
+    busy: int
+    #: Requests waiting for a connection now.
+    pending: int
+    max_connections: int
+    max_pending: int
+    #: Connections opened since start.
+    opened_total: int
+    #: Requests refused for want of a connection (queue full or waited too long).
+    saturated_total: int
+
+
 class BackendStatus(_Body):
     """One backend address: the routes using it, health, breaker, load, latency."""
 
@@ -229,6 +246,7 @@ class BackendStatus(_Body):
     circuit_breaker: BackendCircuitBreaker
     inflight: int
     ewma_latency_ms: float
+    connections: BackendConnections | None = None
 
 
 class BackendList(BaseModel):

@@ -53,6 +53,10 @@ class Backend(KairosModel):
     health_check_path: str | None = None
     tls_verify: bool = True
     tls_ca_file: str | None = None
+    #: Overrides the top-level ``connection_limits`` for this backend (field by field).
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    max_pending: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    pending_timeout_ms: Annotated[int, Field(ge=1, le=600_000)] | None = None
 
     @field_validator("host")
     @classmethod

@@ -33,7 +33,7 @@ from .edge import CorsConfig, SecurityHeadersConfig
 from .errors import ConfigError, FieldError
 from .plugins import PluginConfig, PluginEntries, effective_plugins
 from .ratelimit import RateLimitConfig
-from .resilience import CircuitBreakerConfig, HealthCheckConfig
+from .resilience import CircuitBreakerConfig, ConnectionLimits, HealthCheckConfig
 from .route import MAX_BODY_LIMIT, Router, Timeouts
 from .validation import auth_errors, duplicate_route_errors
 
@@ -71,6 +71,8 @@ class GatewayConfig(KairosModel):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     health_check: HealthCheckConfig = Field(default_factory=HealthCheckConfig)
+    #: Upstream connections per backend and the queue for them (backends may override).
+    connection_limits: ConnectionLimits = Field(default_factory=ConnectionLimits)
     trusted_proxies: list[Annotated[IPv4Network | IPv6Network, BeforeValidator(_network)]] = Field(
         default_factory=list
     )

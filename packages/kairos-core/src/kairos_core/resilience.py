@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CircuitBreakerConfig",
+    "ConnectionLimits",
     "HealthCheckConfig",
     "effective_circuit_breaker",
     "effective_health_check",
@@ -46,6 +47,24 @@ class CircuitBreakerConfig(KairosModel):
     half_open_max_calls: Annotated[int, Field(ge=1)] = 1
     success_threshold: Annotated[int, Field(ge=1)] = 1
     failure_status_codes: list[Annotated[int, Field(ge=500, le=599)]] = Field(default_factory=list)
+
+
+class ConnectionLimits(KairosModel):
+    """Per backend: how many upstream connections it gets and how many requests may
+    wait for one (Envoy's per-cluster ``max_connections`` / ``max_pending_requests``).
+
+    ``max_connections`` bounds open connections, busy and idle together; a request that
+    finds them all busy waits in a FIFO queue of at most ``max_pending`` requests for
+    at most ``pending_timeout_ms``. Past either bound the request fails over to another
+    backend of the route when it may be retried, else it gets 503 ``backend_saturated``
+    with ``Retry-After``. Idle connections are kept up to ``max_connections`` (closed
+    after the pool's idle timeout), so a busy backend's connections are reused, not
+    opened and closed per request.
+    """
+
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 1024
+    max_pending: Annotated[int, Field(ge=0, le=100_000)] = 1024
+    pending_timeout_ms: Annotated[int, Field(ge=1, le=600_000)] = 1000
 
 
 class HealthCheckConfig(KairosModel):
