@@ -48,6 +48,7 @@ from .config import (
 from .edge import CorsConfig, SecurityHeadersConfig, origin_pattern
 from .errors import (
     ABSENT,
+    BackendSaturated,
     BadRequest,
     CircuitOpen,
     ConfigError,
@@ -127,6 +128,7 @@ __all__ = [
     "BackendHealthCheck",
     "BackendList",
     "BackendMetrics",
+    "BackendSaturated",
     "BackendStatus",
     "BackendSummary",
     "BadPath",

@@ -20,6 +20,7 @@ to the problem body::
     ├── UpstreamError          502 upstream_error
     ├── ServiceUnavailable     503 service_unavailable
     │   ├── CircuitOpen        503 circuit_open         (.retry_after_s)
+    │   ├── BackendSaturated   503 backend_saturated    (.retry_after_s)
     │   └── NoHealthyBackend   503 no_healthy_backend
     └── UpstreamTimeout        504 upstream_timeout
 
@@ -37,6 +38,7 @@ from typing import ClassVar, Final, final
 
 __all__ = [
     "ABSENT",
+    "BackendSaturated",
     "BadRequest",
     "CircuitOpen",
     "ConfigError",
@@ -207,6 +209,24 @@ class CircuitOpen(ServiceUnavailable):
 
     type = "circuit_open"
     title = "Circuit open"
+
+    def __init__(self, detail: str = "", *, retry_after_s: float) -> None:
+        super().__init__(detail)
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [("Retry-After", str(self.retry_after_s))]
+
+    def extensions(self) -> dict[str, object]:
+        return {"retry_after_s": self.retry_after_s}
+
+
+class BackendSaturated(ServiceUnavailable):
+    """Every backend the request could use had all its connections busy and its queue
+    full (or the wait for a connection timed out): ``connection_limits``."""
+
+    type = "backend_saturated"
+    title = "Backend saturated"
 
     def __init__(self, detail: str = "", *, retry_after_s: float) -> None:
         super().__init__(detail)

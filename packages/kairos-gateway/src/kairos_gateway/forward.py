@@ -22,10 +22,16 @@ from collections.abc import Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from kairos_core import CircuitOpen, NoHealthyBackend, UpstreamError, UpstreamTimeout
+from kairos_core import (
+    BackendSaturated,
+    CircuitOpen,
+    NoHealthyBackend,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
-from .retry import decide_stale
-from .upstream import StaleConnection, UpstreamPool, UpstreamResponse
+from .retry import RetryBudget, Stop, decide_stale
+from .upstream import StaleConnection, UpstreamPool, UpstreamResponse, UpstreamSaturated
 from .upstream import UpstreamError as UpstreamFailure
 from .upstream import UpstreamTimeout as UpstreamTimedOut
 
@@ -108,6 +114,30 @@ def _admit(runtime: RouteRuntime, client_key: str, tried: Sequence[int]) -> Atte
     raise NoHealthyBackend("every backend of this route failed its health checks")
 
 
+def _saturated(
+    runtime: RouteRuntime, tried: list[int], index: int, budget: RetryBudget | None
+) -> Stop | None:
+    """May a request refused by a saturated backend go to another one? None: yes.
+
+    Only on a route with a retry policy, within its retry count and budget, and only
+    when a backend not yet tried is available (the request never left the gateway, so
+    the method does not matter).
+    """
+    policy = runtime.retry
+    if policy is None:
+        return "no_policy"
+    if len(tried) >= policy.max_retries:
+        return "max_retries"
+    others = [
+        i for i, b in enumerate(runtime.backends) if i != index and i not in tried and b.available()
+    ]
+    if not others:
+        return "max_retries"
+    if budget is not None and not budget.try_spend():
+        return "budget_exhausted"
+    return None
+
+
 def _header(headers: Sequence[tuple[str, str]], lower_name: str) -> str | None:
     for name, value in headers:
         if name.lower() == lower_name:
@@ -162,7 +192,23 @@ async def forward(
                 upstream.body,
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
+                limits=runtime.limits[attempt.index],
             )
+        except UpstreamSaturated as exc:
+            # Nothing was sent: another backend may take it, whatever the method.
+            attempt.close()
+            stop = _saturated(runtime, tried, attempt.index, budget)
+            if stop is None:
+                tried.append(attempt.index)
+                stats.retry(exc.kind)
+                continue
+            if stop == "budget_exhausted":
+                stats.retry(stop)
+            limits = runtime.limits[attempt.index]
+            raise BackendSaturated(
+                "the backend has no free connection (connection_limits)",
+                retry_after_s=limits.pending_timeout_s,
+            ) from exc
         except StaleConnection as exc:
             attempt.close()
             stop = decide_stale(method, replayed, budget)

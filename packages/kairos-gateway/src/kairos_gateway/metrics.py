@@ -15,7 +15,7 @@ from __future__ import annotations
 import platform
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -152,6 +152,13 @@ class MetricsView:
     #: (address, up, breaker state value, in-flight) per backend.
     backend_gauges: list[tuple[str, int, int, int]]
     rate_limit_store_errors: int
+    #: (address, open, idle, pending, opened total, saturated total, queue seconds
+    #: total) per backend: the upstream pool's connections and queue.
+    pool_gauges: list[PoolGauge] = field(default_factory=list)
+
+
+#: See `MetricsView.pool_gauges`.
+PoolGauge = tuple[str, int, int, int, int, int, float]
 
 
 class GatewayMetrics(Collector):
@@ -172,6 +179,8 @@ class GatewayMetrics(Collector):
         self.backend_gauges: Callable[[], Iterable[tuple[str, int, int, int]]] = tuple
         #: Rate-limit checks answered by the fallback because Redis failed.
         self.rate_limit_store_errors: Callable[[], int] = lambda: 0
+        #: The upstream pool's connections and queue per backend, read at scrape time.
+        self.pool_gauges: Callable[[], Iterable[PoolGauge]] = tuple
         self.registry.register(self)
 
     def route(self, label: str) -> RouteStats:
@@ -194,6 +203,7 @@ class GatewayMetrics(Collector):
             active_requests=self.active_requests,
             backend_gauges=list(self.backend_gauges()),
             rate_limit_store_errors=self.rate_limit_store_errors(),
+            pool_gauges=list(self.pool_gauges()),
         )
 
     def view(self) -> MetricsView:
@@ -326,3 +336,44 @@ class GatewayMetrics(Collector):
         yield up
         yield breaker
         yield inflight
+        yield from _pool_families(view.pool_gauges)
+
+
+def _pool_families(gauges: list[PoolGauge]) -> Iterator[Metric]:
+    connections = GaugeMetricFamily(
+        "kairos_upstream_connections",
+        "Upstream connections per backend: open (busy + idle) and idle",
+        labels=["backend", "state"],
+    )
+    pending = GaugeMetricFamily(
+        "kairos_upstream_pending",
+        "Requests waiting for a connection to the backend (connection_limits)",
+        labels=["backend"],
+    )
+    opened = CounterMetricFamily(
+        "kairos_upstream_connections_opened",
+        "Upstream connections opened to the backend",
+        labels=["backend"],
+    )
+    saturated = CounterMetricFamily(
+        "kairos_upstream_saturated",
+        "Requests refused a connection to the backend (queue full or waited too long)",
+        labels=["backend"],
+    )
+    queued = CounterMetricFamily(
+        "kairos_upstream_queue_seconds",
+        "Seconds requests spent waiting for a connection to the backend",
+        labels=["backend"],
+    )
+    for address, open_, idle, waiting, opened_total, saturated_total, queue_s in gauges:
+        connections.add_metric([address, "open"], open_)
+        connections.add_metric([address, "idle"], idle)
+        pending.add_metric([address], waiting)
+        opened.add_metric([address], opened_total)
+        saturated.add_metric([address], saturated_total)
+        queued.add_metric([address], queue_s)
+    yield connections
+    yield pending
+    yield opened
+    yield saturated
+    yield queued

@@ -88,6 +88,7 @@ class MetricsShare:
             "backends": {b.label: _dump_backend(b) for b in view.backends},
             "active_requests": view.active_requests,
             "backend_gauges": view.backend_gauges,
+            "pool_gauges": view.pool_gauges,
             "rate_limit_store_errors": view.rate_limit_store_errors,
         }
         temporary = self._path.with_suffix(".tmp")
@@ -116,13 +117,21 @@ class MetricsShare:
         # address -> [up, breaker state, in-flight]
         gauges: dict[str, list[int]] = {a: [u, b, i] for a, u, b, i in own.backend_gauges}
         store_errors = own.rate_limit_store_errors
+        # address -> [open, idle, pending, opened, saturated, queue seconds]
+        pools: dict[str, list[float]] = {g[0]: list(g[1:]) for g in own.pool_gauges}
         for peer in self._peers():
             for label, data in peer["routes"].items():
                 _add_route(routes.setdefault(label, RouteStats(label)), data)
             for label, data in peer["backends"].items():
                 _add_backend(backends.setdefault(label, BackendStats(label)), data)
             store_errors += peer["rate_limit_store_errors"]
-            if not _alive(peer["pid"]):
+            alive = _alive(peer["pid"])
+            for address, *figures in peer.get("pool_gauges", ()):
+                # Totals count for dead workers too; gauges only for live ones.
+                pool = pools.setdefault(address, [0, 0, 0, 0, 0, 0.0])
+                for i in range(0 if alive else 3, 6):
+                    pool[i] += figures[i]
+            if not alive:
                 continue
             active += peer["active_requests"]
             for address, up, breaker, inflight in peer["backend_gauges"]:
@@ -136,4 +145,8 @@ class MetricsShare:
             active_requests=active,
             backend_gauges=[(a, u, b, i) for a, (u, b, i) in gauges.items()],
             rate_limit_store_errors=store_errors,
+            pool_gauges=[
+                (a, int(o), int(i), int(p), int(n), int(s), q)
+                for a, (o, i, p, n, s, q) in pools.items()
+            ],
         )

@@ -21,7 +21,7 @@ from pathlib import Path
 from kairos_core import GatewayConfig
 
 from .backends import EWMA_DECAY_S, BackendRegistry
-from .metrics import GatewayMetrics
+from .metrics import GatewayMetrics, PoolGauge
 from .plugins import PluginRegistry
 from .ratelimit import RateLimiters
 from .snapshot import Snapshot, build_snapshot
@@ -54,6 +54,7 @@ class Runtime:
         self.metrics.rate_limit_store_errors = lambda: self.limiters.store_errors
         self.plugins = plugins if plugins is not None else PluginRegistry()
         self.pool = UpstreamPool()
+        self.metrics.pool_gauges = self._pool_gauges
         self._observers: list[SnapshotObserver] = []
         #: The live configuration; replaced only by `activate`.
         self.snapshot: Snapshot = build_snapshot(
@@ -103,7 +104,9 @@ class Runtime:
         """
         previous, self.snapshot = self.snapshot, snapshot
         self.registry.configure(snapshot.breakers)
-        self.registry.retain(snapshot.endpoints())
+        endpoints = snapshot.endpoints()
+        self.registry.retain(endpoints)
+        self.pool.retain(endpoints)
         log.info(
             "configuration applied",
             extra={
@@ -127,6 +130,27 @@ class Runtime:
                 (state.address, int(state.healthy), state.breaker.state_value, state.inflight),
             )
         return list(seen.values())
+
+    def _pool_gauges(self) -> list[PoolGauge]:
+        out: list[PoolGauge] = []
+        seen: set[str] = set()
+        for state in self.registry:
+            stats = self.pool.endpoint_stats(state.endpoint)
+            if stats is None or state.address in seen:
+                continue
+            seen.add(state.address)
+            out.append(
+                (
+                    state.address,
+                    stats.open,
+                    stats.idle,
+                    stats.pending,
+                    stats.opened_total,
+                    stats.saturated_total,
+                    stats.queue_seconds_total,
+                )
+            )
+        return out
 
     async def aclose(self) -> None:
         """Close what the runtime holds open: rate-limit stores, upstream connections."""

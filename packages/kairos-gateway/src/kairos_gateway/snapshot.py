@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kairos_core import (
+    Backend,
     CircuitBreakerConfig,
     CompiledRoute,
     ConfigError,
@@ -49,7 +50,7 @@ from .plugins import PluginRegistry
 from .policies import BodyLimit, CorsPolicy, JwtPolicy, RateLimitPolicy, SecurityHeaders
 from .ratelimit import RateLimiter, RateLimiters
 from .retry import RetryBudget, RetryPolicy
-from .upstream import Endpoint, UpstreamTLSError
+from .upstream import Endpoint, PoolLimits, UpstreamTLSError
 from .upstream.tls import client_ssl_context
 
 if TYPE_CHECKING:
@@ -75,6 +76,8 @@ class RouteRuntime:
     chain: Chain
     #: Answers CORS preflights for the route (also on the chain, for actual requests).
     cors: CorsPolicy | None
+    #: Connection limits of each backend, in `backends` order.
+    limits: tuple[PoolLimits, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +175,20 @@ def _limiter(
     return limiters.get(own, name=name)
 
 
+def _pool_limits(backend: Backend, config: GatewayConfig) -> PoolLimits:
+    """The backend's own limits over the top-level ``connection_limits``, field by field
+    (a backend shared by several routes: the first route naming it decides)."""
+    top = config.connection_limits
+    max_connections = backend.max_connections
+    max_pending = backend.max_pending
+    timeout_ms = backend.pending_timeout_ms
+    return PoolLimits(
+        max_connections=top.max_connections if max_connections is None else max_connections,
+        max_pending=top.max_pending if max_pending is None else max_pending,
+        pending_timeout_s=(top.pending_timeout_ms if timeout_ms is None else timeout_ms) / 1000,
+    )
+
+
 def _cors(config: CorsConfig | None) -> CorsPolicy | None:
     return None if config is None else CorsPolicy(config)
 
@@ -246,6 +263,7 @@ def build_snapshot(
     runtimes: list[RouteRuntime] = []
     targets: dict[Endpoint, HealthTarget] = {}
     breakers: dict[Endpoint, tuple[BackendState, CircuitBreakerConfig]] = {}
+    pool_limits: dict[Endpoint, PoolLimits] = {}
     for compiled in table:
         router = compiled.config
         timeouts = effective_timeouts(router, config.timeouts)
@@ -274,6 +292,10 @@ def build_snapshot(
         retry = router.retry_config
         runtimes.append(
             RouteRuntime(
+                limits=tuple(
+                    pool_limits.setdefault(endpoint_of(b), _pool_limits(b, config))
+                    for b in router.backends
+                ),
                 route=compiled,
                 backends=states,
                 balancer=build_balancer(

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from ..messages import OpsHandler
     from ..runtime import Runtime
     from ..snapshot import Snapshot
+    from ..upstream import EndpointStats
 
 log = logging.getLogger("kairos.gateway")
 
@@ -76,6 +77,22 @@ def _allow(request: ApiRequest, allowed: Iterable[str]) -> str:
     if request.method not in allowed:
         raise MethodNotAllowed(f"{request.method} is not allowed here", allow=allowed)
     return request.method
+
+
+def _connections(stats: EndpointStats | None) -> dict[str, int] | None:
+    """The ``connections`` block of a backend (None: no request has reached it yet)."""
+    if stats is None:
+        return None
+    return {
+        "open": stats.open,
+        "idle": stats.idle,
+        "busy": stats.busy,
+        "pending": stats.pending,
+        "max_connections": stats.max_connections,
+        "max_pending": stats.max_pending,
+        "opened_total": stats.opened_total,
+        "saturated_total": stats.saturated_total,
+    }
 
 
 def parse_duration(name: str, text: str) -> float:
@@ -306,6 +323,7 @@ class ManagementApi:
                     },
                     "inflight": state.inflight,
                     "ewma_latency_ms": round(state.ewma(now) * 1000, 3),
+                    "connections": _connections(runtime.pool.endpoint_stats(state.endpoint)),
                 }
             )
         return ApiResponse.model(200, BackendList(backends=items))

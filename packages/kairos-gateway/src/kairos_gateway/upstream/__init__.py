@@ -7,14 +7,17 @@ from .errors import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
+    UpstreamSaturated,
     UpstreamTimeout,
     UpstreamTLSError,
 )
-from .pool import PoolStats, UpstreamPool
+from .pool import EndpointStats, PoolLimits, PoolStats, UpstreamPool
 from .response import UpstreamResponse
 
 __all__ = [
     "Endpoint",
+    "EndpointStats",
+    "PoolLimits",
     "PoolStats",
     "StaleConnection",
     "UpstreamClosed",
@@ -23,6 +26,7 @@ __all__ = [
     "UpstreamPool",
     "UpstreamProtocolError",
     "UpstreamResponse",
+    "UpstreamSaturated",
     "UpstreamTLSError",
     "UpstreamTimeout",
 ]

@@ -24,6 +24,7 @@ __all__ = [
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamProtocolError",
+    "UpstreamSaturated",
     "UpstreamTLSError",
     "UpstreamTimeout",
     "translate_exception",
@@ -74,6 +75,13 @@ class UpstreamClosed(UpstreamError):
     """The peer closed or reset the connection before the response was complete."""
 
     kind: ClassVar[str] = "reset"
+
+
+class UpstreamSaturated(UpstreamError):
+    """No connection to the backend could be had within its limits (queue full, or
+    waited ``pending_timeout`` for one). Nothing was sent."""
+
+    kind: ClassVar[str] = "saturated"
 
 
 class StaleConnection(UpstreamClosed):
