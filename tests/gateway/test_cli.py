@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kairos_gateway import GatewaySettings
 
 from tests.support import EchoBackend, raw_request, route, unused_port
 from tests.support import clean_env as _env
@@ -222,4 +223,23 @@ async def test_a_jwt_key_too_short_for_its_algorithm_fails_the_check(tmp_path: P
     assert "Traceback" not in err
     code, _, err = await _run("--config", str(path), cwd=tmp_path)
     assert code == 1
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("50000,20,20", (50_000, 20, 20)), ("700, 10, 10", (700, 10, 10)), ("python", None)],
+)
+def test_gc_thresholds_from_the_environment(
+    raw: str, expected: tuple[int, int, int] | None
+) -> None:
+    assert GatewaySettings.from_env({"KAIROS_GC_THRESHOLDS": raw}).gc_thresholds == expected
+    assert GatewaySettings.from_env({}).gc_thresholds == (50_000, 20, 20)
+
+
+@pytest.mark.parametrize("value", ["1,2", "a,b,c", "-1,10,10"])
+async def test_bad_gc_thresholds_are_refused(tmp_path: Path, value: str) -> None:
+    code, _, err = await _run("--check", cwd=tmp_path, KAIROS_GC_THRESHOLDS=value)
+    assert code == 2
+    assert "KAIROS_GC_THRESHOLDS" in err
     assert "Traceback" not in err

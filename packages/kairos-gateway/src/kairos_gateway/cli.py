@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ from kairos_core import ConfigError, GatewayConfig, RateLimitConfig, load_config
 
 from ._version import __version__
 from .app import Gateway
+from .fdlimit import raise_fd_limit
 from .logs import configure
 from .plugins import PluginRegistry
 from .settings import GatewaySettings, SettingsError, parse_workers
@@ -161,12 +163,21 @@ async def serve(
     metrics_dir: Path | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
+    raise_fd_limit(config)
     gateway = Gateway(config, settings, source=source, worker=worker, metrics_dir=metrics_dir)
     try:
         await gateway.start()
     except OSError as exc:
         gateway.access_log.close()
         return _fail(EXIT_BIND, f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
+    if settings.gc_thresholds is not None:
+        # What exists once serving (modules, config, routes) is never garbage: keep it
+        # out of every collection. The request path makes no reference cycles (a test
+        # checks), so young collections rarely find any; collecting less often cut
+        # CPU per request at 10,000 connections, where every collection scans more
+        # (docs/decisions.md).
+        gc.freeze()
+        gc.set_threshold(*settings.gc_thresholds)
 
     stop = asyncio.Event()
     signals = 0

@@ -38,6 +38,21 @@ def parse_workers(raw: str, source: str) -> int:
     return value
 
 
+def _gc_thresholds(raw: str) -> tuple[int, int, int] | None:
+    """``"50000,20,20"`` (three non-negative integers) or ``"python"`` (its defaults)."""
+    if raw.strip().lower() == "python":
+        return None
+    try:
+        first, second, third = (int(part) for part in raw.split(","))
+    except ValueError:
+        raise SettingsError(
+            f"KAIROS_GC_THRESHOLDS={raw!r} must be three integers such as 50000,20,20, or 'python'"
+        ) from None
+    if min(first, second, third) < 0:
+        raise SettingsError(f"KAIROS_GC_THRESHOLDS={raw!r} must not be negative")
+    return first, second, third
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -85,6 +100,8 @@ class GatewaySettings:
     redis_url: str | None = field(default=None, repr=False)
     #: A plugin hook that keeps the event loop busy longer than this is logged.
     plugin_slow_ms: float = 50.0
+    #: The cyclic garbage collector's thresholds once serving (None: Python's own).
+    gc_thresholds: tuple[int, int, int] | None = (50_000, 20, 20)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -110,6 +127,7 @@ class GatewaySettings:
             workers=parse_workers(env.get("KAIROS_WORKERS", "1"), "KAIROS_WORKERS"),
             redis_url=env.get("KAIROS_REDIS_URL") or None,
             plugin_slow_ms=_float(env, "KAIROS_PLUGIN_SLOW_MS", 50.0),
+            gc_thresholds=_gc_thresholds(env.get("KAIROS_GC_THRESHOLDS", "50000,20,20")),
         )
         settings.check()
         return settings
