@@ -327,10 +327,17 @@ class Gateway:
         while True:
             await asyncio.sleep(interval)
             deadline = self.clock() - idle
-            for conn, since in list(self.waiting.items()):
-                if since < deadline:
-                    del self.waiting[conn]
-                    conn.stream.close()
+            # Oldest first: a connection is (re-)added when it starts waiting, with the
+            # loop's monotonic time, so the scan stops at the first one still in time
+            # and costs what expires, not what is open.
+            expired = []
+            for conn, since in self.waiting.items():
+                if since >= deadline:
+                    break
+                expired.append(conn)
+            for conn in expired:
+                del self.waiting[conn]
+                conn.stream.close()
             self.access_log.flush()
             metrics = self.runtime.metrics
             if metrics.share is not None:
