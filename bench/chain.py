@@ -153,7 +153,7 @@ def drop_tree(tree: Path) -> None:
     )
 
 
-def _src_path(tree: Path) -> str:
+def source_path(tree: Path) -> str:
     return ":".join(
         str(tree / "packages" / name / "src") for name in ("kairos-gateway", "kairos-core")
     )
@@ -236,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_baseline:
             tree = baseline_tree(args.baseline, workdir)
             log(f"plain path: {args.baseline} vs working tree")
-            before = Gateway(workdir, plain, name="gw-before", env={"PYTHONPATH": _src_path(tree)})
+            before = Gateway(
+                workdir, plain, name="gw-before", env={"PYTHONPATH": source_path(tree)}
+            )
             after = Gateway(workdir, plain, name="gw-after")
             gateways += [before, after]
             runs = alternate(

@@ -29,6 +29,7 @@ import edge
 import machine
 import resilience
 import route_match
+import scale
 import workers
 from procs import BenchError, log, probe, rss_kib, tail
 from report import (
@@ -265,20 +266,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary work dir")
     parser.add_argument(
         "--only",
-        choices=(*SECTIONS, "chain", "all"),
+        choices=(*SECTIONS, "chain", "scale", "all"),
         default="all",
         help="run only the core comparison or the load-balancing, edge-security or workers "
-        "section; 'chain' (not part of 'all'): the policy chain's A/B, see bench/chain.py",
+        "section; not part of 'all': 'chain' (the policy chain's A/B, bench/chain.py) and "
+        "'scale' (50 to 10,000 client connections, bench/scale.py)",
     )
     parser.add_argument(
-        "--baseline", default="HEAD~1", help="with --only chain: the git ref to compare with"
+        "--baseline", help="with --only chain or scale: the git ref to compare with"
     )
     args = parser.parse_args(argv)
     if args.duration < 1:
         parser.error("--duration must be at least 1 second")
     if args.only == "chain":
-        passed = ["--baseline", args.baseline, "--duration", str(args.duration)]
+        passed = ["--baseline", args.baseline or "HEAD~1", "--duration", str(args.duration)]
         return chain.main([*passed, *(["--quick"] if args.quick else [])])
+    if args.only == "scale":
+        passed = ["--duration", str(args.duration)]
+        return scale.main([*passed, *(["--baseline", args.baseline] if args.baseline else [])])
     if wrk_path() is None:
         print(INSTALL_HINT, file=sys.stderr)
         return 2

@@ -84,25 +84,35 @@ def parse(text: str, url: str, connections: int) -> WrkResult:
     )
 
 
-def run_wrk(url: str, connections: int, duration_s: int, headers: Sequence[str] = ()) -> WrkResult:
-    """`wrk -t1 -c{connections} -d{duration}s --latency URL` (whole seconds), with a timeout;
-    each of ``headers`` ("Name: value") is sent on every request (`wrk -H`)."""
+def run_wrk(
+    url: str,
+    connections: int,
+    duration_s: int,
+    headers: Sequence[str] = (),
+    *,
+    timeout_s: int = 5,
+    threads: int = 1,
+) -> WrkResult:
+    """`wrk -t{threads} -c{connections} -d{duration}s --latency URL` (whole seconds),
+    with a timeout; each of ``headers`` ("Name: value") is sent on every request
+    (`wrk -H`); ``timeout_s`` is wrk's per-request timeout (slower answers count as
+    socket errors)."""
     path = wrk_path()
     if path is None:
         raise BenchError(INSTALL_HINT)
     argv = [
         path,
-        "-t1",
+        f"-t{threads}",
         f"-c{connections}",
         f"-d{duration_s}s",
         "--timeout",
-        "5s",
+        f"{timeout_s}s",
         "--latency",
         *(arg for header in headers for arg in ("-H", header)),
         url,
     ]
     proc = subprocess.run(
-        argv, capture_output=True, text=True, timeout=duration_s + 30, check=False
+        argv, capture_output=True, text=True, timeout=duration_s + timeout_s + 30, check=False
     )
     if proc.returncode != 0:
         raise BenchError(f"wrk failed ({proc.returncode}) on {url}:\n{proc.stdout}{proc.stderr}")
