@@ -18,7 +18,7 @@ from kairos_core import (
     load_config,
     load_config_file,
 )
-from kairos_gateway import AccessLog, Gateway, GatewaySettings
+from kairos_gateway import AccessLog, Gateway, GatewaySettings, PluginRegistry
 from kairos_gateway.backends import endpoint_of
 from kairos_gateway.upstream import Endpoint
 from tornado.testing import bind_unused_port
@@ -105,7 +105,11 @@ async def gateway_factory() -> AsyncIterator[GatewayFactory]:
     started: list[Gateway] = []
 
     async def make(
-        config: dict[str, Any], *, ewma_decay_s: float = 10.0, **settings: Any
+        config: dict[str, Any],
+        *,
+        ewma_decay_s: float = 10.0,
+        plugins: PluginRegistry | None = None,
+        **settings: Any,
     ) -> RunningGateway:
         buffer = io.BytesIO()
         gateway = Gateway(
@@ -113,6 +117,7 @@ async def gateway_factory() -> AsyncIterator[GatewayFactory]:
             GatewaySettings(**settings),
             access_log=AccessLog(buffer, "json"),
             ewma_decay_s=ewma_decay_s,
+            plugins=plugins,
         )
         sock, port = bind_unused_port()
         await gateway.start([sock])
@@ -128,11 +133,16 @@ async def gateway_factory() -> AsyncIterator[GatewayFactory]:
 async def file_gateway_factory(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     """Like `gateway_factory`, but the config is written to ``tmp_path/config.json``
     (or ``path=``) first and the gateway runs from that file: changes are saved there
-    and the file watcher follows it."""
+    and the file watcher follows it. Both take ``plugins=`` (a `PluginRegistry`: the
+    installed plugins plus its ``extra`` ones)."""
     started: list[Gateway] = []
 
     async def make(
-        config: dict[str, Any], *, path: Path | None = None, **settings: Any
+        config: dict[str, Any],
+        *,
+        path: Path | None = None,
+        plugins: PluginRegistry | None = None,
+        **settings: Any,
     ) -> RunningGateway:
         source = path or tmp_path / "config.json"
         source.write_text(json.dumps(config, indent=2))
@@ -142,6 +152,7 @@ async def file_gateway_factory(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
             GatewaySettings(**settings),
             source=source,
             access_log=AccessLog(buffer, "json"),
+            plugins=plugins,
         )
         sock, port = bind_unused_port()
         await gateway.start([sock])

@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kairos_core import ConfigError, load_config, load_config_file
+from kairos_core import ConfigError
 from kairos_gateway import (
-    AccessLog,
-    Gateway,
-    GatewaySettings,
     Plugin,
     PluginRegistry,
     Policy,
@@ -33,9 +28,8 @@ from kairos_gateway import (
     UpstreamRequest,
 )
 from pydantic import BaseModel, ConfigDict
-from tornado.testing import bind_unused_port
 
-from tests.conftest import GatewayFactory, RunningGateway, stop_at_rest
+from tests.conftest import GatewayFactory
 from tests.support import EchoBackend, RawResponse, api_call, clean_env, raw_request, route
 
 KEY = "k3y-for-the-tests-0001"
@@ -164,45 +158,6 @@ BROKEN = Plugin(name="broken", config=NoConfig, policy=Broken)
 SLEEPY = Plugin(name="sleepy", config=NoConfig, policy=Sleepy)
 SLEEPY_ASYNC = Plugin(name="sleepy-async", config=NoConfig, policy=SleepyAfterAwait)
 TEAPOT = Plugin(name="teapot", config=NoConfig, policy=Teapot)
-
-PluginGatewayFactory = Callable[..., Awaitable[RunningGateway]]
-
-
-@pytest.fixture
-async def plugin_gateway(tmp_path: Path) -> AsyncIterator[PluginGatewayFactory]:
-    """Like `gateway_factory`, with the installed plugins plus ``extra``; with
-    ``file=True`` the config is written to ``tmp_path/config.json`` and run from it."""
-    started: list[Gateway] = []
-
-    async def make(
-        config: dict[str, Any],
-        *,
-        extra: Iterable[Plugin[Any]] = (),
-        file: bool = False,
-        **settings: Any,
-    ) -> RunningGateway:
-        gateway_settings = GatewaySettings(**settings)
-        registry = PluginRegistry(extra)  # the gateway sets its slow_s from the settings
-        source = tmp_path / "config.json" if file else None
-        if source is not None:
-            source.write_text(json.dumps(config))
-        buffer = io.BytesIO()
-        gateway = Gateway(
-            load_config_file(source) if source is not None else load_config(config),
-            gateway_settings,
-            source=source,
-            access_log=AccessLog(buffer, "json"),
-            plugins=registry,
-        )
-        sock, port = bind_unused_port()
-        await gateway.start([sock])
-        started.append(gateway)
-        return RunningGateway(gateway, port, buffer)
-
-    yield make
-    for gateway in started:
-        await stop_at_rest(gateway)
-
 
 # -- api-key -------------------------------------------------------------------------------
 
@@ -461,13 +416,13 @@ async def test_plugins_endpoint_lists_builtins_and_installed_plugins(
 
 
 async def test_each_configuration_gets_new_plugin_instances(
-    backend: EchoBackend, plugin_gateway: PluginGatewayFactory
+    backend: EchoBackend, file_gateway_factory: GatewayFactory
 ) -> None:
     def config(tag: str) -> dict[str, Any]:
         entry = {"name": "recorder", "config": {"tag": tag}}
         return cfg(route("/a", "/a", [backend]), plugins=[entry], hot_reload=False)
 
-    gw = await plugin_gateway(config("one"), extra=[RECORDER], file=True)
+    gw = await file_gateway_factory(config("one"), plugins=PluginRegistry([RECORDER]))
 
     async def served_by() -> list[str]:
         resp = await raw_request(gw.port, "/a")
@@ -491,15 +446,15 @@ async def test_each_configuration_gets_new_plugin_instances(
 
 
 async def test_a_failing_plugin_gets_a_500_and_the_gateway_keeps_serving(
-    backend: EchoBackend, plugin_gateway: PluginGatewayFactory, caplog: pytest.LogCaptureFixture
+    backend: EchoBackend, gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="kairos.gateway")
-    gw = await plugin_gateway(
+    gw = await gateway_factory(
         cfg(
             route("/broken", "/broken", [backend], plugins=[{"name": "broken"}]),
             route("/fine", "/fine", [backend]),
         ),
-        extra=[BROKEN],
+        plugins=PluginRegistry([BROKEN]),
     )
     failed = await raw_request(gw.port, "/broken")
     assert failed.status == 500
@@ -520,14 +475,14 @@ async def test_a_failing_plugin_gets_a_500_and_the_gateway_keeps_serving(
 async def test_a_hook_that_blocks_the_event_loop_is_reported(
     plugin: Plugin[Any],
     backend: EchoBackend,
-    plugin_gateway: PluginGatewayFactory,
+    gateway_factory: GatewayFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="kairos.gateway")
     quick = {"name": "add-headers", "config": {"request": {"set": {"X-A": "{request_id}"}}}}
-    gw = await plugin_gateway(
+    gw = await gateway_factory(
         cfg(route("/a", "/a", [backend]), plugins=[{"name": plugin.name}, quick]),
-        extra=[plugin],
+        plugins=PluginRegistry([plugin]),
         plugin_slow_ms=20,
     )
     resp = await raw_request(gw.port, "/a")
@@ -542,10 +497,11 @@ async def test_a_hook_that_blocks_the_event_loop_is_reported(
 
 
 async def test_a_plugin_may_answer_early(
-    backend: EchoBackend, plugin_gateway: PluginGatewayFactory
+    backend: EchoBackend, gateway_factory: GatewayFactory
 ) -> None:
-    gw = await plugin_gateway(
-        cfg(route("/a", "/a", [backend], plugins=[{"name": "teapot"}])), extra=[TEAPOT]
+    gw = await gateway_factory(
+        cfg(route("/a", "/a", [backend], plugins=[{"name": "teapot"}])),
+        plugins=PluginRegistry([TEAPOT]),
     )
     resp = await raw_request(gw.port, "/a", method="POST", body=b"tea")
     assert resp.status == 418
@@ -555,12 +511,13 @@ async def test_a_plugin_may_answer_early(
 
 
 async def test_a_failing_response_hook_is_logged_once_and_answered_500(
-    backend: EchoBackend, plugin_gateway: PluginGatewayFactory, caplog: pytest.LogCaptureFixture
+    backend: EchoBackend, gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="kairos.gateway")
     entry = {"name": "broken-on-response"}
-    gw = await plugin_gateway(
-        cfg(route("/a", "/a", [backend], plugins=[entry])), extra=[BROKEN_ON_RESPONSE]
+    gw = await gateway_factory(
+        cfg(route("/a", "/a", [backend], plugins=[entry])),
+        plugins=PluginRegistry([BROKEN_ON_RESPONSE]),
     )
     failed = await raw_request(gw.port, "/a")
     assert failed.status == 500
@@ -571,13 +528,13 @@ async def test_a_failing_response_hook_is_logged_once_and_answered_500(
 
 
 async def test_response_hooks_see_the_head_the_client_gets(
-    backend: EchoBackend, plugin_gateway: PluginGatewayFactory
+    backend: EchoBackend, gateway_factory: GatewayFactory
 ) -> None:
     limit = {"algorithm": "fixed_window", "requests_per_second": 1000}
     entry = {"name": "head-recorder"}
-    gw = await plugin_gateway(
+    gw = await gateway_factory(
         cfg(route("/a", "/a", [backend], plugins=[entry], rate_limit=limit)),
-        extra=[HEAD_RECORDER],
+        plugins=PluginRegistry([HEAD_RECORDER]),
     )
     resp = await raw_request(gw.port, "/a", headers=[("Connection", "keep-alive")])
     assert resp.status == 200
