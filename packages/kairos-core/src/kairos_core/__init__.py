@@ -8,6 +8,7 @@ from .admin import AdminConfig, parse_listen
 from .api import (
     BackendCircuitBreaker,
     BackendConnections,
+    BackendEjection,
     BackendHealthCheck,
     BackendList,
     BackendMetrics,
@@ -31,6 +32,7 @@ from .api import (
     RouteList,
     RouteMetrics,
     Totals,
+    TrafficSummary,
     ValidationResult,
 )
 from .auth import JwtConfig
@@ -87,8 +89,10 @@ from .resilience import (
     CircuitBreakerConfig,
     ConnectionLimits,
     HealthCheckConfig,
+    OutlierDetectionConfig,
     effective_circuit_breaker,
     effective_health_check,
+    effective_outlier_detection,
 )
 from .route import (
     HTTP_METHODS,
@@ -125,6 +129,7 @@ __all__ = [
     "Backend",
     "BackendCircuitBreaker",
     "BackendConnections",
+    "BackendEjection",
     "BackendHealthCheck",
     "BackendList",
     "BackendMetrics",
@@ -169,6 +174,7 @@ __all__ = [
     "MetricsSnapshot",
     "NoHealthyBackend",
     "NoRoute",
+    "OutlierDetectionConfig",
     "PayloadTooLarge",
     "PluginCatalog",
     "PluginConfig",
@@ -192,6 +198,7 @@ __all__ = [
     "TokenBucketState",
     "TooManyRequests",
     "Totals",
+    "TrafficSummary",
     "Unauthorized",
     "UpstreamError",
     "UpstreamTimeout",
@@ -200,6 +207,7 @@ __all__ = [
     "config_to_json",
     "effective_circuit_breaker",
     "effective_health_check",
+    "effective_outlier_detection",
     "effective_plugins",
     "effective_timeouts",
     "field_errors",

@@ -21,6 +21,7 @@ from .route import Router
 __all__ = [
     "BackendCircuitBreaker",
     "BackendConnections",
+    "BackendEjection",
     "BackendHealthCheck",
     "BackendList",
     "BackendMetrics",
@@ -44,6 +45,7 @@ __all__ = [
     "RouteList",
     "RouteMetrics",
     "Totals",
+    "TrafficSummary",
     "ValidationResult",
 ]
 
@@ -154,7 +156,23 @@ class BackendMetrics(_Body):
     latency_ms_1m: Latency
 
 
+class TrafficSummary(_Body):
+    """Requests kept out of the routed figures: the gateway's own (``admin``) or those
+    no route served (``unmatched``)."""
+
+    requests: int
+    client_errors: int
+    server_errors: int
+    requests_per_second: Rates
+
+
 class MetricsSnapshot(_Body):
+    """The live figures. ``totals``, the rates, the success rate, the latency and
+    ``routes`` count routed requests only (a 405 on a route's path is that route's);
+    the gateway's own endpoints (management API, ``/health``, ``/ready``, ``/live``,
+    ``/metrics``) are ``admin``, and requests no route served (404, bad path, ...) are
+    ``unmatched``. Both are null from a gateway that predates them."""
+
     timestamp: str
     uptime_s: float
     config_version: int
@@ -165,6 +183,8 @@ class MetricsSnapshot(_Body):
     latency_ms_1m: Latency
     routes: list[RouteMetrics]
     backends: list[BackendMetrics]
+    admin: TrafficSummary | None = None
+    unmatched: TrafficSummary | None = None
 
 
 class HistoryPoint(_Body):
@@ -194,6 +214,9 @@ class HistoryPoint(_Body):
 
 
 class MetricsHistory(_Body):
+    """A time series; the totals (``kind="total"``) count routed requests only, like
+    `MetricsSnapshot`."""
+
     range_s: float
     step_s: float
     #: ``total``: the whole gateway; ``route``: one route label; ``backend``: one address.
@@ -234,12 +257,51 @@ class BackendConnections(_Body):
     saturated_total: int
 
 
+#: Why a backend was ejected: the kind of the failure that completed the streak
+#: (``connect`` refused or unreachable, ``tls``, ``timeout``, ``reset``, ``protocol``:
+#: an invalid response, ``error``: anything else, ``5xx``: a 5xx answer), or
+#: ``probation``: it failed again soon after it came back.
+EjectionReason = Literal[
+    "connect", "tls", "timeout", "reset", "protocol", "error", "5xx", "probation"
+]
+
+
+#: Each `EjectionReason` in words, for people (the CLI and the UI show these).
+EJECTION_REASON_TEXT: dict[str, str] = {
+    "connect": "connections refused or unreachable",
+    "tls": "TLS handshakes failing",
+    "timeout": "requests timing out",
+    "reset": "connections closed before an answer",
+    "protocol": "invalid HTTP responses",
+    "error": "requests failing",
+    "5xx": "answering 5xx",
+    "probation": "failed again right after coming back",
+}
+
+
+class BackendEjection(_Body):
+    """Outlier detection for one backend: ejected now, or how its last ejection went."""
+
+    ejected: bool
+    #: The last ejection's cause (null: never ejected).
+    reason: EjectionReason | None = None
+    #: When the last ejection began and ends (UTC, ISO 8601; null: never ejected).
+    since: str | None = None
+    until: str | None = None
+    #: Seconds until an ejected backend returns (0 unless ejected).
+    remaining_s: float = 0.0
+    #: Back from an ejection and on probation: one more failure ejects it again.
+    probation: bool = False
+    #: Times ejected since the gateway started.
+    count: int = 0
+
+
 class BackendStatus(_Body):
     """One backend address: the routes using it, health, breaker, load, latency."""
 
     address: str
     routes: list[str]
-    #: In rotation: healthy and its breaker admits requests.
+    #: In rotation: healthy, not ejected, and its breaker admits requests.
     available: bool
     healthy: bool
     health_check: BackendHealthCheck
@@ -247,14 +309,18 @@ class BackendStatus(_Body):
     inflight: int
     ewma_latency_ms: float
     connections: BackendConnections | None = None
+    #: Outlier detection (passive health); null from a gateway without it.
+    ejection: BackendEjection | None = None
 
 
 class BackendList(BaseModel):
-    """Per backend: address, routes, health, breaker, in-flight, EWMA latency."""
+    """Per backend: address, routes, health, breaker, in-flight, EWMA latency; and the
+    routes none of whose backends is in rotation now (their requests get 503)."""
 
     model_config = ConfigDict(extra="allow")
 
     backends: list[BackendStatus]
+    routes_down: list[str] = []
 
 
 class PluginInfo(_Body):
@@ -283,9 +349,11 @@ class PluginCatalog(_Body):
 
 
 class HealthStatus(_Body):
-    """`GET /health`: the gateway process is up and serving."""
+    """`GET /health`: the gateway process is up and serving (always 200). ``degraded``:
+    some routes have no backend in rotation (``routes_down``, their templates); those
+    routes answer 503 while the others serve as usual."""
 
-    status: Literal["healthy"]
+    status: Literal["healthy", "degraded"]
     version: str
     uptime_s: float
     config_version: int
@@ -294,6 +362,7 @@ class HealthStatus(_Body):
     #: The process that answered, and its index with `--workers` (None: one process).
     pid: int
     worker: int | None = None
+    routes_down: list[str] = []
 
 
 class BackendSummary(_Body):
@@ -301,6 +370,8 @@ class BackendSummary(_Body):
     available: int
     unhealthy: int
     circuit_open: int
+    #: Ejected by outlier detection now.
+    ejected: int = 0
 
 
 class ReadyStatus(_Body):

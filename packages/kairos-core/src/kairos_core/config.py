@@ -33,7 +33,12 @@ from .edge import CorsConfig, SecurityHeadersConfig
 from .errors import ConfigError, FieldError
 from .plugins import PluginConfig, PluginEntries, effective_plugins
 from .ratelimit import RateLimitConfig
-from .resilience import CircuitBreakerConfig, ConnectionLimits, HealthCheckConfig
+from .resilience import (
+    CircuitBreakerConfig,
+    ConnectionLimits,
+    HealthCheckConfig,
+    OutlierDetectionConfig,
+)
 from .route import MAX_BODY_LIMIT, Router, Timeouts
 from .validation import auth_errors, duplicate_route_errors
 
@@ -73,6 +78,8 @@ class GatewayConfig(KairosModel):
     health_check: HealthCheckConfig = Field(default_factory=HealthCheckConfig)
     #: Upstream connections per backend and the queue for them (backends may override).
     connection_limits: ConnectionLimits = Field(default_factory=ConnectionLimits)
+    #: Passive health: backends failing real requests are ejected for a while.
+    outlier_detection: OutlierDetectionConfig = Field(default_factory=OutlierDetectionConfig)
     trusted_proxies: list[Annotated[IPv4Network | IPv6Network, BeforeValidator(_network)]] = Field(
         default_factory=list
     )

@@ -1,6 +1,6 @@
-"""Circuit-breaker and active health-check settings.
+"""Circuit-breaker, active health-check and outlier-detection settings.
 
-Both are set once at the top level (the defaults) and may be overridden per route.
+Each is set once at the top level (the defaults) and may be overridden per route.
 A route's block **replaces** the top-level block as a whole: fields the route leaves
 out take the model defaults below, not the top-level values. (Merging field by field
 would need a second, all-optional copy of each model, as `RouteTimeouts` is; a block
@@ -26,8 +26,10 @@ __all__ = [
     "CircuitBreakerConfig",
     "ConnectionLimits",
     "HealthCheckConfig",
+    "OutlierDetectionConfig",
     "effective_circuit_breaker",
     "effective_health_check",
+    "effective_outlier_detection",
 ]
 
 
@@ -103,6 +105,56 @@ class HealthCheckConfig(KairosModel):
         return self.expected_status_min <= status <= self.expected_status_max
 
 
+class OutlierDetectionConfig(KairosModel):
+    """Passive health: real requests eject a backend that keeps failing them (Envoy's
+    outlier detection).
+
+    ``consecutive_failures`` tries in a row that got no response (connect refused or
+    unreachable, TLS failure, timeout, reset, broken response) eject the backend.
+    With ``count_5xx`` on, so do ``consecutive_5xx`` answers in a row with a 5xx status
+    (a try that got no response counts toward this streak too). It is off by default,
+    unlike Envoy: the breaker does not count statuses by default either, and a 5xx
+    often says more about the request or a dependency all replicas share than about
+    the replica. Any answer below 500 ends both streaks.
+
+    An ejection lasts ``base_ejection_s`` doubled for each ejection in a row, at most
+    ``max_ejection_s``. The backend then returns on probation for as long as it was
+    out: one failure during probation ejects it again, for twice as long; a probation
+    passed without one makes the next ejection start from ``base_ejection_s`` again.
+
+    At most ``max_ejection_percent`` of a route's backends are ejected at once, but at
+    least one, and never the last one in rotation: a route with a single backend never
+    ejects it (its breaker and active checks still apply).
+    """
+
+    enabled: bool = True
+    consecutive_failures: Annotated[int, Field(ge=1, le=1000)] = 5
+    count_5xx: bool = False
+    consecutive_5xx: Annotated[int, Field(ge=1, le=1000)] = 5
+    base_ejection_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    max_ejection_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    max_ejection_percent: Annotated[int, Field(ge=0, le=100)] = 10
+
+    @model_validator(mode="after")
+    def _ordering(self) -> OutlierDetectionConfig:
+        if self.base_ejection_s > self.max_ejection_s:
+            raise ValueError(
+                f"base_ejection_s ({self.base_ejection_s:g}) must not exceed "
+                f"max_ejection_s ({self.max_ejection_s:g})"
+            )
+        return self
+
+    def ejection_s(self, times: int) -> float:
+        """How long the ``times``-th ejection in a row lasts (1: the first)."""
+        # Capped before the power can grow large: 2**times overflows floats past ~1000.
+        doublings = min(max(0, times - 1), 64)
+        return min(self.max_ejection_s, self.base_ejection_s * (1 << doublings))
+
+    def max_ejected(self, backends: int) -> int:
+        """How many of a route's ``backends`` may be ejected at the same time."""
+        return min(backends - 1, max(1, backends * self.max_ejection_percent // 100))
+
+
 def effective_circuit_breaker(
     route: Router, defaults: CircuitBreakerConfig
 ) -> CircuitBreakerConfig:
@@ -113,3 +165,10 @@ def effective_circuit_breaker(
 def effective_health_check(route: Router, defaults: HealthCheckConfig) -> HealthCheckConfig:
     """The health-check settings for ``route``'s backends: its own block, else ``defaults``."""
     return defaults if route.health_check is None else route.health_check
+
+
+def effective_outlier_detection(
+    route: Router, defaults: OutlierDetectionConfig
+) -> OutlierDetectionConfig:
+    """The outlier-detection settings for ``route``: its own block, else ``defaults``."""
+    return defaults if route.outlier_detection is None else route.outlier_detection

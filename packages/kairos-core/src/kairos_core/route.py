@@ -21,7 +21,7 @@ from .edge import CorsConfig
 from .paths import PathTemplate, parse_external_path, parse_internal_path
 from .plugins import PluginEntries
 from .ratelimit import RateLimitConfig
-from .resilience import CircuitBreakerConfig, HealthCheckConfig
+from .resilience import CircuitBreakerConfig, HealthCheckConfig, OutlierDetectionConfig
 
 ClaimValue = str | int | bool
 #: Upper bound for any body-size setting (1 GiB): bodies are buffered in memory.
@@ -140,6 +140,8 @@ class Router(KairosModel):
     circuit_breaker: CircuitBreakerConfig | None = None
     #: Replaces the top-level ``health_check`` block as a whole for this route.
     health_check: HealthCheckConfig | None = None
+    #: Replaces the top-level ``outlier_detection`` block as a whole for this route.
+    outlier_detection: OutlierDetectionConfig | None = None
     preserve_host: bool = False
     protocol: Literal["http"] = "http"
     #: Claims the token must carry for this route: name -> accepted value or values. A

@@ -1,7 +1,8 @@
 """Per-backend runtime state that outlives configuration snapshots.
 
 A `BackendState` holds what the gateway learns about one upstream server: requests in
-flight, a peak-EWMA latency estimate, its circuit breaker and its health. The
+flight, a peak-EWMA latency estimate, its circuit breaker, its health (active checks)
+and its outlier-detection state (passive health, `outlier.Outlier`). The
 `BackendRegistry` hands the same object to every snapshot that names the backend, so
 a config reload keeps it; `BackendRegistry.retain` drops backends that left the config.
 
@@ -18,17 +19,25 @@ import hashlib
 import logging
 import math
 from collections.abc import Callable, Collection, Iterable, Iterator
+from typing import NamedTuple
 
-from kairos_core import Backend, CircuitBreakerConfig, HealthCheckConfig
+from kairos_core import (
+    Backend,
+    CircuitBreakerConfig,
+    HealthCheckConfig,
+    OutlierDetectionConfig,
+)
 
 from .breaker import CircuitBreaker
 from .metrics import BackendStats, GatewayMetrics
+from .outlier import Group, Outlier
 from .upstream import Endpoint
 
 __all__ = [
     "DEFAULT_RTT_S",
     "EWMA_DECAY_S",
     "BackendRegistry",
+    "BackendSettings",
     "BackendState",
     "HealthRecord",
     "endpoint_of",
@@ -79,7 +88,8 @@ class BackendState:
 
     ``inflight`` is maintained by the request path: +1 when a request is sent upstream,
     -1 when that try ends, however it ends (response finished, upstream error, client
-    abort). ``healthy`` is written by the health checker (see `record_probe`).
+    abort). ``healthy`` is written by the health checker (see `record_probe`);
+    ``outlier`` is fed each try's outcome by the request path.
     """
 
     __slots__ = (
@@ -93,6 +103,7 @@ class BackendState:
         "health",
         "healthy",
         "inflight",
+        "outlier",
         "stats",
     )
 
@@ -102,6 +113,7 @@ class BackendState:
         endpoint: Endpoint,
         stats: BackendStats,
         breaker: CircuitBreaker,
+        outlier: Outlier,
         *,
         now: float,
         ewma_decay_s: float = EWMA_DECAY_S,
@@ -110,6 +122,7 @@ class BackendState:
         self.endpoint = endpoint
         self.stats = stats
         self.breaker = breaker
+        self.outlier = outlier
         self.inflight = 0
         self.healthy = True
         self.health = HealthRecord()
@@ -123,8 +136,17 @@ class BackendState:
         )
 
     def available(self) -> bool:
-        """In rotation: healthy and its breaker would admit a request."""
-        return self.healthy and self.breaker.available()
+        """In rotation: healthy, not ejected, and its breaker would admit a request."""
+        outlier = self.outlier
+        return (
+            self.healthy and not (outlier.until and outlier.ejected()) and self.breaker.available()
+        )
+
+    def down(self) -> bool:
+        """Out of rotation for a while: unhealthy, ejected, or its breaker open. Unlike
+        `available`, a half-open breaker whose probe slots are all taken is not down
+        (it is being tested right now), so the answer does not flicker under load."""
+        return not self.healthy or self.outlier.ejected() or self.breaker.state == "open"
 
     def observe_latency(self, seconds: float, now: float) -> None:
         """Feed one measured latency (request sent to response headers) at time ``now``.
@@ -187,6 +209,20 @@ class BackendState:
         return f"<BackendState {self.address} inflight={self.inflight} healthy={self.healthy}>"
 
 
+#: Outlier detection of a state registered without settings (tests): never ejects.
+_NO_OUTLIER_DETECTION = OutlierDetectionConfig(enabled=False)
+
+
+class BackendSettings(NamedTuple):
+    """What a snapshot sets on a backend's live state when it is activated."""
+
+    state: BackendState
+    breaker: CircuitBreakerConfig
+    outlier: OutlierDetectionConfig
+    #: The snapshot's routes using the backend (for ``max_ejection_percent``).
+    groups: tuple[Group, ...]
+
+
 class BackendRegistry:
     """The `BackendState` of every configured backend, kept across snapshots.
 
@@ -208,10 +244,16 @@ class BackendRegistry:
         self._clock = clock
         self._ewma_decay_s = ewma_decay_s
         self._states: dict[Endpoint, BackendState] = {}
+        metrics.ejected_gauges = self._ejected_gauges
 
-    def state(self, backend: Backend, breaker: CircuitBreakerConfig) -> BackendState:
+    def state(
+        self,
+        backend: Backend,
+        breaker: CircuitBreakerConfig,
+        outlier: OutlierDetectionConfig = _NO_OUTLIER_DETECTION,
+    ) -> BackendState:
         """The state for ``backend``: the existing one, untouched, or a new one whose
-        breaker starts with the ``breaker`` settings.
+        breaker and outlier detection start with the given settings.
 
         An existing state is never changed here: a snapshot being prepared must not
         change live behaviour. Its new settings are applied by `configure` when the
@@ -222,21 +264,30 @@ class BackendRegistry:
         if found is not None:
             return found
         address = backend.address
+        stats = self._metrics.backend(address)
         created = BackendState(
             address,
             endpoint,
-            self._metrics.backend(address),
+            stats,
             CircuitBreaker(breaker, clock=self._clock, on_change=_breaker_logger(address)),
+            Outlier(address, outlier, stats, clock=self._clock),
             now=self._clock(),
             ewma_decay_s=self._ewma_decay_s,
         )
         self._states[endpoint] = created
         return created
 
-    def configure(self, settings: Iterable[tuple[BackendState, CircuitBreakerConfig]]) -> None:
-        """Apply the breaker settings of a snapshot that just went live."""
-        for state, breaker in settings:
-            state.breaker.reconfigure(breaker)
+    def configure(
+        self,
+        settings: Iterable[BackendSettings | tuple[BackendState, CircuitBreakerConfig]],
+    ) -> None:
+        """Apply the settings of a snapshot that just went live (breaker thresholds,
+        outlier detection and the route groups it limits ejections by); a bare
+        ``(state, breaker)`` pair sets the breaker only."""
+        for item in settings:
+            item[0].breaker.reconfigure(item[1])
+            if isinstance(item, BackendSettings):
+                item.state.outlier.reconfigure(item.outlier, item.groups)
 
     def retain(self, keep: Collection[Endpoint]) -> list[BackendState]:
         """Drop the states whose endpoint is not in ``keep``; return the dropped ones.
@@ -257,6 +308,13 @@ class BackendRegistry:
 
     def __len__(self) -> int:
         return len(self._states)
+
+    def _ejected_gauges(self) -> list[tuple[str, int]]:
+        seen: dict[str, int] = {}
+        for state in self._states.values():
+            ejected = int(state.outlier.ejected())
+            seen[state.address] = max(seen.get(state.address, 0), ejected)
+        return list(seen.items())
 
 
 def _breaker_logger(address: str) -> Callable[[str, str], None]:

@@ -60,17 +60,25 @@ class Attempt:
         self._sent = perf_counter()
 
     def answered(self, status: int) -> None:
-        """The response head arrived: record the latency, settle the permit by status."""
+        """The response head arrived: record the latency, settle the permit by status,
+        tell outlier detection (a 5xx extends its streak; otherwise, in the usual case
+        of no streak, one attribute test)."""
         state = self.state
         elapsed = perf_counter() - self._sent
         state.stats.duration.observe(elapsed)
         state.observe_latency(elapsed, time.monotonic())
         self.permit.response(status)
+        if status >= 500:
+            state.outlier.server_error()
+        elif state.outlier.errors:
+            state.outlier.success()
 
     def failed(self, exc: UpstreamFailure, request_id: str) -> None:
-        """The backend failed this try: count it against the backend and its breaker."""
+        """The backend failed this try: count it against the backend, its breaker and
+        outlier detection."""
         self.permit.failure()
         self.state.stats.error(exc.kind)
+        self.state.outlier.failure(exc.kind)
         log.warning(
             "upstream request failed",
             extra={
@@ -105,13 +113,20 @@ def _admit(runtime: RouteRuntime, client_key: str, tried: Sequence[int]) -> Atte
         if permit is not None:
             return Attempt(index, backends[index], permit)
         exclude.append(index)  # lost a half-open probe slot to a concurrent request
-    open_breakers = [b.breaker.retry_after_s() for b in backends if b.healthy]
+    # Say why, by the backends the breaker alone keeps out (healthy, not ejected).
+    open_breakers = [
+        b.breaker.retry_after_s()
+        for b in backends
+        if b.healthy and not b.outlier.ejected() and not b.breaker.available()
+    ]
     if open_breakers:
         raise CircuitOpen(
-            "every backend of this route has an open circuit breaker",
+            "no backend of this route is available (open circuit breakers)",
             retry_after_s=min(open_breakers),
         )
-    raise NoHealthyBackend("every backend of this route failed its health checks")
+    raise NoHealthyBackend(
+        "no backend of this route is available (failed health checks, or ejected for failing)"
+    )
 
 
 def _saturated(

@@ -1,9 +1,17 @@
-"""Active health checks: one background probe loop per backend with a check path.
+"""Active health checks, and probes for breakers no request comes to test.
 
-Each loop sends `GET <health_check_path>` every `interval_s` (the first probe after a
-small random delay, so many backends are not probed in lockstep), with `timeout_s` for
-the whole probe, and feeds the result to `BackendState.record_probe`, which flips
-`healthy` after `healthy_threshold` / `unhealthy_threshold` consecutive results.
+One background loop per backend. For a backend with a check path it sends
+`GET <health_check_path>` every `interval_s` (the first probe after a small random
+delay, so many backends are not probed in lockstep), with `timeout_s` for the whole
+probe, and feeds the result to `BackendState.record_probe`, which flips `healthy` after
+`healthy_threshold` / `unhealthy_threshold` consecutive results.
+
+A breaker goes from open to half-open only when a request is admitted (decision 18), so
+with no traffic it would never leave open. When a backend's breaker reads half-open and
+no request is in flight to it, the loop takes the breaker's probe permit itself and
+settles it with its own probe: the health check's result where the backend has one,
+else a plain TCP connect (within `timeout_s`), checked about once a second.
+
 Probes never run on the request path; they use their own connection pool so they
 neither take nor fill the data path's idle connections. `update()` reconciles the loops
 with a new snapshot's targets; `close()` stops them all.
@@ -19,16 +27,40 @@ import logging
 import random
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from ._version import __version__
 from .snapshot import HealthTarget
 from .upstream import Endpoint, UpstreamError, UpstreamPool
+
+if TYPE_CHECKING:
+    from .backends import BackendState
+    from .breaker import Permit
 
 log = logging.getLogger("kairos.gateway")
 
 # A probe reads at most this much of the response body before giving up on the rest.
 _MAX_PROBE_BODY = 64 * 1024
 _USER_AGENT = f"kairos-health-check/{__version__}"
+#: How often a backend without a check path is looked at while its breaker is closed.
+_BREAKER_POLL_S = 1.0
+
+
+def _breaker_probe(state: BackendState) -> Permit | None:
+    """The breaker's probe permit, when it is ready to go half-open and no request is
+    there to take it; taking it makes the transition (and logs it), as a request would."""
+    breaker = state.breaker
+    if state.inflight or breaker.state != "half_open":
+        return None
+    return breaker.acquire()
+
+
+def _settle(permit: Permit | None, passed: bool) -> None:
+    if permit is not None:
+        if passed:
+            permit.success()
+        else:
+            permit.failure()
 
 
 class HealthChecker:
@@ -64,13 +96,22 @@ class HealthChecker:
         await self._pool.close()
 
     async def _run(self, target: HealthTarget) -> None:
+        if target.path is None:
+            await self._watch_breaker(target)
+            return
         interval = target.config.interval_s
         await asyncio.sleep(self._rng.uniform(0, min(interval, 1.0) * 0.1))
         loop = asyncio.get_running_loop()
+        state = target.state
         while True:
             started = loop.time()
-            passed, error = await self.probe(target)
-            state = target.state
+            permit = _breaker_probe(state)
+            try:
+                passed, error = await self.probe(target)
+                _settle(permit, passed)
+            finally:
+                if permit is not None:
+                    permit.release()  # cancelled mid-probe: frees the slot
             if state.record_probe(passed, at=time.time(), error=error, config=target.config):
                 fields = {"backend": state.address, "path": target.path}
                 if state.healthy:
@@ -79,10 +120,47 @@ class HealthChecker:
                     log.warning("backend unhealthy", extra={"fields": {**fields, "error": error}})
             await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
 
+    async def _watch_breaker(self, target: HealthTarget) -> None:
+        """A backend without a check path: probe its breaker when no request does."""
+        state = target.state
+        await asyncio.sleep(self._rng.uniform(0, 0.1))
+        while True:
+            permit = _breaker_probe(state)
+            if permit is not None:
+                try:
+                    passed, error = await self.connect(target)
+                    _settle(permit, passed)
+                finally:
+                    permit.release()
+                if not passed:
+                    log.info(
+                        "breaker probe failed",
+                        extra={"fields": {"backend": state.address, "error": error}},
+                    )
+            # Open: sleep until it may go half-open; else look again in a while.
+            await asyncio.sleep(state.breaker.retry_after_s() or _BREAKER_POLL_S)
+
+    async def connect(self, target: HealthTarget) -> tuple[bool, str | None]:
+        """A TCP connect to the backend, closed at once: (connected, why not)."""
+        endpoint = target.state.endpoint
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(target.config.timeout_s):
+                transport, _ = await loop.create_connection(
+                    asyncio.Protocol, endpoint.host, endpoint.port
+                )
+        except TimeoutError:
+            return False, "timeout"
+        except OSError as exc:
+            return False, f"connect: {exc.strerror or exc}"
+        transport.close()
+        return True, None
+
     async def probe(self, target: HealthTarget) -> tuple[bool, str | None]:
-        """One probe: (passed, why it failed)."""
+        """One probe of the check path: (passed, why it failed)."""
         config = target.config
         endpoint = target.state.endpoint
+        assert target.path is not None
         headers = [
             ("Host", endpoint.host_header),
             ("User-Agent", _USER_AGENT),

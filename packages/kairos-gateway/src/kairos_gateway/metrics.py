@@ -8,6 +8,12 @@ additions.
 
 Label cardinality is bounded by construction: `route` is a route template (or one of
 the fixed labels below), never a raw path; `method` is folded to the standard set.
+
+Every request family also carries `traffic`, fixed by the `route` label (so it adds no
+series): ``routed`` for requests a route served (405s on its path included), ``admin``
+for the gateway's own endpoints (the management API and `/health`, `/ready`, `/live`,
+`/metrics`), ``unmatched`` for requests no route served. The UI's figures and a PromQL
+sum over the routes both select ``traffic="routed"``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from kairos_core import RESERVED_PATHS
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -41,6 +48,23 @@ class MetricsSharing(Protocol):
 UNMATCHED = "unmatched"
 #: `route` label for management API calls (`/api/...`).
 MANAGEMENT = "management"
+
+#: `traffic` of requests a route served.
+ROUTED = "routed"
+#: `traffic` of the gateway's own endpoints: the management API and the ops endpoints
+#: (whose `route` label is their path).
+ADMIN = "admin"
+
+
+def traffic_of(label: str) -> str:
+    """The `traffic` class of a `route` label: `ROUTED`, `ADMIN` or `UNMATCHED`.
+    Routes may not claim the gateway's paths, so a label says which it is."""
+    if label == UNMATCHED:
+        return UNMATCHED
+    if label == MANAGEMENT or label in RESERVED_PATHS:
+        return ADMIN
+    return ROUTED
+
 
 STANDARD_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"}
@@ -101,10 +125,12 @@ class RouteStats:
         "rate_limited",
         "requests",
         "retries",
+        "traffic",
     )
 
     def __init__(self, label: str) -> None:
         self.label = label
+        self.traffic = traffic_of(label)
         self.requests: dict[tuple[str, int], int] = {}
         self.duration = Histogram()
         self.bytes_in = 0
@@ -129,14 +155,16 @@ class RouteStats:
 
 
 class BackendStats:
-    """Upstream timings and errors for one backend address."""
+    """Upstream timings, errors and ejections for one backend address."""
 
-    __slots__ = ("duration", "errors", "label")
+    __slots__ = ("duration", "ejections", "errors", "label")
 
     def __init__(self, label: str) -> None:
         self.label = label
         self.duration = Histogram()
         self.errors: dict[str, int] = {}
+        #: Times outlier detection ejected the backend.
+        self.ejections = 0
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -155,6 +183,8 @@ class MetricsView:
     #: (address, open, idle, pending, opened total, saturated total, queue seconds
     #: total) per backend: the upstream pool's connections and queue.
     pool_gauges: list[PoolGauge] = field(default_factory=list)
+    #: (address, 1 while ejected by outlier detection) per backend.
+    ejected_gauges: list[tuple[str, int]] = field(default_factory=list)
 
 
 #: See `MetricsView.pool_gauges`.
@@ -181,6 +211,9 @@ class GatewayMetrics(Collector):
         self.rate_limit_store_errors: Callable[[], int] = lambda: 0
         #: The upstream pool's connections and queue per backend, read at scrape time.
         self.pool_gauges: Callable[[], Iterable[PoolGauge]] = tuple
+        #: (address, ejected now) per backend, read at scrape time (the backend
+        #: registry points this at itself).
+        self.ejected_gauges: Callable[[], Iterable[tuple[str, int]]] = tuple
         self.registry.register(self)
 
     def route(self, label: str) -> RouteStats:
@@ -204,6 +237,7 @@ class GatewayMetrics(Collector):
             backend_gauges=list(self.backend_gauges()),
             rate_limit_store_errors=self.rate_limit_store_errors(),
             pool_gauges=list(self.pool_gauges()),
+            ejected_gauges=list(self.ejected_gauges()),
         )
 
     def view(self) -> MetricsView:
@@ -245,32 +279,33 @@ class GatewayMetrics(Collector):
 
         requests = CounterMetricFamily(
             "kairos_requests",
-            "Requests answered, by route template, method and status",
-            labels=["route", "method", "status"],
+            "Requests answered, by route template, method and status; traffic is routed, "
+            "admin (the gateway's own endpoints) or unmatched",
+            labels=["route", "method", "status", "traffic"],
         )
         for r in routes:
             for (method, status), count in r.requests.items():
-                requests.add_metric([r.label, method, str(status)], count)
+                requests.add_metric([r.label, method, str(status), r.traffic], count)
         yield requests
 
         duration = HistogramMetricFamily(
             "kairos_request_duration_seconds",
             "Time from request headers received to response finished, by route template",
-            labels=["route"],
+            labels=["route", "traffic"],
         )
         for r in routes:
-            duration.add_metric([r.label], r.duration.buckets(), r.duration.sum)
+            duration.add_metric([r.label, r.traffic], r.duration.buckets(), r.duration.sum)
         yield duration
 
         bytes_in = CounterMetricFamily(
-            "kairos_request_bytes", "Request body bytes received", labels=["route"]
+            "kairos_request_bytes", "Request body bytes received", labels=["route", "traffic"]
         )
         bytes_out = CounterMetricFamily(
-            "kairos_response_bytes", "Response body bytes sent", labels=["route"]
+            "kairos_response_bytes", "Response body bytes sent", labels=["route", "traffic"]
         )
         for r in routes:
-            bytes_in.add_metric([r.label], r.bytes_in)
-            bytes_out.add_metric([r.label], r.bytes_out)
+            bytes_in.add_metric([r.label, r.traffic], r.bytes_in)
+            bytes_out.add_metric([r.label, r.traffic], r.bytes_out)
         yield bytes_in
         yield bytes_out
 
@@ -284,12 +319,19 @@ class GatewayMetrics(Collector):
             "Upstream failures by backend and kind (connect, tls, timeout, protocol, reset)",
             labels=["backend", "kind"],
         )
+        ejections = CounterMetricFamily(
+            "kairos_backend_ejections",
+            "Times outlier detection ejected the backend",
+            labels=["backend"],
+        )
         for b in backends:
             upstream.add_metric([b.label], b.duration.buckets(), b.duration.sum)
             for kind, count in b.errors.items():
                 errors.add_metric([b.label, kind], count)
+            ejections.add_metric([b.label], b.ejections)
         yield upstream
         yield errors
+        yield ejections
 
         retries = CounterMetricFamily(
             "kairos_retries",
@@ -336,6 +378,14 @@ class GatewayMetrics(Collector):
         yield up
         yield breaker
         yield inflight
+        ejected = GaugeMetricFamily(
+            "kairos_backend_ejected",
+            "1 while outlier detection keeps the backend out of rotation",
+            labels=["backend"],
+        )
+        for address, is_ejected in view.ejected_gauges:
+            ejected.add_metric([address], is_ejected)
+        yield ejected
         yield from _pool_families(view.pool_gauges)
 
 

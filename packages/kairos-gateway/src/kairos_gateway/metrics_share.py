@@ -7,7 +7,8 @@ worker's live figures with every other file: counters and histograms are summed,
 for the others. A dead worker's file stays: its counters keep counting toward the
 totals (Prometheus counters must never go down), while its gauges (active requests,
 in-flight) are left out. Backend gauges combine as: up only if every worker sees the
-backend up, the worst breaker state, in-flight summed.
+backend up, the worst breaker state, in-flight summed, ejected if any worker ejected
+it (each worker detects outliers on its own traffic).
 """
 
 from __future__ import annotations
@@ -64,7 +65,12 @@ def _add_route(into: RouteStats, data: dict[str, Any]) -> None:
 
 
 def _dump_backend(stats: BackendStats) -> dict[str, Any]:
-    return {"counts": stats.duration.counts, "sum": stats.duration.sum, "errors": stats.errors}
+    return {
+        "counts": stats.duration.counts,
+        "sum": stats.duration.sum,
+        "errors": stats.errors,
+        "ejections": stats.ejections,
+    }
 
 
 def _add_backend(into: BackendStats, data: dict[str, Any]) -> None:
@@ -73,6 +79,7 @@ def _add_backend(into: BackendStats, data: dict[str, Any]) -> None:
     into.duration.sum += data["sum"]
     for kind, count in data["errors"].items():
         into.errors[kind] = into.errors.get(kind, 0) + count
+    into.ejections += data.get("ejections", 0)
 
 
 class MetricsShare:
@@ -89,6 +96,7 @@ class MetricsShare:
             "active_requests": view.active_requests,
             "backend_gauges": view.backend_gauges,
             "pool_gauges": view.pool_gauges,
+            "ejected_gauges": view.ejected_gauges,
             "rate_limit_store_errors": view.rate_limit_store_errors,
         }
         temporary = self._path.with_suffix(".tmp")
@@ -119,6 +127,7 @@ class MetricsShare:
         store_errors = own.rate_limit_store_errors
         # address -> [open, idle, pending, opened, saturated, queue seconds]
         pools: dict[str, list[float]] = {g[0]: list(g[1:]) for g in own.pool_gauges}
+        ejected: dict[str, int] = dict(own.ejected_gauges)
         for peer in self._peers():
             for label, data in peer["routes"].items():
                 _add_route(routes.setdefault(label, RouteStats(label)), data)
@@ -139,6 +148,8 @@ class MetricsShare:
                 seen[0] = min(seen[0], up)
                 seen[1] = _worse(seen[1], breaker)
                 seen[2] += inflight
+            for address, is_ejected in peer.get("ejected_gauges", ()):
+                ejected[address] = max(ejected.get(address, 0), is_ejected)
         return MetricsView(
             routes=list(routes.values()),
             backends=list(backends.values()),
@@ -149,4 +160,5 @@ class MetricsShare:
                 (a, int(o), int(i), int(p), int(n), int(s), q)
                 for a, (o, i, p, n, s, q) in pools.items()
             ],
+            ejected_gauges=list(ejected.items()),
         )

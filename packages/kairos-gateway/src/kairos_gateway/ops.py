@@ -54,11 +54,14 @@ def build(gateway: OpsState) -> dict[str, OpsHandler]:
     runtime = gateway.runtime
 
     def health(_: ApiRequest) -> tuple[int, str, bytes]:
+        # Always 200: the gateway process is fine. Routes whose backends are all out of
+        # rotation make it "degraded", named so an operator sees which.
         snapshot = runtime.snapshot
+        down = snapshot.routes_down()
         return _json(
             200,
             {
-                "status": "healthy",
+                "status": "degraded" if down else "healthy",
                 "version": __version__,
                 "uptime_s": round(gateway.uptime_s(), 3),
                 "config_version": snapshot.generation,
@@ -66,6 +69,7 @@ def build(gateway: OpsState) -> dict[str, OpsHandler]:
                 "timestamp": _timestamp(),
                 "pid": os.getpid(),
                 "worker": gateway.worker,
+                "routes_down": down,
             },
         )
 
@@ -78,6 +82,7 @@ def build(gateway: OpsState) -> dict[str, OpsHandler]:
             "available": sum(1 for s in states if s.available()),
             "unhealthy": sum(1 for s in states if not s.healthy),
             "circuit_open": sum(1 for s in states if s.breaker.state != "closed"),
+            "ejected": sum(1 for s in states if s.outlier.ejected()),
         }
         # Likewise a cluster node that lost Redis stays ready, serving what it last
         # applied; the body says it is degraded.

@@ -10,8 +10,9 @@ Per-backend state (`BackendState`: in-flight count, latency EWMA, breaker, healt
 lives in the `BackendRegistry`, outside the snapshot, so a new snapshot built for the
 same backends picks up where the previous one left off. Building a snapshot never
 changes the state of a backend already in the registry: settings that live there
-(breaker thresholds) are listed in `Snapshot.breakers` and applied when the snapshot
-is activated, so a snapshot that is prepared and then discarded leaves no trace.
+(breaker thresholds, outlier detection and the route groups that limit ejections) are
+listed in `Snapshot.breakers` and applied when the snapshot is activated, so a
+snapshot that is prepared and then discarded leaves no trace.
 """
 
 from __future__ import annotations
@@ -35,17 +36,20 @@ from kairos_core import (
     GatewayConfig,
     HealthCheckConfig,
     JwtConfig,
+    OutlierDetectionConfig,
     Router,
     RouteTable,
     effective_circuit_breaker,
     effective_health_check,
+    effective_outlier_detection,
     effective_timeouts,
 )
 
-from .backends import BackendRegistry, BackendState, endpoint_of
+from .backends import BackendRegistry, BackendSettings, BackendState, endpoint_of
 from .balancer import Balancer, build_balancer
 from .chain import Chain, Policy
 from .metrics import GatewayMetrics, RouteStats
+from .outlier import Group
 from .plugins import PluginRegistry
 from .policies import BodyLimit, CorsPolicy, JwtPolicy, RateLimitPolicy, SecurityHeaders
 from .ratelimit import RateLimiter, RateLimiters
@@ -82,10 +86,13 @@ class RouteRuntime:
 
 @dataclass(frozen=True, slots=True)
 class HealthTarget:
-    """One backend to probe: the first route naming a `health_check_path` for it wins."""
+    """One backend to watch: the first route naming a `health_check_path` for it wins.
+
+    ``path`` None: no active check; the backend is only probed (a TCP connect) when its
+    breaker is ready to go half-open and no request comes to do it."""
 
     state: BackendState
-    path: str
+    path: str | None
     config: HealthCheckConfig
 
 
@@ -101,8 +108,9 @@ class Snapshot:
     miss_chain: Chain
     #: For the gateway's own endpoints (security headers).
     endpoint_chain: Chain
-    #: Breaker settings per backend, applied when the snapshot goes live.
-    breakers: tuple[tuple[BackendState, CircuitBreakerConfig], ...]
+    #: Breaker and outlier-detection settings per backend, applied when the snapshot
+    #: goes live.
+    breakers: tuple[BackendSettings, ...]
     generation: int
     loaded_at: float
     source: Path | None
@@ -118,6 +126,15 @@ class Snapshot:
 
     def endpoints(self) -> set[Endpoint]:
         return {state.endpoint for runtime in self.routes for state in runtime.backends}
+
+    def routes_down(self) -> list[str]:
+        """Templates of the routes none of whose backends is in rotation now (every
+        one unhealthy, ejected or with an open breaker): their requests get 503."""
+        return [
+            runtime.route.template
+            for runtime in self.routes
+            if all(state.down() for state in runtime.backends)
+        ]
 
     def routes_of(self, endpoint: Endpoint) -> list[str]:
         """Templates of the routes that use ``endpoint`` (for `/api/backends`)."""
@@ -262,19 +279,34 @@ def build_snapshot(
     edge = _security_headers(config)
     runtimes: list[RouteRuntime] = []
     targets: dict[Endpoint, HealthTarget] = {}
-    breakers: dict[Endpoint, tuple[BackendState, CircuitBreakerConfig]] = {}
+    breakers: dict[Endpoint, tuple[BackendState, CircuitBreakerConfig, OutlierDetectionConfig]] = {}
+    groups: dict[Endpoint, list[Group]] = {}
+    #: Backends this build registered: no snapshot serves them yet.
+    fresh: set[Endpoint] = set()
     pool_limits: dict[Endpoint, PoolLimits] = {}
     for compiled in table:
         router = compiled.config
         timeouts = effective_timeouts(router, config.timeouts)
         breaker = effective_circuit_breaker(router, config.circuit_breaker)
         health = effective_health_check(router, config.health_check)
+        outlier = effective_outlier_detection(router, config.outlier_detection)
         # A backend shared by several routes gets the settings of the first route that
-        # names it, for its breaker as for its health checks.
+        # names it, for its breaker, outlier detection and health checks; each route's
+        # own max_ejection_percent limits the ejections among its backends.
+        for b in router.backends:
+            endpoint = endpoint_of(b)
+            if endpoint not in breakers and registry.get(endpoint) is None:
+                fresh.add(endpoint)
         states = tuple(
-            breakers.setdefault(endpoint_of(b), (registry.state(b, breaker), breaker))[0]
+            breakers.setdefault(
+                endpoint_of(b), (registry.state(b, breaker, outlier), breaker, outlier)
+            )[0]
             for b in router.backends
         )
+        members = tuple(dict.fromkeys(states))
+        group: Group = (members, outlier.max_ejected(len(members)))
+        for state in members:
+            groups.setdefault(state.endpoint, []).append(group)
         stats = metrics.route(compiled.template)
         cors = _cors(config.cors_for(router))
         limiter = _limiter(limiters, config, router, compiled.index)
@@ -287,8 +319,11 @@ def build_snapshot(
             policies.append(RateLimitPolicy(limiter, template=compiled.template, stats=stats))
         policies += plugins.policies(config.plugins_for(compiled.index))
         for backend, state in zip(router.backends, states, strict=True):
-            if backend.health_check_path and state.endpoint not in targets:
+            known = targets.get(state.endpoint)
+            if backend.health_check_path and (known is None or known.path is None):
                 targets[state.endpoint] = HealthTarget(state, backend.health_check_path, health)
+            elif known is None:
+                targets[state.endpoint] = HealthTarget(state, None, health)
         retry = router.retry_config
         runtimes.append(
             RouteRuntime(
@@ -319,6 +354,13 @@ def build_snapshot(
                 cors=cors,
             )
         )
+    settings = tuple(
+        BackendSettings(state, breaker, outlier, tuple(groups[endpoint]))
+        for endpoint, (state, breaker, outlier) in breakers.items()
+    )
+    # A new backend knows its routes at once (the first snapshot is never "activated");
+    # the states of live backends learn theirs only on activation.
+    registry.configure(item for item in settings if item.state.endpoint in fresh)
     return Snapshot(
         config=config,
         table=table,
@@ -328,7 +370,7 @@ def build_snapshot(
         verifier=verifier,
         miss_chain=Chain.build([*edge, *filter(None, [_cors(config.cors)])]),
         endpoint_chain=Chain.build(edge),
-        breakers=tuple(breakers.values()),
+        breakers=settings,
         generation=generation,
         loaded_at=time.time(),
         source=source,

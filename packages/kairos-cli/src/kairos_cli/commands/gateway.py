@@ -6,7 +6,15 @@ import asyncio
 
 import click
 from kairos_client import KairosClient
-from kairos_core import BackendList, ConfigStatus, HealthStatus, ReadyStatus
+from kairos_core import (
+    BackendConnections,
+    BackendEjection,
+    BackendList,
+    ConfigStatus,
+    HealthStatus,
+    ReadyStatus,
+)
+from kairos_core.api import EJECTION_REASON_TEXT
 from rich.markup import escape
 
 from .._context import Settings, pass_settings, run
@@ -49,7 +57,7 @@ def status(settings: Settings) -> None:
     summary = ready.backends
     readiness = "[green]ready[/]" if ready.ready else f"[yellow]not ready[/] ({ready.reason})"
     rows = [
-        ("Gateway", f"{settings.url}  [green]{health_.status}[/]  version {health_.version}"),
+        ("Gateway", f"{settings.url}  {_health_word(health_)}  version {health_.version}"),
         ("Uptime", fmt_duration(health_.uptime_s)),
         ("Ready", readiness),
         *_config_rows(config),
@@ -57,9 +65,12 @@ def status(settings: Settings) -> None:
         (
             "Backends",
             f"{summary.total} total, {summary.available} available, "
-            f"{summary.unhealthy} unhealthy, {summary.circuit_open} circuit open",
+            f"{summary.unhealthy} unhealthy, {summary.circuit_open} circuit open, "
+            f"{summary.ejected} ejected",
         ),
     ]
+    if health_.routes_down:
+        rows.append(("Routes down", f"[red]{escape(', '.join(health_.routes_down))}[/]"))
     console().print(key_values(rows))
 
 
@@ -72,9 +83,39 @@ def health(settings: Settings) -> None:
         echo_json(result)
         return
     console().print(
-        f"[green]{result.status}[/]: version {result.version}, up {fmt_duration(result.uptime_s)}, "
+        f"{_health_word(result)}: version {result.version}, up {fmt_duration(result.uptime_s)}, "
         f"config version {result.config_version}, {result.routes} routes"
     )
+    if result.routes_down:
+        console().print(_routes_down(result.routes_down))
+
+
+def _health_word(health_: HealthStatus) -> str:
+    return f"[green]{health_.status}[/]" if health_.status == "healthy" else "[yellow]degraded[/]"
+
+
+def _routes_down(routes: list[str]) -> str:
+    return f"[red]no backend in rotation[/] (503) for: {escape(', '.join(routes))}"
+
+
+def _ejection_text(ejection: BackendEjection | None) -> str:
+    if ejection is None or not (ejection.ejected or ejection.probation):
+        return "-"
+    reason = EJECTION_REASON_TEXT.get(ejection.reason or "", ejection.reason or "")
+    if ejection.probation:
+        return f"[yellow]probation[/] ({escape(reason)})"
+    return f"[red]ejected[/] {ejection.remaining_s:.0f}s: {escape(reason)}"
+
+
+def _connections_text(connections: BackendConnections | None) -> str:
+    if connections is None:
+        return "-"
+    text = f"{connections.busy}+{connections.idle}/{connections.max_connections}"
+    if connections.pending:
+        text += f" [yellow]{connections.pending} waiting[/]"
+    if connections.saturated_total:
+        text += f" [red]{connections.saturated_total} refused[/]"
+    return text
 
 
 @click.command()
@@ -101,7 +142,9 @@ def _backends_table(result: BackendList) -> object:
             "avail",
             "healthy",
             "breaker",
+            "ejection",
             "inflight",
+            "conns busy+idle/max",
             "EWMA ms",
             "routes",
             "probe",
@@ -123,7 +166,9 @@ def _backends_table(result: BackendList) -> object:
             yes_no(backend.available),
             yes_no(backend.healthy),
             breaker,
+            _ejection_text(backend.ejection),
             str(backend.inflight),
+            _connections_text(backend.connections),
             fmt_ms(backend.ewma_latency_ms),
             escape("\n".join(backend.routes)),
             probe,
@@ -134,7 +179,8 @@ def _backends_table(result: BackendList) -> object:
 @click.command()
 @pass_settings
 def backends(settings: Settings) -> None:
-    """Every backend address: routes, health, circuit breaker, load and latency."""
+    """Every backend address: routes, health, circuit breaker, ejection (outlier
+    detection), load, connections and latency; and the routes with no backend left."""
     result = run(settings, lambda client: client.backends())
     if settings.json:
         echo_json(result)
@@ -143,3 +189,5 @@ def backends(settings: Settings) -> None:
         console().print("no backends (the configuration has no routes)")
         return
     console().print(_backends_table(result))
+    if result.routes_down:
+        console().print(_routes_down(result.routes_down))

@@ -54,6 +54,7 @@ from .watcher import FileWatcher
 if TYPE_CHECKING:
     from ..cluster.node import ClusterNode
     from ..messages import OpsHandler
+    from ..outlier import Outlier
     from ..runtime import Runtime
     from ..snapshot import Snapshot
     from ..upstream import EndpointStats
@@ -92,6 +93,27 @@ def _connections(stats: EndpointStats | None) -> dict[str, int] | None:
         "max_pending": stats.max_pending,
         "opened_total": stats.opened_total,
         "saturated_total": stats.saturated_total,
+    }
+
+
+def _ejection(outlier: Outlier, now: float, wall: float) -> dict[str, object]:
+    """The ``ejection`` block of a backend; ``now`` monotonic, ``wall`` epoch seconds."""
+
+    def iso_ms(at: float) -> str | None:
+        if not at:
+            return None
+        epoch = wall - (now - at)
+        whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
+        return f"{whole}.{int(epoch % 1 * 1000):03d}Z"
+
+    return {
+        "ejected": outlier.ejected(),
+        "reason": outlier.reason,
+        "since": iso_ms(outlier.since),
+        "until": iso_ms(outlier.until),
+        "remaining_s": round(outlier.remaining_s(), 3),
+        "probation": outlier.on_probation(),
+        "count": outlier.stats.ejections,
     }
 
 
@@ -300,6 +322,7 @@ class ManagementApi:
         snapshot = runtime.snapshot
         paths = {t.state.endpoint: t.path for t in snapshot.health_targets}
         now = time.monotonic()
+        wall = time.time()
         items = []
         for state in runtime.registry:
             breaker = state.breaker
@@ -324,6 +347,8 @@ class ManagementApi:
                     "inflight": state.inflight,
                     "ewma_latency_ms": round(state.ewma(now) * 1000, 3),
                     "connections": _connections(runtime.pool.endpoint_stats(state.endpoint)),
+                    "ejection": _ejection(state.outlier, now, wall),
                 }
             )
-        return ApiResponse.model(200, BackendList(backends=items))
+        body = BackendList(backends=items, routes_down=snapshot.routes_down())
+        return ApiResponse.model(200, body)

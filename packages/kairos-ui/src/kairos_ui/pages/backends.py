@@ -1,12 +1,14 @@
-"""Backends & health (``/backends``): per backend health, breaker, load and latency,
-and the gateway's own ``/health``, ``/ready`` and ``/live``."""
+"""Backends & health (``/backends``): per backend health, breaker, ejection (outlier
+detection), load and latency, the routes left with no backend, and the gateway's own
+``/health``, ``/ready`` and ``/live``."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from kairos_client import KairosClientError
-from kairos_core import BackendList, HealthStatus, LiveStatus, ReadyStatus
+from kairos_core import BackendEjection, BackendList, HealthStatus, LiveStatus, ReadyStatus
+from kairos_core.api import EJECTION_REASON_TEXT
 from nicegui import ui
 
 from .. import format
@@ -14,17 +16,50 @@ from ..gateway import Gateway, describe
 from ..layout import frame
 from ..settings import UiSettings
 
-__all__ = ["backend_rows", "register"]
+__all__ = ["backend_rows", "ejection_text", "register", "routes_down_text"]
 
 COLUMNS: list[dict[str, Any]] = [
     {"name": "address", "label": "Backend", "field": "address", "align": "left", "sortable": True},
     {"name": "state", "label": "State", "field": "state", "align": "left", "sortable": True},
     {"name": "health", "label": "Health check", "field": "health", "align": "left"},
     {"name": "breaker", "label": "Breaker", "field": "breaker", "align": "left", "sortable": True},
+    {"name": "ejection", "label": "Ejection", "field": "ejection", "align": "left"},
     {"name": "inflight", "label": "In flight", "field": "inflight", "sortable": True},
     {"name": "latency", "label": "Latency (EWMA)", "field": "latency", "sortable": True},
     {"name": "routes", "label": "Routes", "field": "routes", "align": "left"},
 ]
+
+
+#: The state column as a badge: red when the backend is out of rotation.
+_STATE_SLOT = r"""
+<q-td :props="props">
+  <q-badge :color="props.row.available ? 'positive' : 'negative'" :label="props.value" />
+</q-td>
+"""
+
+
+def ejection_text(ejection: BackendEjection | None) -> str:
+    """Outlier detection in words: why a backend is out, and for how long."""
+    if ejection is None or not (ejection.ejected or ejection.probation):
+        return format.DASH
+    reason = EJECTION_REASON_TEXT.get(ejection.reason or "", "failing")
+    if ejection.ejected:
+        return f"ejected: {reason} · back in {format.duration(ejection.remaining_s)}"
+    return f"on probation after: {reason}"
+
+
+def routes_down_text(routes: list[str]) -> str:
+    return "No backend in rotation (requests get 503): " + ", ".join(routes) if routes else ""
+
+
+def _state(b: Any) -> str:
+    if b.available:
+        return "available"
+    if not b.healthy:
+        return "unhealthy"
+    if b.ejection is not None and b.ejection.ejected:
+        return "ejected"
+    return "breaker open"
 
 
 def backend_rows(backends: BackendList) -> list[dict[str, Any]]:
@@ -44,9 +79,11 @@ def backend_rows(backends: BackendList) -> list[dict[str, Any]]:
         rows.append(
             {
                 "address": b.address,
-                "state": "available" if b.available else ("unhealthy" if not b.healthy else "out"),
+                "state": _state(b),
+                "available": b.available,
                 "health": health,
                 "breaker": breaker,
+                "ejection": ejection_text(b.ejection),
                 "inflight": b.inflight,
                 "latency": format.ms(b.ewma_latency_ms),
                 "routes": ", ".join(b.routes),
@@ -99,8 +136,11 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
                 health = _probe_card("/health")
                 ready = _probe_card("/ready")
                 live = _probe_card("/live")
+            down = ui.label("").classes("text-negative font-semibold").mark("routes-down")
+            down.set_visibility(False)
             table = ui.table(columns=COLUMNS, rows=[], row_key="address").classes("w-full")
             table.props("flat bordered no-data-label='No backends configured'")
+            table.add_slot("body-cell-state", _STATE_SLOT)
             table.mark("backends-table")
 
         async def refresh() -> None:
@@ -119,5 +159,7 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
             _set_probe(live, True, _live_text(lv))
             table.rows = backend_rows(listing)
             table.update()
+            down.text = routes_down_text(listing.routes_down)
+            down.set_visibility(bool(listing.routes_down))
 
         ui.timer(settings.poll_interval_s, refresh, immediate=True)

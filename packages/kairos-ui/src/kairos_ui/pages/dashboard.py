@@ -1,9 +1,14 @@
-"""Dashboard (``/``): live totals, rates and latency, and the last hour as charts."""
+"""Dashboard (``/``): live totals, rates and latency, and the last hour as charts.
+
+The cards and charts count routed (proxied) requests only; the admin tools' own traffic
+(this UI polling, the CLI and SDK, probes, scrapes) and requests no route served are
+shown apart, in a small panel, so an idle gateway looks idle.
+"""
 
 from __future__ import annotations
 
 from kairos_client import KairosClientError
-from kairos_core import MetricsHistory, MetricsSnapshot
+from kairos_core import MetricsHistory, MetricsSnapshot, TrafficSummary
 from nicegui import ui
 
 from .. import charts, format
@@ -11,14 +16,15 @@ from ..gateway import Gateway, describe
 from ..layout import frame
 from ..settings import UiSettings
 from ..widgets import Stat, chart, set_chart
+from .backends import routes_down_text
 
 __all__ = ["register"]
 
 #: (key, caption, hint) of the cards, in display order.
 CARDS: tuple[tuple[str, str, str], ...] = (
-    ("total_requests", "Total requests", "since the gateway started"),
-    ("requests_per_second", "Requests / s", "over the last 10 s"),
-    ("success_rate", "Success rate", "status below 400, last minute"),
+    ("total_requests", "Total requests", "routed requests since the gateway started"),
+    ("requests_per_second", "Requests / s", "routed requests, over the last 10 s"),
+    ("success_rate", "Success rate", "routed requests, status below 400, last minute"),
     ("p50", "Latency p50", "last minute"),
     ("p95", "Latency p95", "last minute"),
     ("p99", "Latency p99", "last minute"),
@@ -48,13 +54,67 @@ def card_values(snapshot: MetricsSnapshot) -> dict[str, str]:
     }
 
 
+#: (key, caption, hint) of the rows of the panel for traffic kept out of the cards.
+ASIDE: tuple[tuple[str, str, str], ...] = (
+    (
+        "admin",
+        "Admin tools",
+        "the management API (this UI, the CLI, the SDK) and /health, /ready, /live, /metrics",
+    ),
+    ("unmatched", "Unmatched", "requests no route served: 404, bad paths, ..."),
+)
+#: Columns of that panel: (key, header).
+ASIDE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("requests", "requests"),
+    ("rate", "req/s (10 s)"),
+    ("errors", "4xx + 5xx"),
+)
+
+
+def aside_values(snapshot: MetricsSnapshot) -> dict[str, str]:
+    """The text of every cell of the admin / unmatched panel (``"admin-rate"``, ...);
+    dashes when the gateway does not report them."""
+    out: dict[str, str] = {}
+    for key, _, _ in ASIDE:
+        part: TrafficSummary | None = getattr(snapshot, key)
+        if part is None:
+            out.update({f"{key}-{column}": format.DASH for column, _ in ASIDE_COLUMNS})
+            continue
+        out[f"{key}-requests"] = format.count(part.requests)
+        out[f"{key}-rate"] = format.rate(part.requests_per_second.last_10s)
+        out[f"{key}-errors"] = format.count(part.client_errors + part.server_errors)
+    return out
+
+
+def _aside_panel() -> dict[str, ui.label]:
+    """The small panel; returns its value labels by ``aside_values`` key."""
+    cells: dict[str, ui.label] = {}
+    with ui.card().classes("gap-1 p-3").mark("aside-panel"):
+        ui.label("Not counted above").classes("text-xs uppercase opacity-70")
+        with ui.grid(columns=len(ASIDE_COLUMNS) + 1).classes("gap-x-6 gap-y-0 text-sm"):
+            ui.label("")
+            for _, header in ASIDE_COLUMNS:
+                ui.label(header).classes("text-xs opacity-60 text-right")
+            for key, caption, hint in ASIDE:
+                ui.label(caption).tooltip(hint)
+                for column, _ in ASIDE_COLUMNS:
+                    marker = f"{key}-{column}"
+                    cell = ui.label(format.DASH).classes("text-right").mark(marker)
+                    cells[marker] = cell.props(f"data-testid={marker}")
+    return cells
+
+
 def register(settings: UiSettings, gateway: Gateway) -> None:
     @ui.page("/", title="Kairos · dashboard")
     def dashboard() -> None:
         with frame(settings, "/") as banner:
             ui.label("Dashboard").classes("text-2xl font-semibold")
+            # Routes with no backend in rotation (hidden while there are none).
+            down = ui.label("").classes("text-negative font-semibold").mark("routes-down")
+            down.set_visibility(False)
             with ui.grid(columns="repeat(auto-fill, minmax(9.5rem, 1fr))").classes("w-full gap-3"):
                 stats = {key: Stat(caption, key, hint) for key, caption, hint in CARDS}
+            aside = _aside_panel()
             empty = MetricsHistory(range_s=3600, step_s=10, points=[])
             with ui.grid(columns="repeat(auto-fit, minmax(22rem, 1fr))").classes("w-full gap-3"):
                 with ui.card().classes("p-2"):
@@ -69,12 +129,17 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
             try:
                 snapshot = await gateway.client.metrics()
                 history = await gateway.client.metrics_history("1h", "10s")
+                listing = await gateway.client.backends()
             except KairosClientError as exc:
                 banner.show(describe(exc, gateway.url))
                 return
             banner.clear()
+            down.text = routes_down_text(listing.routes_down)
+            down.set_visibility(bool(listing.routes_down))
             for key, text in card_values(snapshot).items():
                 stats[key].set(text)
+            for key, text in aside_values(snapshot).items():
+                aside[key].text = text
             set_chart(rps, charts.requests_chart(history.points))
             set_chart(errors, charts.errors_chart(history.points))
             set_chart(latency, charts.latency_chart(history.points))

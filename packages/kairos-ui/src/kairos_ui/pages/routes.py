@@ -77,6 +77,8 @@ def matches(route: Router, query: str) -> bool:
 class _State:
     routes: list[Router] = field(default_factory=list)
     etag: str | None = None
+    #: Routes with no backend in rotation (their requests get 503).
+    down: frozenset[str] = frozenset()
 
 
 class _Editor:
@@ -470,6 +472,10 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
                     row = route_row(route)
                     with ui.column().classes("gap-0"):
                         ui.label(row["path"]).classes("font-mono").mark("route-path")
+                        if route.external_path in state.down:
+                            ui.label("no backend in rotation: 503").classes(
+                                "text-xs text-negative font-semibold"
+                            ).mark(f"route-down:{route.external_path}")
                         ui.label(f"→ {row['internal']}").classes("font-mono text-xs opacity-70")
                         if row["plugins"]:
                             ui.label(f"plugins: {row['plugins']}").classes(
@@ -499,6 +505,10 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
             banner.clear()
             state.routes = listing.value.routes
             state.etag = listing.etag
+            try:
+                state.down = frozenset((await gateway.client.backends()).routes_down)
+            except KairosClientError:
+                state.down = frozenset()  # the routes are still worth showing
             render()
 
         def confirm_delete(route: Router) -> None:
