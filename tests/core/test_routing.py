@@ -279,3 +279,36 @@ def test_ten_thousand_dynamic_routes() -> None:
     assert fallback.upstream_path == f"/fallback/svc{n}"
     assert t.match("GET", "/svc1/42/other/x") == NoRoute()
     assert t.match("POST", "/svc1/42/items/x") == MethodNotAllowedResult(frozenset({"GET"}))
+
+
+@pytest.mark.parametrize(
+    ("routes", "method", "path", "owner"),
+    [
+        (["/a"], "POST", "/a", "/a"),
+        # the precedence of a match picks whose figures a refusal counts toward
+        (["/a/b", "/a/{x}", "/a/{*r}"], "POST", "/a/b", "/a/b"),
+        (["/a/{x}", "/a/{*r}"], "POST", "/a/1", "/a/{x}"),
+        (["/{x}/b", "/a/{y}"], "POST", "/a/b", "/a/{y}"),
+        (["/api/{*rest}", "/api/v1/{x}"], "DELETE", "/api/v1/z/w", "/api/{*rest}"),
+    ],
+)
+def test_method_not_allowed_names_the_best_ranked_route(
+    routes: list[str], method: str, path: str, owner: str
+) -> None:
+    compiled = [make(r, "/" if "{" not in r else r) for r in routes]
+    t = table(*compiled)
+    result = t.match(method, path)
+    assert isinstance(result, MethodNotAllowedResult)
+    assert result.route is not None
+    assert result.route.template == owner
+    # The index leads from the table's route to the snapshot's per-route runtime.
+    assert list(t)[result.route.index] is result.route
+
+
+def test_method_not_allowed_equality_is_the_answer_only() -> None:
+    t = table(make("/a", methods=("GET",)), make("/a", methods=("DELETE",)))
+    result = t.match("POST", "/a")
+    assert isinstance(result, MethodNotAllowedResult)
+    assert result.route is not None
+    assert result.route.template == "/a"
+    assert result == MethodNotAllowedResult(frozenset({"GET", "DELETE"}))

@@ -34,10 +34,12 @@ async def test_snapshot_counts_rates_and_percentiles(
     assert (await raw_request(gw.port, "/a")).status == 500
     body = (await raw_request(gw.port, "/api/metrics")).json()
     totals = body["totals"]
-    assert totals["requests"] == 10  # this call is recorded once answered
-    assert totals["client_errors"] == 1
+    # Routed requests only: the 404 is unmatched, this call admin (see test_admin_traffic).
+    assert totals["requests"] == 9
+    assert totals["client_errors"] == 0
     assert totals["server_errors"] == 1
-    assert totals["success_rate"] == pytest.approx(0.8)
+    assert totals["success_rate"] == pytest.approx(8 / 9)
+    assert body["unmatched"]["requests"] == body["unmatched"]["client_errors"] == 1
     assert body["requests_per_second"]["last_10s"] > 0
     assert body["requests_per_second"]["last_1m"] > 0
     latency = body["latency_ms_1m"]

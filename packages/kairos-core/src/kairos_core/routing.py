@@ -4,7 +4,8 @@
 
 - `Match`: the route, its params and the rendered upstream path;
 - `MethodNotAllowedResult`: the path matched, the method did not (``allow`` is the
-  union of the methods of every route whose path matched);
+  union of the methods of every route whose path matched; ``route`` is the best-ranked
+  of those routes, whose figures the refusal counts toward);
 - `BadPath`: the path holds a ``.``/``..`` segment, however percent-encoded;
 - `NoRoute`.
 
@@ -103,7 +104,16 @@ class NoRoute:
 
 @dataclass(frozen=True, slots=True)
 class MethodNotAllowedResult:
+    """The path matched, the method did not.
+
+    ``allow`` is the answer (the ``Allow`` header). ``route`` is the best-ranked route
+    whose path matched (by the precedence above), so the refusal can be counted as that
+    route's traffic; it is set by `RouteTable.match` and left out of equality, which
+    compares what the client is told.
+    """
+
     allow: frozenset[str]
+    route: CompiledRoute | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +156,10 @@ def _collect(
             out.append(node.tail)
     elif node.tail and i + 1 < len(segments):
         out.append(node.tail)
+
+
+def _by_rank(route: CompiledRoute) -> tuple[int, tuple[int, ...]]:
+    return route._rank
 
 
 def _pieces(template: PathTemplate) -> tuple[tuple[bool, str], ...] | None:
@@ -280,4 +294,6 @@ class RouteTable:
         for routes in found:
             for route in routes:
                 allow.update(route.methods)
-        return MethodNotAllowedResult(frozenset(allow))
+        # A static route outranks every dynamic one (and all of them share its template).
+        owner = static[0] if static else min((r for rs in found for r in rs), key=_by_rank)
+        return MethodNotAllowedResult(frozenset(allow), owner)

@@ -41,6 +41,8 @@ from .respond import CLIENT_CLOSED, Host, Responder, body_too_large
 if TYPE_CHECKING:
     from tornado.httpserver import _HTTPRequestContext as HTTPRequestContext
 
+    from .metrics import RouteStats
+
 __all__ = ["CLIENT_CLOSED", "Exchange", "Host"]
 
 log = logging.getLogger("kairos.gateway")
@@ -147,7 +149,12 @@ class Exchange(Responder):
             self._respond = Exchange._start_proxy
             self._on_headers()
         elif isinstance(result, MethodNotAllowedResult):
-            self._miss(MethodNotAllowed(f"{method} is not allowed", allow=result.allow))
+            # The path is a route's: the refusal counts as that route's traffic.
+            owner = result.route
+            self._miss(
+                MethodNotAllowed(f"{method} is not allowed", allow=result.allow),
+                None if owner is None else snapshot.routes[owner.index].stats,
+            )
         elif isinstance(result, BadPath):
             self._miss(InvalidPath(result.reason))
         else:
@@ -182,10 +189,11 @@ class Exchange(Responder):
         self._stats = self.host.runtime.metrics.route(label)
         self.chain = self.snapshot.endpoint_chain
 
-    def _miss(self, error: KairosError) -> None:
-        """No route serves the request: answer ``error`` when it has arrived."""
+    def _miss(self, error: KairosError, stats: RouteStats | None = None) -> None:
+        """No route serves the request: answer ``error`` when it has arrived, recorded
+        under ``stats`` (a route's, for a 405 on its path), else as unmatched."""
         self._error = error
-        self._stats = self.host.runtime.metrics.route(UNMATCHED)
+        self._stats = stats if stats is not None else self.host.runtime.metrics.route(UNMATCHED)
         self.chain = self.snapshot.miss_chain
         self._on_headers()
 

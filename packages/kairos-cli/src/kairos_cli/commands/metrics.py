@@ -7,7 +7,7 @@ import contextlib
 
 import click
 from kairos_client import KairosClient
-from kairos_core import MetricsSnapshot
+from kairos_core import MetricsSnapshot, TrafficSummary
 from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
@@ -29,8 +29,19 @@ from ..output import (
 __all__ = ["metrics", "metrics_view"]
 
 
+def _aside(part: TrafficSummary | None, what: str) -> str:
+    """One line for traffic kept out of the routed totals."""
+    if part is None:
+        return "-"
+    return (
+        f"{part.requests} requests, {fmt_rate(part.requests_per_second.last_10s)}/s (10 s), "
+        f"{part.client_errors} 4xx, {part.server_errors} 5xx ({what})"
+    )
+
+
 def metrics_view(snapshot: MetricsSnapshot) -> RenderableType:
-    """Totals, then one table per route and per backend."""
+    """Routed totals, the admin and unmatched traffic kept apart, then one table per
+    route and per backend."""
     totals = snapshot.totals
     latency = snapshot.latency_ms_1m
     summary = key_values(
@@ -42,7 +53,7 @@ def metrics_view(snapshot: MetricsSnapshot) -> RenderableType:
             ),
             (
                 "Requests",
-                f"{totals.requests} total, {totals.success} ok, "
+                f"{totals.requests} routed, {totals.success} ok, "
                 f"{totals.client_errors} 4xx, {totals.server_errors} 5xx, "
                 f"{snapshot.active_requests} active",
             ),
@@ -61,6 +72,8 @@ def metrics_view(snapshot: MetricsSnapshot) -> RenderableType:
                 f"p50 {fmt_ms(latency.p50)}  p95 {fmt_ms(latency.p95)}  "
                 f"p99 {fmt_ms(latency.p99)} (1 min)",
             ),
+            ("Admin", _aside(snapshot.admin, "management API, /health, /ready, /live, /metrics")),
+            ("Unmatched", _aside(snapshot.unmatched, "no route: 404, bad path")),
         ]
     )
     routes = table(

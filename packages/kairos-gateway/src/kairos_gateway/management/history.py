@@ -22,6 +22,13 @@ label) whatever the uptime and however many labels come and go; in practice it i
 
 Percentiles come from the duration histograms, interpolated linearly inside a bucket,
 so they are as precise as the buckets (`metrics.DURATION_BUCKETS`).
+
+The totals (snapshot and history) count routed requests only (`metrics.traffic_of`):
+the admin tools' own traffic (the UI polling this API, CLI and SDK calls, probes of
+`/health`, `/ready`, `/live`, `/metrics` scrapes) and requests no route served would
+otherwise make an idle gateway look busy, failing and slow. The snapshot gives those two
+classes their own small figures (``admin``, ``unmatched``); their per-label history
+stays available under their labels (``management``, ``unmatched``, the ops paths).
 """
 
 from __future__ import annotations
@@ -36,7 +43,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from ..metrics import DURATION_BUCKETS, BackendStats, RouteStats
+from ..metrics import (
+    ADMIN,
+    DURATION_BUCKETS,
+    ROUTED,
+    UNMATCHED,
+    BackendStats,
+    RouteStats,
+    traffic_of,
+)
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -137,9 +152,11 @@ def success_rate(reading: Reading) -> float | None:
 @dataclass(frozen=True, slots=True)
 class Sample:
     at: float  # monotonic
-    total: Reading
-    routes: dict[str, Reading]
+    total: Reading  # routed requests only
+    routes: dict[str, Reading]  # every route label, admin and unmatched ones included
     backends: dict[str, Reading]
+    admin: Reading = Reading()
+    unmatched: Reading = Reading()
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,9 +303,20 @@ class MetricsSampler:
         # The metrics keep one object per label for the process's life, so totals
         # include routes and backends since removed.
         metrics = self.runtime.metrics
-        routes = {stats.label: read_route(stats) for stats in metrics.routes()}
+        routes: dict[str, Reading] = {}
+        by_traffic: dict[str, list[Reading]] = {ROUTED: [], ADMIN: [], UNMATCHED: []}
+        for stats in metrics.routes():
+            reading = routes[stats.label] = read_route(stats)
+            by_traffic[stats.traffic].append(reading)
         backends = {stats.label: read_backend(stats) for stats in metrics.backends()}
-        return Sample(self._clock(), _sum(routes.values()), routes, backends)
+        return Sample(
+            self._clock(),
+            _sum(by_traffic[ROUTED]),
+            routes,
+            backends,
+            admin=_sum(by_traffic[ADMIN]),
+            unmatched=_sum(by_traffic[UNMATCHED]),
+        )
 
     def _back(self, now: float, seconds: float) -> Sample | None:
         """The newest sample at least ``seconds`` old, else the oldest one."""
@@ -394,9 +422,25 @@ class MetricsSampler:
             return round(delta.requests / (now.at - old.at), 3)
 
         minute_total = now.total - minute.total if minute is not None else Reading()
+
+        def aside(part: Callable[[Sample], Reading]) -> dict[str, object]:
+            """The small figures of traffic kept out of the totals."""
+            reading = part(now)
+            return {
+                "requests": reading.requests,
+                "client_errors": reading.client_errors,
+                "server_errors": reading.server_errors,
+                "requests_per_second": {
+                    "last_10s": rate(ten, reading - part(ten) if ten is not None else Reading()),
+                    "last_1m": rate(
+                        minute, reading - part(minute) if minute is not None else Reading()
+                    ),
+                },
+            }
+
         routes = []
         for label, reading in sorted(now.routes.items()):
-            if reading.requests == 0:
+            if reading.requests == 0 or traffic_of(label) != ROUTED:
                 continue
             old = minute.routes.get(label, Reading()) if minute is not None else Reading()
             window = reading - old
@@ -449,6 +493,8 @@ class MetricsSampler:
             "latency_ms_1m": latency(minute_total.buckets),
             "routes": routes,
             "backends": backends,
+            "admin": aside(lambda sample: sample.admin),
+            "unmatched": aside(lambda sample: sample.unmatched),
         }
 
     def known(self, kind: Kind, label: str) -> bool:
