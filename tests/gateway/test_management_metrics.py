@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 import pytest
-from kairos_gateway.management.history import POINT_BYTES, MetricsSampler
+from kairos_gateway.management.history import MetricsSampler
+from kairos_gateway.management.readings import POINT_BYTES
 from kairos_gateway.metrics import GatewayMetrics
 
 from tests.conftest import BackendFactory, GatewayFactory
