@@ -5,13 +5,15 @@ Two parts (see bench/README.md):
 * **micro**: `edge_micro` in-process, before any load: JWT verifications per second
   (repeated token, fresh HS256/RS256/ES256 tokens) and rate-limit checks per second
   (memory store, Redis store).
-* **load**: one gateway, one nginx backend, three routes to the same backend path:
+* **load**: one gateway, one nginx backend, six routes to the same backend path:
   `/plain/{id}` (no auth, no limit), `/secure/{id}` (`auth_required` + a memory token
   bucket of 1e6/s that never refuses), `/jwt/{id}` and `/limited/{id}` (each half of
-  that alone, to apportion the cost) and `/secure-redis/{id}` (JWT + the limit in
-  Redis). wrk -t1 -c50 with a fixed valid HS256 bearer token on every request, in
-  rounds that alternate the route order (first round in `ROUTES` order, the next
-  reversed), so drift over the run affects each route alike.
+  that alone, to apportion the cost), `/secure-redis/{id}` (JWT + the limit in
+  Redis, one script call per request) and `/secure-redis-batched/{id}` (the same with
+  ``sync: "batched"``: leases, about one call per 50 requests). wrk -t1 -c50 with a
+  fixed valid HS256 bearer token on every request, in rounds that alternate the route
+  order (first round in `ROUTES` order, the next reversed), so drift over the run
+  affects each route alike.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import edge_micro
 from procs import BenchError, http_request, log, probe, process_cpu_s, system_busy_s, tail
-from report import EdgeResults, EdgeRun
+from report import EDGE_LABELS, EdgeResults, EdgeRun
 from targets import BACKEND_PATH, Backend, Gateway, RedisServer, redis_server_path
 from wrk import WrkResult, run_wrk
 
@@ -40,18 +42,25 @@ ROUTES: dict[str, str] = {
     "jwt_only": "/jwt/{id}",
     "limit_only": "/limited/{id}",
     "secure_redis": "/secure-redis/{id}",
+    "secure_redis_batched": "/secure-redis-batched/{id}",
 }
 #: Routes that require the bearer token.
-AUTH_ROUTES = frozenset({"secure", "jwt_only", "secure_redis"})
+AUTH_ROUTES = frozenset({"secure", "jwt_only", "secure_redis", "secure_redis_batched"})
 #: Routes with a rate limit (their answers carry RateLimit fields).
-LIMITED_ROUTES = frozenset({"secure", "limit_only", "secure_redis"})
+LIMITED_ROUTES = frozenset({"secure", "limit_only", "secure_redis", "secure_redis_batched"})
+#: Routes that need Redis (left out without redis-server).
+REDIS_ROUTES = frozenset({"secure_redis", "secure_redis_batched"})
+# The report names routes by this table; the batched row is this section's own.
+EDGE_LABELS.setdefault("secure_redis_batched", "JWT + rate limit (Redis, batched)")
 
 
 def route_path(route: str) -> str:
     return ROUTES[route].replace("{id}", _ID)
 
 
-def _never_refusing_limit(backend: str, redis_url: str | None = None) -> dict[str, object]:
+def _never_refusing_limit(
+    backend: str, redis_url: str | None = None, *, batched: bool = False
+) -> dict[str, object]:
     limit: dict[str, object] = {
         "algorithm": "token_bucket",
         "requests_per_second": edge_micro.NEVER_REFUSE_RPS,
@@ -61,6 +70,8 @@ def _never_refusing_limit(backend: str, redis_url: str | None = None) -> dict[st
     if redis_url is not None:
         limit["redis_url"] = redis_url
         limit["key_prefix"] = "kairos-bench-gw:"
+    if batched:
+        limit["sync"] = "batched"  # batch_size 100, sync_interval_ms 1000: the defaults
     return limit
 
 
@@ -70,7 +81,7 @@ def edge_config(backend_port: int, redis_url: str | None) -> dict[str, object]:
     backend = {"host": "http://127.0.0.1", "port": backend_port}
     routers: list[dict[str, object]] = []
     for route, external in ROUTES.items():
-        if route == "secure_redis" and redis_url is None:
+        if route in REDIS_ROUTES and redis_url is None:
             continue
         router: dict[str, object] = {
             "external_path": external,
@@ -80,8 +91,9 @@ def edge_config(backend_port: int, redis_url: str | None) -> dict[str, object]:
         }
         if route in AUTH_ROUTES:
             router["auth_required"] = True
-        if route == "secure_redis":
-            router["rate_limit"] = _never_refusing_limit("redis", redis_url)
+        if route in REDIS_ROUTES:
+            batched = route == "secure_redis_batched"
+            router["rate_limit"] = _never_refusing_limit("redis", redis_url, batched=batched)
         elif route in LIMITED_ROUTES:
             router["rate_limit"] = _never_refusing_limit("memory")
         routers.append(router)
@@ -185,7 +197,7 @@ def _run_gateway(
     auth = {"Authorization": f"Bearer {token}"}
     header = [f"Authorization: Bearer {token}"]
     res.token_bytes = len(token)
-    routes = [r for r in ROUTES if r != "secure_redis" or redis is not None]
+    routes = [r for r in ROUTES if r not in REDIS_ROUTES or redis is not None]
     failed = True
     try:
         _check_routes(gateway, routes, auth)
@@ -200,6 +212,7 @@ def _run_gateway(
             for route in order:
                 _measure(res, gateway, redis, ours, route, round_no, duration_s, header)
         failed = False
+        _batched_notes(res)
     finally:
         alive = gateway.child.alive()
         if alive:
@@ -224,7 +237,7 @@ def _measure(
 ) -> None:
     url = gateway.url_for(route_path(route))
     log(f"edge {route}: round {round_no}, {CONNECTIONS} connections, {duration_s}s")
-    counting = redis is not None and route == "secure_redis"
+    counting = redis is not None and route in REDIS_ROUTES
     before = redis.evalsha_calls() if counting and redis else 0
     cpu_before = _cpu_sample(ours)
     run: WrkResult = run_wrk(url, CONNECTIONS, duration_s, header)
@@ -245,6 +258,29 @@ def _measure(
     if not gateway.child.alive():
         raise BenchError(
             f"edge gateway exited during {route} (code {gateway.child.proc.returncode})"
+        )
+
+
+def _batched_notes(res: EdgeResults) -> None:
+    """The batched Redis row against the memory and the exact Redis rows (medians), and
+    its script calls per request: the report's ratios cover the fixed routes only."""
+    batched = res.median_rps("secure_redis_batched")
+    if batched is None:
+        return
+    for route in ("secure", "secure_redis"):
+        other = res.median_rps(route)
+        if other:
+            res.notes.append(
+                f"{EDGE_LABELS['secure_redis_batched']} / {EDGE_LABELS[route]} @50: "
+                f"{batched / other:.3f}x (medians)"
+            )
+    runs = [r for r in res.route_runs("secure_redis_batched") if r.redis_calls is not None]
+    requests = sum(r.run.requests for r in runs)
+    if requests:
+        calls = sum(r.redis_calls or 0 for r in runs)
+        res.notes.append(
+            f"Redis EVALSHA calls per request, batched runs: {calls / requests:.4f} "
+            f"({calls:,} / {requests:,} completed by wrk)"
         )
 
 

@@ -35,6 +35,13 @@ end; the moment every counted request has aged out; the bucket is full again),
 which is also how long the state matters: after it, an absent state is equivalent.
 ``retry_after_s`` (denials only) is the time until the next request would pass if
 nothing else arrives. A clock that steps backwards is treated as standing still.
+
+**Leases** (``sync: "batched"``): `lease_fixed_window` and `lease_token_bucket` take up
+to ``want`` requests at once, as ``want`` checks in a row at the same instant would
+(with ``want == 1`` they decide exactly as `fixed_window` / `token_bucket`). A lease
+may first give back ``give_back`` requests an earlier lease took and never used: to a
+token bucket as tokens (capped at its capacity), to a fixed window only while it is
+the lease's own window. A gateway then answers from its lease without asking again.
 """
 
 from __future__ import annotations
@@ -49,12 +56,16 @@ __all__ = [
     "SLIDING_SUBWINDOWS",
     "Decision",
     "FixedWindowState",
+    "Lease",
     "Limit",
     "LimitState",
     "SlidingWindowState",
     "TokenBucketState",
     "check_limit",
     "fixed_window",
+    "lease",
+    "lease_fixed_window",
+    "lease_token_bucket",
     "sliding_window",
     "token_bucket",
 ]
@@ -212,3 +223,87 @@ def check_limit(limit: Limit, state: LimitState | None, now: float) -> tuple[Dec
         return sliding_window(limit, sliding, now)
     bucket = state if isinstance(state, TokenBucketState) else None
     return token_bucket(limit, bucket, now)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Requests taken at once: ``granted`` of the ``want`` asked (0: refused).
+
+    ``remaining``, ``reset_after_s`` and ``retry_after_s`` are as in `Decision`, after
+    the grant. ``window`` is the fixed window's index (0 for a token bucket): a later
+    lease gives unused requests back only to the same window.
+    """
+
+    granted: int
+    remaining: int
+    reset_after_s: float
+    retry_after_s: float = 0.0
+    window: int = 0
+
+
+def lease_fixed_window(
+    limit: Limit,
+    state: FixedWindowState | None,
+    now: float,
+    want: int,
+    give_back: int = 0,
+    window: int = 0,
+) -> tuple[Lease, FixedWindowState]:
+    size = limit.window_s
+    index = math.floor(now / size)
+    count = 0
+    if state is not None and state.index >= index:
+        index, count = state.index, state.count
+    if give_back > 0 and window == index:
+        count = max(0, count - give_back)
+    reset = (index + 1) * size - now
+    if count < limit.limit:
+        granted = min(want, limit.limit - count)
+        count += granted
+        return Lease(granted, limit.limit - count, reset, 0.0, index), FixedWindowState(
+            index, count
+        )
+    return Lease(0, 0, reset, reset, index), FixedWindowState(index, count)
+
+
+def lease_token_bucket(
+    limit: Limit, state: TokenBucketState | None, now: float, want: int, give_back: int = 0
+) -> tuple[Lease, TokenBucketState]:
+    rate = limit.rate_per_s
+    capacity = limit.capacity
+    if state is None:
+        tokens, updated = float(capacity), now
+    else:
+        tokens, updated = state.tokens, state.updated
+        if now > updated:
+            tokens = min(float(capacity), tokens + (now - updated) * rate)
+            updated = now
+    if give_back > 0:
+        tokens = min(float(capacity), tokens + give_back)
+    if tokens >= 1 - TOKEN_EPSILON:
+        granted = min(want, math.floor(tokens + TOKEN_EPSILON))
+        tokens = max(0.0, tokens - granted)
+        result = Lease(granted, math.floor(tokens), (capacity - tokens) / rate)
+    else:
+        result = Lease(0, 0, (capacity - tokens) / rate, (1 - tokens) / rate)
+    return result, TokenBucketState(tokens, updated)
+
+
+def lease(
+    limit: Limit,
+    state: LimitState | None,
+    now: float,
+    want: int,
+    give_back: int = 0,
+    window: int = 0,
+) -> tuple[Lease, LimitState]:
+    """Dispatch on ``limit.algorithm`` (fixed window or token bucket only)."""
+    if want < 1 or give_back < 0:
+        raise ValueError("want must be at least 1 and give_back at least 0")
+    if limit.algorithm == "fixed_window":
+        fixed = state if isinstance(state, FixedWindowState) else None
+        return lease_fixed_window(limit, fixed, now, want, give_back, window)
+    if limit.algorithm == "token_bucket":
+        bucket = state if isinstance(state, TokenBucketState) else None
+        return lease_token_bucket(limit, bucket, now, want, give_back)
+    raise ValueError(f"no leases for {limit.algorithm}")

@@ -12,13 +12,23 @@ import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SerializationInfo, field_serializer, field_validator, model_validator
+from pydantic import (
+    Field,
+    SerializationInfo,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from ._model import KairosModel, aliased
 
-__all__ = ["RateLimitAlgorithm", "RateLimitConfig", "redact_url"]
+__all__ = ["BATCHED_ALGORITHMS", "RateLimitAlgorithm", "RateLimitConfig", "redact_url"]
 
 RateLimitAlgorithm = Literal["fixed_window", "sliding_window", "token_bucket"]
+#: The algorithms ``sync: "batched"`` supports: both can hand out a chunk of requests
+#: at once (a sliding window's chunk would age out piecewise, sub-window by sub-window).
+BATCHED_ALGORITHMS = ("fixed_window", "token_bucket")
 
 _KAIROS_RS_WINDOW_TYPES = {
     "FixedWindow": "fixed_window",
@@ -74,6 +84,13 @@ class RateLimitConfig(KairosModel):
     #: When Redis cannot be reached in time: let the request through, or refuse it (503).
     on_redis_error: Literal["allow", "deny"] = "allow"
     redis_timeout_ms: Annotated[int, Field(ge=1, le=10_000)] = 100
+    #: "exact": one Redis call per request. "batched": each gateway leases chunks of
+    #: requests (at most ``batch_size``) and answers from them without a round trip.
+    sync: Literal["exact", "batched"] = "exact"
+    #: Largest lease (batched only): the bound on a gateway's overshoot per key.
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 100
+    #: How long a lease (or a refusal) is used before Redis is asked again (batched only).
+    sync_interval_ms: Annotated[int, Field(ge=10, le=60_000)] = 1000
 
     @property
     def window_s(self) -> float:
@@ -129,6 +146,21 @@ class RateLimitConfig(KairosModel):
     def _redis_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("sync")
+    @classmethod
+    def _sync(cls, value: str, info: ValidationInfo) -> str:
+        if value != "batched":
+            return value
+        algorithm = info.data.get("algorithm")
+        if algorithm is not None and algorithm not in BATCHED_ALGORITHMS:
+            raise ValueError(
+                f"'batched' supports algorithm {' or '.join(BATCHED_ALGORITHMS)}, "
+                f"not {algorithm}; use sync 'exact'"
+            )
+        if info.data.get("backend", "memory") != "redis":
+            raise ValueError("'batched' needs backend 'redis' (the memory store is exact)")
         return value
 
     @field_serializer("redis_url")

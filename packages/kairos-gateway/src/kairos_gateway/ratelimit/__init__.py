@@ -10,9 +10,11 @@ from .memory import MemoryStore
 from .registry import RateLimiters
 
 if TYPE_CHECKING:
+    from .batched import BatchedStore
     from .redis_store import RedisStore
 
 __all__ = [
+    "BatchedStore",
     "MemoryStore",
     "RateLimitStore",
     "RateLimiter",
@@ -23,9 +25,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # RedisStore loads on first use, so a gateway without Redis never imports redis-py.
+    # The Redis stores load on first use, so a gateway without Redis never imports redis-py.
     if name == "RedisStore":
         from .redis_store import RedisStore
 
         return RedisStore
+    if name == "BatchedStore":
+        from .batched import BatchedStore
+
+        return BatchedStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,6 +10,7 @@ from .limiter import RateLimiter, RateLimitStore
 from .memory import MemoryStore
 
 if TYPE_CHECKING:
+    from .batched import BatchedStore
     from .redis_store import RedisStore
 
 __all__ = ["RateLimiters"]
@@ -17,11 +18,13 @@ __all__ = ["RateLimiters"]
 
 class RateLimiters:
     """One memory store shared by every memory-backed limiter (one cap for the
-    process), and one `RedisStore` (one pool) per distinct Redis setting."""
+    process), one `RedisStore` (one pool) per distinct Redis setting, and over it one
+    `BatchedStore` per distinct lease setting (``sync: "batched"``)."""
 
     def __init__(self, memory: MemoryStore | None = None) -> None:
         self.memory = memory if memory is not None else MemoryStore()
         self.redis: dict[tuple[str, str, int, str], RedisStore] = {}
+        self.batched: dict[tuple[tuple[str, str, int, str], int, int], BatchedStore] = {}
         self._limiters: dict[tuple[str, str], RateLimiter] = {}
 
     def get(self, config: RateLimitConfig, *, name: str = "default") -> RateLimiter:
@@ -54,7 +57,20 @@ class RateLimiters:
                 on_error=config.on_redis_error,
             )
             self.redis[setting] = store
-        return store
+        if config.sync == "exact":
+            return store
+        lease_setting = (setting, config.batch_size, config.sync_interval_ms)
+        batched = self.batched.get(lease_setting)
+        if batched is None:
+            from .batched import BatchedStore
+
+            batched = BatchedStore(
+                store,
+                batch_size=config.batch_size,
+                sync_interval_s=config.sync_interval_ms / 1000,
+            )
+            self.batched[lease_setting] = batched
+        return batched
 
     @property
     def store_errors(self) -> int:
@@ -62,6 +78,8 @@ class RateLimiters:
         return sum(store.errors for store in self.redis.values())
 
     async def aclose(self) -> None:
+        for batched in self.batched.values():  # before the Redis stores they lease from
+            await batched.aclose()
         for store in self.redis.values():
             await store.aclose()
         await self.memory.aclose()

@@ -8,11 +8,15 @@ every gateway sharing the Redis shares one clock. Floats cross the boundary as
 State is a hash whose TTL is the time until the quota fully resets, after which an
 absent key means the same thing. Every script returns
 ``{allowed (0|1), remaining, reset_after_s, retry_after_s}``.
+
+`LEASE_SCRIPTS` are the twins of `kairos_core.limits.lease_*` (``sync: "batched"``):
+they take up to ``want`` requests at once, after giving back unused ones, and return
+``{granted, remaining, reset_after_s, retry_after_s, window}``.
 """
 
 from __future__ import annotations
 
-__all__ = ["SCRIPTS"]
+__all__ = ["LEASE_SCRIPTS", "SCRIPTS"]
 
 _PRELUDE = """
 local now = tonumber(ARGV[#ARGV])
@@ -137,4 +141,79 @@ SCRIPTS = {
     "fixed_window": FIXED_WINDOW,
     "sliding_window": SLIDING_WINDOW,
     "token_bucket": TOKEN_BUCKET,
+}
+
+LEASE_FIXED_WINDOW = (
+    _PRELUDE
+    + """
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local give_back = tonumber(ARGV[4])
+local lease_window = tonumber(ARGV[5])
+local index = math.floor(now / window)
+local count = 0
+local state = redis.call('HMGET', KEYS[1], 'i', 'c')
+local stored = tonumber(state[1])
+if stored and stored >= index then
+  index = stored
+  count = tonumber(state[2]) or 0
+end
+if give_back > 0 and lease_window == index then
+  count = math.max(0, count - give_back)
+end
+local reset = (index + 1) * window - now
+if count < limit then
+  local granted = math.min(want, limit - count)
+  count = count + granted
+  redis.call('HSET', KEYS[1], 'i', int(index), 'c', int(count))
+  expire(reset)
+  return {granted, limit - count, f(reset), '0', int(index)}
+end
+return {0, 0, f(reset), f(reset), int(index)}
+"""
+)
+
+LEASE_TOKEN_BUCKET = (
+    _PRELUDE
+    + """
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local capacity = tonumber(ARGV[3])
+local want = tonumber(ARGV[4])
+local give_back = tonumber(ARGV[5])
+local rate = limit / window
+local state = redis.call('HMGET', KEYS[1], 't', 'u')
+local tokens = tonumber(state[1])
+local updated = tonumber(state[2])
+if tokens == nil or updated == nil then
+  tokens = capacity
+  updated = now
+elseif now > updated then
+  tokens = math.min(capacity, tokens + (now - updated) * rate)
+  updated = now
+end
+if give_back > 0 then
+  tokens = math.min(capacity, tokens + give_back)
+end
+local granted = 0
+local remaining = 0
+local retry = 0
+if tokens >= 1 - 1e-9 then
+  granted = math.min(want, math.floor(tokens + 1e-9))
+  tokens = math.max(0, tokens - granted)
+  remaining = math.floor(tokens)
+else
+  retry = (1 - tokens) / rate
+end
+local reset = (capacity - tokens) / rate
+redis.call('HSET', KEYS[1], 't', f(tokens), 'u', f(updated))
+expire(reset)
+return {granted, remaining, f(reset), f(retry), '0'}
+"""
+)
+
+LEASE_SCRIPTS = {
+    "fixed_window": LEASE_FIXED_WINDOW,
+    "token_bucket": LEASE_TOKEN_BUCKET,
 }
