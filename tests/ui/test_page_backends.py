@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from kairos_core import BackendEjection
-from kairos_ui.pages.backends import ejection_text, routes_down_text
+from kairos_core import BackendConnections, BackendEjection
+from kairos_ui.pages.backends import connections_text, ejection_text, routes_down_text
 from nicegui.testing import User
 from nicegui.testing.user_simulation import user_simulation
 
@@ -36,6 +36,15 @@ from .helpers import element, text
 )
 def test_ejection_in_words(ejection: BackendEjection | None, shown: str) -> None:
     assert ejection_text(ejection) == shown
+
+
+def test_connections_in_words() -> None:
+    assert connections_text(None) == "\u2013"
+    figures = {"open": 5, "idle": 2, "busy": 3, "max_connections": 8, "max_pending": 10}
+    quiet = BackendConnections(**figures, pending=0, opened_total=5, saturated_total=0)
+    assert connections_text(quiet) == "3 busy, 2 idle of 8"
+    busy = BackendConnections(**figures, pending=4, opened_total=5, saturated_total=7)
+    assert connections_text(busy) == "3 busy, 2 idle of 8 · 4 waiting · 7 refused"
 
 
 def test_routes_down_text() -> None:
@@ -88,6 +97,8 @@ async def test_backends_page_shows_the_ejection_in_words(
     assert row["state"] == "ejected"
     assert row["available"] is False
     assert row["ejection"].startswith("ejected: connections closed before an answer")
+    good = next(r for r in element(user, "backends-table").rows if r["address"] != dead.url)
+    assert good["connections"].endswith(" idle of 1024")
     await user.should_see(marker="routes-down", retries=40)
     assert text(user, "routes-down").endswith(": /down")
 

@@ -1,4 +1,4 @@
-"""Backends & health (``/backends``): per backend health, breaker, ejection (outlier
+"""Backends & health (``/backends``): per backend health, breaker, connections, ejection (outlier
 detection), load and latency, the routes left with no backend, and the gateway's own
 ``/health``, ``/ready`` and ``/live``."""
 
@@ -7,7 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from kairos_client import KairosClientError
-from kairos_core import BackendEjection, BackendList, HealthStatus, LiveStatus, ReadyStatus
+from kairos_core import (
+    BackendConnections,
+    BackendEjection,
+    BackendList,
+    HealthStatus,
+    LiveStatus,
+    ReadyStatus,
+)
 from kairos_core.api import EJECTION_REASON_TEXT
 from nicegui import ui
 
@@ -16,7 +23,7 @@ from ..gateway import Gateway, describe
 from ..layout import frame
 from ..settings import UiSettings
 
-__all__ = ["backend_rows", "ejection_text", "register", "routes_down_text"]
+__all__ = ["backend_rows", "connections_text", "ejection_text", "register", "routes_down_text"]
 
 COLUMNS: list[dict[str, Any]] = [
     {"name": "address", "label": "Backend", "field": "address", "align": "left", "sortable": True},
@@ -25,6 +32,7 @@ COLUMNS: list[dict[str, Any]] = [
     {"name": "breaker", "label": "Breaker", "field": "breaker", "align": "left", "sortable": True},
     {"name": "ejection", "label": "Ejection", "field": "ejection", "align": "left"},
     {"name": "inflight", "label": "In flight", "field": "inflight", "sortable": True},
+    {"name": "connections", "label": "Connections", "field": "connections", "align": "left"},
     {"name": "latency", "label": "Latency (EWMA)", "field": "latency", "sortable": True},
     {"name": "routes", "label": "Routes", "field": "routes", "align": "left"},
 ]
@@ -46,6 +54,18 @@ def ejection_text(ejection: BackendEjection | None) -> str:
     if ejection.ejected:
         return f"ejected: {reason} · back in {format.duration(ejection.remaining_s)}"
     return f"on probation after: {reason}"
+
+
+def connections_text(connections: BackendConnections | None) -> str:
+    """Upstream connections in words: busy and idle of the limit, waiting, refused."""
+    if connections is None:
+        return format.DASH
+    text = f"{connections.busy} busy, {connections.idle} idle of {connections.max_connections}"
+    if connections.pending:
+        text += f" · {connections.pending} waiting"
+    if connections.saturated_total:
+        text += f" · {connections.saturated_total} refused"
+    return text
 
 
 def routes_down_text(routes: list[str]) -> str:
@@ -85,6 +105,7 @@ def backend_rows(backends: BackendList) -> list[dict[str, Any]]:
                 "breaker": breaker,
                 "ejection": ejection_text(b.ejection),
                 "inflight": b.inflight,
+                "connections": connections_text(b.connections),
                 "latency": format.ms(b.ewma_latency_ms),
                 "routes": ", ".join(b.routes),
             }
