@@ -341,14 +341,15 @@ async def raw_request(
     method: str = "GET",
     headers: list[tuple[str, str]] | None = None,
     body: bytes = b"",
-    host: str = "gateway.test",
+    host: str | None = None,
     timeout: float = 10.0,
 ) -> RawResponse:
-    """Send one request on a fresh connection exactly as given and read the response."""
+    """Send one request on a fresh connection exactly as given and read the response;
+    ``Host`` is ``127.0.0.1:<port>`` unless given."""
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_connection(LOOPBACK, port)
         try:
-            lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
+            lines = [f"{method} {target} HTTP/1.1", f"Host: {host or f'{LOOPBACK}:{port}'}"]
             lines += [f"{k}: {v}" for k, v in headers or []]
             if body:
                 lines.append(f"Content-Length: {len(body)}")

@@ -128,3 +128,67 @@ async def test_separate_admin_listener(
     assert (await raw_request(admin_port, "/health")).status == 200
     assert (await raw_request(admin_port, "/api/users")).status == 404  # never proxied
     assert len(backend.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["rebound.example.com", "rebound.example.com:5900", "127.0.0.1.nip.io", "[::2]", "0.0.0.0"],
+)
+async def test_without_token_a_foreign_host_name_is_refused(
+    gateway_factory: GatewayFactory, host: str
+) -> None:
+    """DNS rebinding: a page whose own name resolves to 127.0.0.1 reaches the gateway
+    over loopback, but its requests say whose name they are for."""
+    gw = await gateway_factory(config())
+    body = b'{"external_path": "/x", "internal_path": "/", "methods": ["GET"], '
+    body += b'"backends": [{"host": "http://10.0.0.1", "port": 80}]}'
+    json_type = [("Content-Type", "application/json")]
+    created = await raw_request(
+        gw.port, "/api/routes", method="POST", headers=json_type, body=body, host=host
+    )
+    assert created.status == 403
+    assert "Host header" in created.json()["detail"]
+    assert gw.gateway.runtime.snapshot.config.routers == []  # nothing was created
+    assert (await raw_request(gw.port, "/api/routes", host=host)).status == 403
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["localhost", "LOCALHOST:5900", "127.0.0.1", "127.1.2.3:80", "[::1]:5900", "ui.localhost"],
+)
+async def test_without_token_loopback_names_are_served(
+    gateway_factory: GatewayFactory, host: str
+) -> None:
+    gw = await gateway_factory(config())
+    assert (await raw_request(gw.port, "/api/routes", host=host)).status == 200
+
+
+@pytest.mark.parametrize(
+    ("origin", "status"),
+    [
+        ("http://rebound.example.com", 403),
+        ("https://evil.example:8443", 403),
+        ("null", 403),
+        ("http://localhost:3000", 200),
+        ("http://127.0.0.1:5900", 200),
+        ("http://[::1]:3000", 200),
+    ],
+)
+async def test_without_token_only_loopback_origins(
+    gateway_factory: GatewayFactory, origin: str, status: int
+) -> None:
+    """A cross-site page (or a rebound one) sends its Origin; loopback tools send none."""
+    gw = await gateway_factory(config())
+    answer = await raw_request(gw.port, "/api/routes", headers=[("Origin", origin)])
+    assert answer.status == status
+    if status == 403:
+        assert "Origin" in answer.json()["detail"]
+
+
+async def test_with_a_token_any_host_name_may_be_used(gateway_factory: GatewayFactory) -> None:
+    gw = await gateway_factory(config(admin={"token": TOKEN}))
+    answer = await raw_request(
+        gw.port, "/api/routes", host="gateway.example.com", headers=bearer(TOKEN)
+    )
+    assert answer.status == 200
+    assert (await raw_request(gw.port, "/api/routes", host="gateway.example.com")).status == 401
