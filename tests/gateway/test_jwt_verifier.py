@@ -215,7 +215,7 @@ def test_invalid_token(config: dict[str, Any], make: Any, detail: str) -> None:
 @pytest.mark.parametrize("alg", ["none", "None", "NONE"])
 def test_alg_none_without_signature_is_malformed(alg: str) -> None:
     error = rejection(verifier(), f"Bearer {unsigned(alg)}")
-    assert error.error == "invalid_request"
+    assert error.error == "invalid_token"  # RFC 6750 3.1: a malformed token
 
 
 def test_alg_none_is_refused_even_if_configured() -> None:
@@ -279,12 +279,15 @@ def test_no_bearer_credentials_get_no_error_code(value: str | None) -> None:
     assert error.headers() == [("WWW-Authenticate", 'Bearer realm="kairos"')]
 
 
+@pytest.mark.parametrize("value", ["Bearer", "Bearer ", "Bearer    "])
+def test_a_bearer_scheme_without_a_token_is_invalid_request(value: str) -> None:
+    error = rejection(verifier(), value)
+    assert (error.status, error.error) == (401, "invalid_request")
+
+
 @pytest.mark.parametrize(
     "value",
     [
-        "Bearer",
-        "Bearer ",
-        "Bearer    ",
         "Bearer abc",  # 1 segment
         "Bearer abc.def",  # 2 segments
         "Bearer a.b.c.d",
@@ -292,11 +295,14 @@ def test_no_bearer_credentials_get_no_error_code(value: str | None) -> None:
         "Bearer !!!.def.ghi",  # not base64url
         "Bearer eyJh=.eyJh.sig",  # padding is not base64url in JWS
         "Bearer a.b.c extra",
+        "Bearer " + "a" * 17_000,  # over MAX_TOKEN_CHARS (16 KiB)
     ],
 )
-def test_malformed_bearer_value_is_invalid_request(value: str) -> None:
+def test_a_malformed_token_is_invalid_token(value: str) -> None:
+    """RFC 6750 3.1: ``invalid_token`` for a token "expired, revoked, malformed, or
+    invalid for other reasons"; ``invalid_request`` is for a malformed request."""
     error = rejection(verifier(), value)
-    assert (error.status, error.error) == (401, "invalid_request")
+    assert (error.status, error.error) == (401, "invalid_token")
 
 
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])

@@ -95,13 +95,13 @@ def _unsigned(claims: dict[str, Any]) -> str:
 @pytest.mark.parametrize(
     ("make", "error"),
     [
-        (lambda: "not-a-token", "invalid_request"),
+        (lambda: "not-a-token", "invalid_token"),
         (lambda: token({"exp": int(time.time()) - 3600}), "invalid_token"),
         (lambda: token({"nbf": int(time.time()) + 3600}), "invalid_token"),
         (lambda: token(key=OTHER_SECRET), "invalid_token"),
         (lambda: token()[:-4] + "AAAA", "invalid_token"),
-        # An unsigned token has an empty third segment: malformed before anything else.
-        (lambda: _unsigned({"sub": "alice", "exp": int(time.time()) + 300}), "invalid_request"),
+        # An unsigned token has an empty third segment: malformed, an invalid token.
+        (lambda: _unsigned({"sub": "alice", "exp": int(time.time()) + 300}), "invalid_token"),
     ],
     ids=["malformed", "expired", "not-yet-valid", "wrong-key", "tampered", "alg-none"],
 )

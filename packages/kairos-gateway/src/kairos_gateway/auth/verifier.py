@@ -12,9 +12,11 @@ coroutine::
 
 (`authenticate_async` does exactly that.) Failures raise `Unauthorized` (401) with an
 RFC 6750 ``error``: none when there are no bearer credentials at all (missing header,
-another scheme), ``invalid_request`` for a malformed bearer value (empty, not three
-base64url segments, over `MAX_TOKEN_CHARS`), ``invalid_token`` for everything else
-(undecodable, unsigned, bad signature, algorithm not allowed for the key, expired, not
+another scheme), ``invalid_request`` for a bearer scheme with no token at all (a
+missing parameter), and, as RFC 6750 section 3.1 says of a token that is "expired,
+revoked, malformed, or invalid for other reasons", ``invalid_token`` for every token
+presented that does not verify (not three base64url segments, over `MAX_TOKEN_CHARS`,
+undecodable, unsigned, bad signature, algorithm not allowed for the key, expired, not
 yet valid, issued in the future, wrong ``iss``/``aud``, missing claim, unknown key, no
 JWKS keys). `check_route_claims` raises `Forbidden` (403, ``insufficient_scope``).
 
@@ -79,7 +81,7 @@ def bearer_token(authorization: str | None) -> str:
     if not token:
         raise Unauthorized("empty bearer token", error="invalid_request")
     if len(token) > MAX_TOKEN_CHARS:
-        raise Unauthorized("bearer token too large", error="invalid_request")
+        raise Unauthorized("bearer token too large", error="invalid_token")
     return token
 
 
@@ -236,7 +238,7 @@ class JwtVerifier:
 
     def _verify(self, token: str, now: float) -> Claims | Awaitable[Claims]:
         if _TOKEN_SHAPE.fullmatch(token) is None:
-            raise Unauthorized("malformed bearer token", error="invalid_request")
+            raise Unauthorized("malformed bearer token", error="invalid_token")
         jwks = self._jwks
         if jwks is None:
             # One key, so pyjwt's own allow-list check (the key's algorithms only) is
