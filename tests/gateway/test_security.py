@@ -11,6 +11,7 @@ from typing import Any
 
 import jwt
 import pytest
+from kairos_core import ConfigError, load_config
 
 from tests.conftest import BackendFactory, GatewayFactory, RunningGateway
 from tests.gateway.test_ops import sample
@@ -276,3 +277,31 @@ async def test_two_gateway_processes_share_one_redis_limit(
     assert statuses.count(200) == 20
     assert statuses.count(429) == 60
     assert len(backend.requests) == 20
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "status"),
+    [
+        ("CONNECT", "/tunnel", 405),  # origin-form: the route exists, the method never
+        ("TRACE", "/tunnel", 405),
+        ("CONNECT", "internal.example:443", 400),  # authority-form
+        ("GET", "http://internal.example/tunnel", 400),  # absolute-form
+    ],
+)
+async def test_connect_trace_and_absolute_form_are_never_proxied(
+    backend: EchoBackend, gateway_factory: GatewayFactory, method: str, target: str, status: int
+) -> None:
+    gw = await gateway_factory({"routers": [route("/tunnel", "/tunnel", [backend])]})
+    answer = await raw_request(gw.port, target, method=method)
+    assert answer.status == status
+    assert backend.requests == []
+
+
+@pytest.mark.parametrize("method", ["CONNECT", "trace"])
+def test_routes_may_not_list_connect_or_trace(method: str) -> None:
+    config = {"routers": [route("/a", "/a", ["http://127.0.0.1:1"], methods=["GET", method])]}
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    (error,) = info.value.errors
+    assert error.path == "routers[0].methods[1]"
+    assert "never proxied" in error.message

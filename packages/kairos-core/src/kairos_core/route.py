@@ -40,7 +40,11 @@ __all__ = [
     "effective_timeouts",
 ]
 
-HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"]
+#: Methods a route may proxy. CONNECT and TRACE never are: CONNECT would open a tunnel
+#: through the gateway to wherever a backend lets it, and TRACE echoes the request
+#: (cookies and credentials included) back to a page that asks (cross-site tracing).
+HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+_NEVER_PROXIED = frozenset({"CONNECT", "TRACE"})
 HTTP_METHODS: tuple[str, ...] = get_args(HttpMethod)
 LoadBalancingStrategy = Literal[
     "round_robin", "least_connections", "random", "weighted", "ip_hash", "latency_aware"
@@ -51,7 +55,15 @@ TotalMs = Annotated[int, Field(ge=1, le=3_600_000)]
 
 
 def _upper(value: object) -> object:
-    return value.upper() if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value
+    method = value.upper()
+    if method in _NEVER_PROXIED:
+        raise ValueError(
+            f"{method} is never proxied (CONNECT would tunnel through the gateway, TRACE "
+            "would echo credentials back)"
+        )
+    return method
 
 
 class Timeouts(KairosModel):
