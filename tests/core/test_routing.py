@@ -127,6 +127,35 @@ def test_dot_segments_are_bad_paths(path: str) -> None:
     assert isinstance(t.match("GET", path), BadPath)
 
 
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/files/..;x/etc", "'.' or '..' segment"),  # Tomcat/Spring drop ;x: ".."
+        ("/static/a/..;jsessionid=1/b", "'.' or '..' segment"),
+        ("/static/a/.;x/b", "'.' or '..' segment"),
+        ("/static/a/%2e%2e;x/b", "'.' or '..' segment"),
+        ("/files/a%00.txt", "NUL byte"),
+        ("/files/%2500", "NUL byte"),
+        ("/static/%c0%ae%c0%ae/etc", "overlong UTF-8"),
+        ("/static/%e0%80%ae%e0%80%ae/etc", "overlong UTF-8"),
+        ("/static/%C0%AF", "overlong UTF-8"),
+        ("/static/%u002e%u002e/etc", "%u escape"),
+        ("/files/%2525252e", "too many times"),
+    ],
+)
+def test_hostile_encodings_are_bad_paths(path: str, reason: str) -> None:
+    t = table(make("/files/{name}", "/f/{name}"), make("/static/{*path}", "/s/{*path}"))
+    result = t.match("GET", path)
+    assert isinstance(result, BadPath)
+    assert reason in result.reason
+
+
+@pytest.mark.parametrize("name", ["a;v=1", "..a;b", "%c3%a9t%c3%a9", "%e0%a0%80", "a%3bb"])
+def test_path_parameters_and_valid_utf8_are_fine(name: str) -> None:
+    t = table(make("/files/{name}", "/f/{name}"))
+    assert isinstance(t.match("GET", f"/files/{name}"), Match)
+
+
 @pytest.mark.parametrize("name", ["a.b", "..a", "a..", ".hidden", "a%2eb", "%2e%2ex"])
 def test_dots_inside_a_segment_are_fine(name: str) -> None:
     t = table(make("/files/{name}", "/f/{name}"))

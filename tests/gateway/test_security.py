@@ -305,3 +305,24 @@ def test_routes_may_not_list_connect_or_trace(method: str) -> None:
     (error,) = info.value.errors
     assert error.path == "routers[0].methods[1]"
     assert "never proxied" in error.message
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/pub/..;/secret/x",  # a Tomcat/Spring backend drops ";": /internal/secret/x
+        "/pub/%2e%2e;x/secret/x",
+        "/pub/a%00b",
+        "/pub/%c0%ae%c0%ae/secret/x",
+        "/pub/%u002e%u002e/secret/x",
+    ],
+)
+async def test_hostile_paths_never_reach_a_backend(
+    backend: EchoBackend, gateway_factory: GatewayFactory, target: str
+) -> None:
+    config = {"routers": [route("/pub/{*rest}", "/internal/pub/{*rest}", [backend])]}
+    gw = await gateway_factory(config)
+    answer = await raw_request(gw.port, target)
+    assert answer.status == 400
+    assert answer.json()["type"] == "invalid_path"
+    assert backend.requests == []

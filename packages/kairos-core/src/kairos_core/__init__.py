@@ -82,7 +82,7 @@ from .limits import (
     sliding_window,
     token_bucket,
 )
-from .paths import RESERVED_PATHS, RESERVED_PREFIXES, has_dot_segment
+from .paths import RESERVED_PATHS, RESERVED_PREFIXES, has_dot_segment, path_problem
 from .plugins import PLUGIN_NAME_PATTERN, PluginConfig, effective_plugins
 from .ratelimit import RateLimitConfig
 from .resilience import (
@@ -218,6 +218,7 @@ __all__ = [
     "load_router",
     "origin_pattern",
     "parse_listen",
+    "path_problem",
     "redacted",
     "sliding_window",
     "token_bucket",

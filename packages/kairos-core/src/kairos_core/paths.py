@@ -26,6 +26,7 @@ __all__ = [
     "has_dot_segment",
     "parse_external_path",
     "parse_internal_path",
+    "path_problem",
 ]
 
 RESERVED_PATHS: frozenset[str] = frozenset(
@@ -47,6 +48,10 @@ RESERVED_PREFIXES: tuple[str, ...] = ("/api/routes", "/api/config", "/api/metric
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_DECODE_ROUNDS = 4
 _SEPARATORS = re.compile(r"[/\\]")
+#: Lead bytes that only an overlong (invalid) UTF-8 encoding of an ASCII character
+#: starts with: ``%c0``/``%c1`` (2 bytes), ``%e0%80``-``%e0%9f`` (3), ``%f0%80``-``%f0%8f`` (4).
+_OVERLONG = re.compile(r"%c[01]|%e0%[89][0-9a-f]|%f0%8[0-9a-f]", re.IGNORECASE)
+_U_ESCAPE = re.compile(r"%u[0-9a-f]{4}", re.IGNORECASE)
 
 
 class SegmentKind(IntEnum):
@@ -97,15 +102,49 @@ class PathTemplate:
 def has_dot_segment(path: str) -> bool:
     """Whether ``path`` has a ``.`` or ``..`` segment, however it is percent-encoded.
 
-    ``/`` and ``\\`` both separate segments, encoded or not; decoding repeats (up to
-    a bound) to catch double encoding such as ``%252e``. A path still changing after
-    the bound is treated as hostile.
+    ``/`` and ``\\`` both separate segments, encoded or not, and a segment's path
+    parameters do not hide it (``..;x`` is ``..`` to a Tomcat or Spring backend, which
+    drops ``;x``); decoding repeats (up to a bound) to catch double encoding such as
+    ``%252e``. A path still changing after the bound is treated as hostile.
     """
     if "." not in path and "%" not in path and "\\" not in path:
         return False
+    return _dotted(path)
+
+
+def path_problem(path: str) -> str | None:
+    """Why a request path must not be routed, or None: a dot segment (see
+    `has_dot_segment`), a NUL byte, an overlong UTF-8 encoding (``%c0%ae`` is ``.``
+    to lax decoders), a ``%u`` escape (IIS), or more layers of encoding than the bound.
+    Checked on the raw path and after each round of decoding."""
+    if "." not in path and "%" not in path and "\\" not in path:
+        return None
     current = path
     for _ in range(_MAX_DECODE_ROUNDS):
-        if any(seg in (".", "..") for seg in _SEPARATORS.split(current)):
+        if _is_dotted(current):
+            return "the path contains a '.' or '..' segment"
+        if "\x00" in current:
+            return "the path contains a NUL byte"
+        if "%" in current:
+            if _U_ESCAPE.search(current):
+                return "the path contains a %u escape"
+            if _OVERLONG.search(current):
+                return "the path contains an overlong UTF-8 sequence"
+        decoded = unquote(current)
+        if decoded == current:
+            return None
+        current = decoded
+    return "the path is percent-encoded too many times"
+
+
+def _is_dotted(text: str) -> bool:
+    return any(seg.split(";", 1)[0] in (".", "..") for seg in _SEPARATORS.split(text))
+
+
+def _dotted(path: str) -> bool:
+    current = path
+    for _ in range(_MAX_DECODE_ROUNDS):
+        if _is_dotted(current):
             return True
         decoded = unquote(current)
         if decoded == current:

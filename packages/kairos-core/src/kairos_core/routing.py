@@ -40,9 +40,9 @@ from .errors import ConfigError, FieldError
 from .paths import (
     PathTemplate,
     SegmentKind,
-    has_dot_segment,
     parse_external_path,
     parse_internal_path,
+    path_problem,
 )
 from .route import Router
 from .validation import duplicate_route_errors
@@ -124,7 +124,6 @@ class BadPath:
 MatchResult = Match | NoRoute | MethodNotAllowedResult | BadPath
 
 _NO_ROUTE = NoRoute()
-_DOT_SEGMENT = BadPath("the path contains a '.' or '..' segment")
 
 
 class _Node:
@@ -268,8 +267,9 @@ class RouteTable:
         """Find the route for ``method`` (upper case) and raw ``path``. Never raises."""
         if not path.startswith("/"):
             return _NO_ROUTE
-        if has_dot_segment(path):
-            return _DOT_SEGMENT
+        problem = path_problem(path)
+        if problem is not None:
+            return BadPath(problem)
         static = self._static.get(path, ())
         for route in static:
             if method in route.methods:
