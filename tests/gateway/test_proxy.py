@@ -173,6 +173,24 @@ async def test_trusted_proxy_keeps_forwarded_proto_and_host(
     assert hdrs["x-forwarded-host"] == ["public.test"]
 
 
+@pytest.mark.parametrize("trusted", [False, True])
+async def test_forwarded_and_x_real_ip_only_from_a_trusted_proxy(
+    backend: EchoBackend, gateway_factory: GatewayFactory, trusted: bool
+) -> None:
+    proxies = {"trusted_proxies": ["127.0.0.0/8"]} if trusted else {}
+    gw = await gateway_factory(cfg(route("/x", "/x", [backend]), **proxies))
+    claims = [("Forwarded", "for=10.0.0.1;proto=https"), ("X-Real-IP", "10.0.0.1")]
+    hdrs = headers_of((await raw_request(gw.port, "/x", headers=claims)).json())
+    if trusted:
+        assert (hdrs["forwarded"], hdrs["x-real-ip"]) == (
+            ["for=10.0.0.1;proto=https"],
+            ["10.0.0.1"],
+        )
+    else:  # a client's claim about where it is from never reaches the backend
+        assert "forwarded" not in hdrs
+        assert "x-real-ip" not in hdrs
+
+
 async def test_preserve_host(backend: EchoBackend, gateway_factory: GatewayFactory) -> None:
     gw = await gateway_factory(cfg(route("/x", "/x", [backend], preserve_host=True)))
     resp = await raw_request(gw.port, "/x", host="api.example.test")

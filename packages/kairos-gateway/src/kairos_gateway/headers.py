@@ -37,6 +37,10 @@ _REQUEST_DROP = frozenset(
     }
 )
 
+#: Client-address headers a backend may trust: dropped unless the peer is a trusted
+#: proxy (the gateway's own account is X-Forwarded-For/-Proto/-Host).
+_UNTRUSTED_DROP = frozenset({"Forwarded", "X-Real-Ip"})
+
 _RESPONSE_DROP = frozenset(
     {
         "connection",
@@ -116,12 +120,14 @@ def upstream_request_headers(
 
     `X-Forwarded-For` gets `client_ip` (the socket peer) appended.
     `X-Forwarded-Proto` / `-Host` are kept from the client only when it is a trusted
-    proxy (`trust_forwarded`); otherwise they describe this hop.
+    proxy (`trust_forwarded`); otherwise they describe this hop. `Forwarded` and
+    `X-Real-IP` are passed on only from a trusted proxy, never from a client.
     """
     listed = _connection_tokens(incoming.get("Connection"), normalise=True)
+    untrusted = frozenset() if trust_forwarded else _UNTRUSTED_DROP
     out: list[tuple[str, str]] = []
     for name, value in incoming.get_all():
-        if name in _REQUEST_DROP or name in listed:
+        if name in _REQUEST_DROP or name in listed or name in untrusted:
             continue
         out.append((name, value))
     prior = incoming.get_list("X-Forwarded-For")
