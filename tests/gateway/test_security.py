@@ -16,7 +16,14 @@ from kairos_core import ConfigError, load_config
 from tests.conftest import BackendFactory, GatewayFactory, RunningGateway
 from tests.gateway.test_ops import sample
 from tests.redis_server import RedisServer
-from tests.support import EchoBackend, gateway_process, raw_request, route
+from tests.support import (
+    EchoBackend,
+    RawResponse,
+    gateway_process,
+    raw_request,
+    read_response,
+    route,
+)
 
 SECRET = "k" * 48
 OTHER_SECRET = "z" * 48
@@ -326,3 +333,53 @@ async def test_hostile_paths_never_reach_a_backend(
     assert answer.status == 400
     assert answer.json()["type"] == "invalid_path"
     assert backend.requests == []
+
+
+async def _send_raw(port: int, head: bytes) -> RawResponse:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        return await asyncio.wait_for(read_response(reader), 10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"GET /x HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host
+        (b"GET /x HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n", 400),
+        (b"GET /x HTTP/1.1\r\nHost: a.test/../b\r\n\r\n", 400),
+        (b"GET /x HTTP/1.1\r\nHost: a test\r\n\r\n", 400),
+        (b"GET /x HTTP/1.1\r\nHost: a.test:80x\r\n\r\n", 400),
+        (b"GET /x HTTP/1.0\r\n\r\n", 200),  # HTTP/1.0 may leave it out
+        (b"GET /x HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", 200),
+        (b"GET /x HTTP/1.1\r\nHost: api.example.test:443\r\n\r\n", 200),
+    ],
+)
+async def test_host_header_rules(
+    backend: EchoBackend, gateway_factory: GatewayFactory, head: bytes, status: int
+) -> None:
+    gw = await gateway_factory({"routers": [route("/x", "/x", [backend])]})
+    answer = await _send_raw(gw.port, head)
+    assert answer.status == status
+    assert len(backend.requests) == (1 if status == 200 else 0)
+
+
+async def test_request_line_counts_in_the_header_limit(
+    backend: EchoBackend, gateway_factory: GatewayFactory
+) -> None:
+    gw = await gateway_factory({"routers": [route("/x/{*rest}", "/x/{*rest}", [backend])]})
+    long_target = "/x/" + "a" * (1024 * 1024)
+    answer = await raw_request(gw.port, long_target)
+    assert answer.status == 414
+    assert answer.json()["type"] == "uri_too_long"
+    # Target and headers together over the limit (64 KiB): 431.
+    half = "/x/" + "a" * (40 * 1024)
+    answer = await raw_request(gw.port, half, headers=[("X-Pad", "b" * 30 * 1024)])
+    assert answer.status == 431
+    assert backend.requests == []
+    lines = gw.access_lines()
+    assert max(len(line) for line in lines) < 4096  # the refused path is not logged whole

@@ -68,6 +68,7 @@ from .errors import (
     Unauthorized,
     UpstreamError,
     UpstreamTimeout,
+    UriTooLong,
 )
 from .limits import (
     SLIDING_SUBWINDOWS,
@@ -202,6 +203,7 @@ __all__ = [
     "Unauthorized",
     "UpstreamError",
     "UpstreamTimeout",
+    "UriTooLong",
     "ValidationResult",
     "check_limit",
     "config_to_json",

@@ -16,6 +16,7 @@ to the problem body::
     ├── PayloadTooLarge        413 payload_too_large
     ├── ConfigError            422 invalid_config       (.errors)
     ├── TooManyRequests        429 rate_limited         (.retry_after_s, rate-limit headers)
+    ├── UriTooLong             414 uri_too_long
     ├── HeadersTooLarge        431 request_header_fields_too_large
     ├── UpstreamError          502 upstream_error
     ├── ServiceUnavailable     503 service_unavailable
@@ -56,6 +57,7 @@ __all__ = [
     "Unauthorized",
     "UpstreamError",
     "UpstreamTimeout",
+    "UriTooLong",
 ]
 
 
@@ -190,6 +192,12 @@ class HeadersTooLarge(KairosError):
     status = 431
     type = "request_header_fields_too_large"
     title = "Request header fields too large"
+
+
+class UriTooLong(KairosError):
+    status = 414
+    type = "uri_too_long"
+    title = "URI too long"
 
 
 class UpstreamError(KairosError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
@@ -28,6 +29,7 @@ from kairos_core import (
     MethodNotAllowed,
     MethodNotAllowedResult,
     RouteNotFound,
+    UriTooLong,
 )
 from tornado import httputil
 
@@ -61,6 +63,35 @@ def _reserved(path: str) -> bool:
     return any(path == root or path.startswith(root + "/") for root in RESERVED_PREFIXES)
 
 
+#: What an access-log line keeps of a refused, overlong path.
+_LOGGED_PATH = 1024
+#: RFC 9110 host [":" port]: a bracketed IP literal, or a reg-name / IPv4 address.
+_HOST_VALUE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0-9]*)?")
+
+
+def _malformed(
+    version: str, target: str, headers: httputil.HTTPHeaders, limit: int
+) -> KairosError | None:
+    """Why the request line and headers are refused before anything else, or None.
+
+    The request line and the header block share one size limit (414 when the target
+    alone is over it, else 431), as Envoy's `max_request_headers_kb` does. An HTTP/1.1
+    request needs exactly one ``Host`` and it must be a host[:port] (RFC 9112 3.2).
+    """
+    if len(target) > limit:
+        return UriTooLong(f"the request target is longer than {limit} bytes")
+    if len(target) + header_bytes(headers) > limit:
+        return HeadersTooLarge("the request line and headers are too large")
+    hosts = headers.get_list("Host")
+    if len(hosts) != 1:
+        if hosts or version == "HTTP/1.1":
+            detail = "several Host headers" if hosts else "no Host header"
+            return BadRequest(f"the request has {detail}; it needs exactly one")
+    elif _HOST_VALUE.fullmatch(hosts[0]) is None:
+        return BadRequest("the Host header is not a valid host[:port]")
+    return None
+
+
 def _has_body(headers: httputil.HTTPHeaders) -> bool:
     length = headers.get("Content-Length")
     return (length is not None and length != "0") or "Transfer-Encoding" in headers
@@ -89,17 +120,21 @@ class Exchange(Responder):
             if snapshot.trusted_proxies
             else self.peer_ip
         )
-        path, _, self.query = start_line.path.partition("?")
+        target = start_line.path
+        path, _, self.query = target.partition("?")
         self.path = path
         host.request_started()
         self._started = perf_counter()
 
-        if header_bytes(headers) > host.max_header_size:
+        refusal = _malformed(start_line.version, target, headers, host.max_header_size)
+        if refusal is not None:
+            if len(path) > _LOGGED_PATH:
+                self.path = path[:_LOGGED_PATH] + "..."  # the access log line stays small
             self._stats = host.runtime.metrics.route(UNMATCHED)
             self.chain = snapshot.endpoint_chain
             self._on_headers()
             if not self._done:
-                self._reject(HeadersTooLarge("the request headers are too large"))
+                self._reject(refusal)
             return
         ops = host.ops.get(path)
         if ops is not None:
