@@ -103,9 +103,9 @@ return {0, 0, f(reset), f(retry)}
 """
 )
 
-TOKEN_BUCKET = (
-    _PRELUDE
-    + """
+#: The bucket's state refilled up to now (ARGV: limit, window, capacity); shared by
+#: the exact check and the lease.
+_BUCKET_REFILL = """
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local capacity = tonumber(ARGV[3])
@@ -120,6 +120,12 @@ elseif now > updated then
   tokens = math.min(capacity, tokens + (now - updated) * rate)
   updated = now
 end
+"""
+
+TOKEN_BUCKET = (
+    _PRELUDE
+    + _BUCKET_REFILL
+    + """
 local allowed = 0
 local remaining = 0
 local retry = 0
@@ -176,23 +182,10 @@ return {0, 0, f(reset), f(reset), int(index)}
 
 LEASE_TOKEN_BUCKET = (
     _PRELUDE
+    + _BUCKET_REFILL
     + """
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local capacity = tonumber(ARGV[3])
 local want = tonumber(ARGV[4])
 local give_back = tonumber(ARGV[5])
-local rate = limit / window
-local state = redis.call('HMGET', KEYS[1], 't', 'u')
-local tokens = tonumber(state[1])
-local updated = tonumber(state[2])
-if tokens == nil or updated == nil then
-  tokens = capacity
-  updated = now
-elseif now > updated then
-  tokens = math.min(capacity, tokens + (now - updated) * rate)
-  updated = now
-end
 if give_back > 0 then
   tokens = math.min(capacity, tokens + give_back)
 end
