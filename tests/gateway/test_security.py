@@ -383,3 +383,13 @@ async def test_request_line_counts_in_the_header_limit(
     assert backend.requests == []
     lines = gw.access_lines()
     assert max(len(line) for line in lines) < 4096  # the refused path is not logged whole
+
+
+async def test_an_empty_line_before_the_request_line_is_ignored(
+    backend: EchoBackend, gateway_factory: GatewayFactory
+) -> None:
+    """RFC 9112 2.2: a server SHOULD ignore at least one empty line before the request."""
+    gw = await gateway_factory({"routers": [route("/x", "/x", [backend])]})
+    answer = await _send_raw(gw.port, b"\r\nGET /x HTTP/1.1\r\nHost: a.test\r\n\r\n")
+    assert answer.status == 200
+    assert len(backend.requests) == 1
