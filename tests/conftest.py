@@ -23,10 +23,10 @@ from kairos_gateway.backends import endpoint_of
 from kairos_gateway.upstream import Endpoint
 from tornado.testing import bind_unused_port
 
-from tests.redis_server import redis_server
+from tests.redis_server import redis, redis_server
 from tests.support import EchoBackend, eventually
 
-__all__ = ["redis_server"]  # a fixture for every test module
+__all__ = ["redis", "redis_server"]  # fixtures for every test module
 
 
 @dataclass

@@ -14,13 +14,17 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.support import LOOPBACK, unused_port
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 __all__ = ["RedisServer", "redis_server", "require_redis_binary", "running_redis"]
 
@@ -135,3 +139,13 @@ def running_redis() -> Iterator[RedisServer]:
 def redis_server() -> Iterator[RedisServer]:
     with running_redis() as server:
         yield server
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    """A redis-py client of `redis_server` (redis-py loads only for tests that use it)."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()

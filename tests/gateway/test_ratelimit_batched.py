@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from kairos_core import Limit, LimitState, RateLimitConfig
@@ -14,24 +13,11 @@ from kairos_gateway.ratelimit import BatchedStore, RateLimiter, RateLimiters, Re
 from kairos_gateway.ratelimit.batched import max_lease
 from redis.asyncio import Redis
 
-from tests.redis_server import RedisServer, running_redis
+from tests.redis_server import RedisServer
 from tests.support import eventually
 
 #: Windows so long none ends (and no bucket refills a token) during a test.
 LONG = 1e6
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
-
-
-@pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
 
 
 class FakeClock:

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from kairos_core import Decision, Limit, LimitState, RateLimitConfig, check_limit
@@ -20,19 +19,6 @@ MARGIN_S = 1.0  # generous: the point is "bounded", not a latency target
 TIMEOUT_MS = 100
 #: Limits used where real time passes: windows so long none ends during a test.
 LONG = 1e6
-
-
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
-
-
-@pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
 
 
 class FakeClock:
