@@ -193,18 +193,22 @@ def sliding_window(
     return Decision(False, 0, reset, retry), SlidingWindowState(tuple(live))
 
 
+def _refilled(limit: Limit, state: TokenBucketState | None, now: float) -> tuple[float, float]:
+    """The bucket's tokens and update time, refilled up to ``now`` (full when new)."""
+    if state is None:
+        return float(limit.capacity), now
+    tokens, updated = state.tokens, state.updated
+    if now > updated:
+        return min(float(limit.capacity), tokens + (now - updated) * limit.rate_per_s), now
+    return tokens, updated
+
+
 def token_bucket(
     limit: Limit, state: TokenBucketState | None, now: float
 ) -> tuple[Decision, TokenBucketState]:
     rate = limit.rate_per_s
     capacity = limit.capacity
-    if state is None:
-        tokens, updated = float(capacity), now
-    else:
-        tokens, updated = state.tokens, state.updated
-        if now > updated:
-            tokens = min(float(capacity), tokens + (now - updated) * rate)
-            updated = now
+    tokens, updated = _refilled(limit, state, now)
     if tokens >= 1 - TOKEN_EPSILON:
         tokens = max(0.0, tokens - 1)
         decision = Decision(True, math.floor(tokens), (capacity - tokens) / rate)
@@ -271,13 +275,7 @@ def lease_token_bucket(
 ) -> tuple[Lease, TokenBucketState]:
     rate = limit.rate_per_s
     capacity = limit.capacity
-    if state is None:
-        tokens, updated = float(capacity), now
-    else:
-        tokens, updated = state.tokens, state.updated
-        if now > updated:
-            tokens = min(float(capacity), tokens + (now - updated) * rate)
-            updated = now
+    tokens, updated = _refilled(limit, state, now)
     if give_back > 0:
         tokens = min(float(capacity), tokens + give_back)
     if tokens >= 1 - TOKEN_EPSILON:
