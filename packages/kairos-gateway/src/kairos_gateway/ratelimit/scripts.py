@@ -31,9 +31,9 @@ local function expire(seconds)
 end
 """
 
-FIXED_WINDOW = (
-    _PRELUDE
-    + """
+#: The current window's index and count (ARGV: limit, window); shared by the exact
+#: check and the lease.
+_WINDOW_STATE = """
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local index = math.floor(now / window)
@@ -44,6 +44,12 @@ if stored and stored >= index then
   index = stored
   count = tonumber(state[2]) or 0
 end
+"""
+
+FIXED_WINDOW = (
+    _PRELUDE
+    + _WINDOW_STATE
+    + """
 local reset = (index + 1) * window - now
 if count < limit then
   count = count + 1
@@ -151,20 +157,11 @@ SCRIPTS = {
 
 LEASE_FIXED_WINDOW = (
     _PRELUDE
+    + _WINDOW_STATE
     + """
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
 local give_back = tonumber(ARGV[4])
 local lease_window = tonumber(ARGV[5])
-local index = math.floor(now / window)
-local count = 0
-local state = redis.call('HMGET', KEYS[1], 'i', 'c')
-local stored = tonumber(state[1])
-if stored and stored >= index then
-  index = stored
-  count = tonumber(state[2]) or 0
-end
 if give_back > 0 and lease_window == index then
   count = math.max(0, count - give_back)
 end
