@@ -104,8 +104,16 @@ def test_defaults() -> None:
         ),
         (config(route(request_transformation={})), "does not support yet"),
         (config(route(), ai={}), "ai: 'ai' is a kairos-rs field"),
-        (config(route(protocol="websocket")), "protocol 'websocket' is not supported yet"),
-        (config(route(protocol="gopher")), "protocol: must be one of: http"),
+        (config(route(protocol="ftp")), "protocol 'ftp' is not supported yet"),
+        (config(route(protocol="gopher")), "protocol: must be one of: http, websocket"),
+        (
+            config(route(methods=["POST"], protocol="websocket")),
+            "routers[0]: a WebSocket route (protocol 'websocket' or websocket) needs GET",
+        ),
+        (
+            config(route(websocket={"idle_timeout_s": 0})),
+            "routers[0].websocket.idle_timeout_s: must be > 0 and <= 86400 (got 0)",
+        ),
         (
             config(route(retry={"max_retries": 11})),
             "routers[0].retry.max_retries: must be between 0 and 10 (got 11)",

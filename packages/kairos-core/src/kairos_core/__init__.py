@@ -103,6 +103,7 @@ from .route import (
     Router,
     RouteTimeouts,
     Timeouts,
+    WebSocketConfig,
     effective_timeouts,
 )
 from .routing import (
@@ -205,6 +206,7 @@ __all__ = [
     "UpstreamTimeout",
     "UriTooLong",
     "ValidationResult",
+    "WebSocketConfig",
     "check_limit",
     "config_to_json",
     "effective_circuit_breaker",

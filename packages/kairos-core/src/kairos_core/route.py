@@ -37,6 +37,7 @@ __all__ = [
     "RouteTimeouts",
     "Router",
     "Timeouts",
+    "WebSocketConfig",
     "effective_timeouts",
 ]
 
@@ -133,6 +134,28 @@ class RetryConfig(KairosModel):
         return self
 
 
+class WebSocketConfig(KairosModel):
+    """How long a proxied WebSocket may stay open.
+
+    ``idle_timeout_s``: no byte in either direction for this long closes both sides
+    (Envoy's stream idle timeout, 5 minutes, is the default: long enough for
+    applications that ping every 30-60 s). ``max_lifetime_s`` (None: no limit) closes
+    a connection this long after its upgrade, whatever its traffic.
+    """
+
+    idle_timeout_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    max_lifetime_s: Annotated[float, Field(gt=0, le=604_800)] | None = None
+
+
+def _websocket_flag(value: object) -> object:
+    # ``websocket: true`` is the short form of ``websocket: {}``; false means none.
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
 class Router(KairosModel):
     """One route: requests matching ``external_path`` and ``methods`` go to ``backends``.
 
@@ -155,7 +178,12 @@ class Router(KairosModel):
     #: Replaces the top-level ``outlier_detection`` block as a whole for this route.
     outlier_detection: OutlierDetectionConfig | None = None
     preserve_host: bool = False
-    protocol: Literal["http"] = "http"
+    #: ``"websocket"`` (kairos-rs's spelling) lets the route carry WebSockets too, with
+    #: the default `WebSocketConfig`; plain HTTP requests are still proxied.
+    protocol: Literal["http", "websocket"] = "http"
+    #: Upgrade requests (``Upgrade: websocket`` GETs) are proxied as WebSockets:
+    #: ``true`` or a `WebSocketConfig` block. Absent, false or null: they are not.
+    websocket: Annotated[WebSocketConfig | None, BeforeValidator(_websocket_flag)] = None
     #: Claims the token must carry for this route: name -> accepted value or values. A
     #: claim that is a list (e.g. roles) passes when it contains an accepted value.
     required_claims: dict[str, ClaimValue | list[ClaimValue]] | None = None
@@ -216,9 +244,27 @@ class Router(KairosModel):
     @field_validator("protocol", mode="before")
     @classmethod
     def _protocol(cls, value: object) -> object:
-        if value in ("websocket", "ftp", "dns"):
-            raise ValueError(f"protocol {value!r} is not supported yet; only 'http' is")
+        if value in ("ftp", "dns"):
+            raise ValueError(
+                f"protocol {value!r} is not supported yet; only 'http' and 'websocket' are"
+            )
         return value
+
+    @model_validator(mode="after")
+    def _websocket_needs_get(self) -> Router:
+        if self.websocket_config is not None and "GET" not in self.methods:
+            raise ValueError(
+                "a WebSocket route (protocol 'websocket' or websocket) needs GET in methods: "
+                "the upgrade is a GET request"
+            )
+        return self
+
+    @property
+    def websocket_config(self) -> WebSocketConfig | None:
+        """The route's WebSocket settings when it carries WebSockets, else None."""
+        if self.websocket is not None:
+            return self.websocket
+        return _DEFAULT_WEBSOCKET if self.protocol == "websocket" else None
 
     @field_validator("external_path")
     @classmethod
@@ -240,3 +286,6 @@ class Router(KairosModel):
 
     def external_template(self) -> PathTemplate:
         return parse_external_path(self.external_path)
+
+
+_DEFAULT_WEBSOCKET = WebSocketConfig()
