@@ -42,6 +42,7 @@ from .runtime import Runtime
 from .server import KairosHTTPServer
 from .settings import HARD_HEADER_LIMIT, GatewaySettings
 from .snapshot import Snapshot
+from .websocket import OpenWebSockets
 
 if TYPE_CHECKING:
     from .auth import JwtVerifier
@@ -125,6 +126,8 @@ class Gateway:
         self.ready = False
         self.draining = False
         self.inflight = 0
+        #: Proxied WebSockets: in flight like any request until they close.
+        self.websockets = OpenWebSockets()
         self._drained = asyncio.Event()
         self._server: KairosHTTPServer | None = None
         self._sockets: list[socket.socket] = []
@@ -286,6 +289,8 @@ class Gateway:
                     "drain timeout reached; closing connections",
                     extra={"fields": {"in_flight": self.inflight}},
                 )
+        # Open WebSockets had the drain timeout (they count as in flight): close them.
+        await self.websockets.close_all()
         await server.close_all_connections()
         if admin is not None:
             await admin.close_all_connections()

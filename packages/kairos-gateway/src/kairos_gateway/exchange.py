@@ -33,6 +33,7 @@ from kairos_core import (
 )
 from tornado import httputil
 
+from . import websocket
 from .chain import Policy, PolicyFailed, UpstreamRequest
 from .forward import forward
 from .headers import client_address, request_id_from, upstream_request_headers
@@ -182,6 +183,8 @@ class Exchange(Responder):
             self.chain = route.chain
             self._keep_body = True
             self._respond = Exchange._start_proxy
+            if "Upgrade" in headers and websocket.carries(result.route, method, headers):
+                self._respond = websocket.start
             self._on_headers()
         elif isinstance(result, MethodNotAllowedResult):
             # The path is a route's: the refusal counts as that route's traffic.

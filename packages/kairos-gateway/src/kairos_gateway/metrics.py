@@ -154,6 +154,63 @@ class RouteStats:
         self.bytes_out += bytes_out
 
 
+#: Upper bounds in seconds for how long WebSocket connections stay open.
+SESSION_BUCKETS: tuple[float, ...] = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
+
+
+class WebSocketStats:
+    """Proxied WebSockets of one route: open now, upgrade answers, lifetimes, bytes."""
+
+    __slots__ = (
+        "bytes_down",
+        "bytes_up",
+        "closed",
+        "durations",
+        "durations_sum",
+        "label",
+        "open",
+        "upgrades",
+    )
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.open = 0
+        #: Answers to upgrade requests by status (101: upgraded).
+        self.upgrades: dict[int, int] = {}
+        #: Closed connections by what closed them (client, backend, idle, lifetime,
+        #: shutdown, error).
+        self.closed: dict[str, int] = {}
+        self.durations = [0] * (len(SESSION_BUCKETS) + 1)
+        self.durations_sum = 0.0
+        #: Bytes relayed client -> backend (up) and backend -> client (down).
+        self.bytes_up = 0
+        self.bytes_down = 0
+
+    def answered(self, status: int) -> None:
+        self.upgrades[status] = self.upgrades.get(status, 0) + 1
+
+    def opened(self) -> None:
+        self.open += 1
+        self.answered(101)
+
+    def ended(self, by: str, seconds: float, bytes_up: int, bytes_down: int) -> None:
+        self.open -= 1
+        self.closed[by] = self.closed.get(by, 0) + 1
+        self.durations[bisect_left(SESSION_BUCKETS, seconds)] += 1
+        self.durations_sum += seconds
+        self.bytes_up += bytes_up
+        self.bytes_down += bytes_down
+
+    def duration_buckets(self) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+        running = 0
+        for bound, count in zip(SESSION_BUCKETS, self.durations, strict=False):
+            running += count
+            out.append((repr(bound), running))
+        out.append(("+Inf", running + self.durations[-1]))
+        return out
+
+
 class BackendStats:
     """Upstream timings, errors and ejections for one backend address."""
 
@@ -185,6 +242,8 @@ class MetricsView:
     pool_gauges: list[PoolGauge] = field(default_factory=list)
     #: (address, 1 while ejected by outlier detection) per backend.
     ejected_gauges: list[tuple[str, int]] = field(default_factory=list)
+    #: Proxied WebSockets per route (this process's only: not merged over workers).
+    websockets: list[WebSocketStats] = field(default_factory=list)
 
 
 #: See `MetricsView.pool_gauges`.
@@ -203,6 +262,7 @@ class GatewayMetrics(Collector):
         self.registry = CollectorRegistry(auto_describe=False)
         self._routes: dict[str, RouteStats] = {}
         self._backends: dict[str, BackendStats] = {}
+        self._websockets: dict[str, WebSocketStats] = {}
         self.active_requests = 0
         #: Live per-backend gauges, read at scrape time: (address, up, breaker state
         #: value, in-flight). The gateway points this at its backend registry.
@@ -222,6 +282,12 @@ class GatewayMetrics(Collector):
             stats = self._routes[label] = RouteStats(label)
         return stats
 
+    def websocket(self, label: str) -> WebSocketStats:
+        stats = self._websockets.get(label)
+        if stats is None:
+            stats = self._websockets[label] = WebSocketStats(label)
+        return stats
+
     def backend(self, label: str) -> BackendStats:
         stats = self._backends.get(label)
         if stats is None:
@@ -238,6 +304,7 @@ class GatewayMetrics(Collector):
             rate_limit_store_errors=self.rate_limit_store_errors(),
             pool_gauges=list(self.pool_gauges()),
             ejected_gauges=list(self.ejected_gauges()),
+            websockets=list(self._websockets.values()),
         )
 
     def view(self) -> MetricsView:
@@ -387,6 +454,48 @@ class GatewayMetrics(Collector):
             ejected.add_metric([address], is_ejected)
         yield ejected
         yield from _pool_families(view.pool_gauges)
+        yield from _websocket_families(view.websockets or list(self._websockets.values()))
+
+
+def _websocket_families(stats: list[WebSocketStats]) -> Iterator[Metric]:
+    open_ = GaugeMetricFamily(
+        "kairos_websocket_connections", "WebSocket connections open now", labels=["route"]
+    )
+    upgrades = CounterMetricFamily(
+        "kairos_websocket_upgrades",
+        "Answers to WebSocket upgrade requests by status (101: upgraded)",
+        labels=["route", "status"],
+    )
+    closed = CounterMetricFamily(
+        "kairos_websocket_closed",
+        "WebSocket connections closed, by what closed them (client, backend, idle, "
+        "lifetime, shutdown, error)",
+        labels=["route", "by"],
+    )
+    duration = HistogramMetricFamily(
+        "kairos_websocket_duration_seconds",
+        "How long WebSocket connections stayed open",
+        labels=["route"],
+    )
+    relayed = CounterMetricFamily(
+        "kairos_websocket_bytes",
+        "Bytes relayed over WebSockets: direction up (client to backend) or down",
+        labels=["route", "direction"],
+    )
+    for w in stats:
+        open_.add_metric([w.label], w.open)
+        for status, count in w.upgrades.items():
+            upgrades.add_metric([w.label, str(status)], count)
+        for by, count in w.closed.items():
+            closed.add_metric([w.label, by], count)
+        duration.add_metric([w.label], w.duration_buckets(), w.durations_sum)
+        relayed.add_metric([w.label, "up"], w.bytes_up)
+        relayed.add_metric([w.label, "down"], w.bytes_down)
+    yield open_
+    yield upgrades
+    yield closed
+    yield duration
+    yield relayed
 
 
 def _pool_families(gauges: list[PoolGauge]) -> Iterator[Metric]:

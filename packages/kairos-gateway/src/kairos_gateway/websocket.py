@@ -1,0 +1,517 @@
+"""WebSocket proxying: the upgrade flow and the byte relay.
+
+The exchange hands a GET with ``Upgrade: websocket`` on a route that carries
+WebSockets (`Router.websocket_config`) to `start` instead of the proxy:
+
+1. Policies. The route's ``on_headers`` phase has run (CORS headers, body limit).
+   A route with a CORS policy refuses an ``Origin`` it does not allow (403): browsers
+   do not apply CORS to WebSockets, so the gateway checks the origin itself (against
+   cross-site WebSocket hijacking). Then ``on_request`` (JWT, rate limit, plugins)
+   and ``before_upstream`` run as for any proxied request.
+2. Backend. The route's balancer and breaker choose it (`forward._admit`); a failure
+   before the backend's answer, or a retryable status, is retried by the route's retry
+   policy (the upgrade is a GET: idempotent).
+3. Upgrade. `upstream.tunnel.open_tunnel` sends the upgrade request on a connection of
+   its own and checks the ``101``. Any other answer reaches the client as a normal
+   response; an invalid ``101`` is a 502.
+4. Relay. The gateway writes the ``101`` to the client, takes the raw connection from
+   Tornado (`HTTP1Connection.detach`) and copies bytes both ways (`Tunnel`). Each
+   direction reads again only once the other side took what it read last
+   (backpressure). When one side closes, the other is closed once what was read from
+   the first is written to it. The route's idle timeout and maximum lifetime close
+   both, and so does the gateway's shutdown once its drain timeout has passed.
+
+The exchange stays in flight until the tunnel ends and is recorded then: status 101,
+the bytes relayed each way, the tunnel's duration. The attempt (backend in-flight
+count, breaker permit) is held as long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from kairos_core import (
+    BadRequest,
+    Forbidden,
+    KairosError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from tornado.iostream import StreamClosedError
+
+from .chain import Policy, PolicyFailed, ResponseHead, UpstreamRequest
+from .forward import Attempt, _admit
+from .headers import client_response_pairs, upstream_request_headers
+from .messages import Response
+from .respond import CLIENT_CLOSED
+from .upstream import UpstreamError as UpstreamFailure
+from .upstream import UpstreamTimeout as UpstreamTimedOut
+from .upstream.tunnel import TunnelResponse, open_tunnel
+
+if TYPE_CHECKING:
+    from kairos_core import CompiledRoute, WebSocketConfig
+    from tornado.httpserver import _HTTPRequestContext as HTTPRequestContext
+    from tornado.httputil import HTTPHeaders
+    from tornado.iostream import IOStream
+
+    from .exchange import Exchange
+    from .metrics import WebSocketStats
+    from .snapshot import RouteRuntime
+
+__all__ = ["OpenWebSockets", "Tunnel", "carries", "start", "wants_upgrade"]
+
+log = logging.getLogger("kairos.gateway")
+
+#: Most bytes read from one side before they are written to the other.
+CHUNK = 64 * 1024
+
+
+def _tokens(value: str | None) -> set[str]:
+    return {t.strip().lower() for t in (value or "").split(",")}
+
+
+def wants_upgrade(method: str, headers: HTTPHeaders) -> bool:
+    """Is this request a WebSocket opening handshake (RFC 6455 4.1)?"""
+    return (
+        method == "GET"
+        and "websocket" in _tokens(headers.get("Upgrade"))
+        and "upgrade" in _tokens(headers.get("Connection"))
+    )
+
+
+def carries(route: CompiledRoute, method: str, headers: HTTPHeaders) -> bool:
+    """Does ``route`` take this request as a WebSocket? (On any other route, the
+    ``Upgrade`` header is hop-by-hop and dropped: the request is proxied as plain HTTP.)"""
+    return route.config.websocket_config is not None and wants_upgrade(method, headers)
+
+
+class OpenWebSockets:
+    """The tunnels open in this process, so shutdown can close what outlived the drain."""
+
+    def __init__(self) -> None:
+        self._open: set[Tunnel] = set()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def add(self, tunnel: Tunnel) -> None:
+        self._open.add(tunnel)
+
+    def discard(self, tunnel: Tunnel) -> None:
+        self._open.discard(tunnel)
+
+    async def close_all(self, timeout_s: float = 2.0) -> None:
+        """Close every open tunnel and wait (at most ``timeout_s``) until each has
+        been recorded."""
+        tunnels = list(self._open)
+        for tunnel in tunnels:
+            tunnel.close("shutdown")
+        waits = [t.finished.wait() for t in tunnels]
+        if waits:
+            _, pending = await asyncio.wait(
+                [asyncio.ensure_future(w) for w in waits], timeout=timeout_s
+            )
+            for task in pending:
+                task.cancel()
+
+
+class _TunnelHost(Protocol):
+    websockets: OpenWebSockets
+
+
+def start(exchange: Exchange) -> None:
+    """`Exchange` handler for an upgrade request on a WebSocket route."""
+    exchange._task = asyncio.get_running_loop().create_task(_upgrade(exchange))
+    # Until the upgrade, a client that leaves ends the exchange (499) as for any request.
+    exchange.conn.set_close_callback(exchange._client_closed)
+
+
+async def _run_phase(
+    exchange: Exchange, hooks: Iterable[tuple[Policy, Callable[..., Any]]], *args: object
+) -> Response | None:
+    """Run ``on_request`` or ``before_upstream`` hooks; the first answer, or None."""
+    for policy, hook in hooks:
+        try:
+            answer = hook(exchange, *args)
+            if answer is not None and not isinstance(answer, Response):
+                answer = await answer
+        except KairosError:
+            raise
+        except Exception as exc:
+            raise exchange._policy_failed(policy) from exc
+        if answer is not None:
+            return cast(Response, answer)
+    return None
+
+
+def _origin_refused(exchange: Exchange, route: RouteRuntime) -> KairosError | None:
+    cors = route.cors
+    origin = exchange.headers.get("Origin")
+    if cors is not None and origin is not None and not cors.allows(origin):
+        return Forbidden(f"WebSocket connections from origin {origin!r} are not allowed")
+    return None
+
+
+async def _upgrade(exchange: Exchange) -> None:
+    route = exchange._route
+    match = exchange.match
+    assert route is not None
+    assert match is not None
+    config = match.route.config.websocket_config
+    assert config is not None
+    stats = exchange.host.runtime.metrics.websocket(route.stats.label)
+    attempt: Attempt | None = None
+    response: TunnelResponse | None = None
+    try:
+        if "Sec-WebSocket-Key" not in exchange.headers:
+            raise BadRequest("a WebSocket upgrade needs a Sec-WebSocket-Key header")
+        refusal = _origin_refused(exchange, route)
+        if refusal is not None:
+            raise refusal
+        chain = route.chain
+        answer = await _run_phase(exchange, chain.on_request)
+        if answer is None:
+            upstream = _upstream_request(exchange, route)
+            answer = await _run_phase(exchange, chain.before_upstream, upstream)
+        if answer is not None:
+            stats.answered(answer.status)
+            exchange._send(answer)
+            return
+        attempt, response = await _connect(exchange, route, upstream)
+        exchange._attempt = attempt
+        if response.status != 101:
+            stats.answered(response.status)
+            attempt.close()
+            _relay_refusal(exchange, response)
+            return
+        head = _switching_head(exchange, response)
+        assert response.reader is not None
+        assert response.writer is not None
+        stream = exchange.conn.detach()
+        exchange.status = 101
+        tunnel = Tunnel(exchange, attempt, stream, response, config, stats)
+        attempt = response = None  # the tunnel owns them now
+        await tunnel.run(head)
+    except asyncio.CancelledError:
+        pass  # the client left before the upgrade; _client_closed recorded it
+    except KairosError as exc:
+        if exchange.status == 0:
+            stats.answered(exc.status)
+            exchange._send_error(exc, close=True, hooks=not isinstance(exc, PolicyFailed))
+    except Exception:
+        error = exchange._unexpected("unexpected error while opening a WebSocket")
+        if exchange.status == 0:
+            stats.answered(error.status)
+            exchange._send_error(error, close=True, hooks=False)
+    finally:
+        if response is not None:
+            response.abort()
+        if attempt is not None:
+            attempt.close()
+
+
+def _upstream_request(exchange: Exchange, route: RouteRuntime) -> UpstreamRequest:
+    """The upgrade request for the backend: the usual forwarded headers, hop-by-hop
+    ones dropped, then the upgrade's own (Sec-WebSocket-* pass as end-to-end)."""
+    context = cast("HTTPRequestContext", exchange.conn.context)
+    target = cast("str", exchange.match.upstream_path)  # type: ignore[union-attr]
+    headers = upstream_request_headers(
+        exchange.headers,
+        client_ip=exchange.peer_ip,
+        proto=context.protocol,
+        request_id=exchange.request_id,
+        trust_forwarded=exchange.snapshot.is_trusted_proxy(exchange.peer_ip),
+    )
+    headers += [("Connection", "Upgrade"), ("Upgrade", "websocket")]
+    return UpstreamRequest(
+        f"{target}?{exchange.query}" if exchange.query else target,
+        headers,
+        b"",
+        exchange.headers.get("Host") if route.preserve_host else None,
+    )
+
+
+async def _connect(
+    exchange: Exchange, route: RouteRuntime, upstream: UpstreamRequest
+) -> tuple[Attempt, TunnelResponse]:
+    """Try backends as `forward.forward` does, with a connection of the upgrade's own;
+    return the answer that is not retried, with its open attempt."""
+    loop = asyncio.get_running_loop()
+    deadline = None if route.total_timeout_s is None else loop.time() + route.total_timeout_s
+    policy = route.retry
+    budget = route.budget
+    stats = route.stats
+    rng = exchange.host.runtime.rng
+    if budget is not None:
+        budget.on_request()
+    client_key = exchange.client_ip if route.balancer.uses_client_key else ""
+    tried: list[int] = []
+    while True:
+        attempt = _admit(route, client_key, tried)
+        endpoint = attempt.state.endpoint
+        connect_timeout, read_timeout = route.connect_timeout_s, route.read_timeout_s
+        if deadline is not None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                attempt.close()
+                raise UpstreamTimeout("the route's total deadline passed before an answer")
+            connect_timeout = min(connect_timeout, remaining)
+            read_timeout = min(read_timeout, remaining)
+        try:
+            response = await open_tunnel(
+                endpoint,
+                upstream.target,
+                [("Host", upstream.host or endpoint.host_header), *upstream.headers],
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+            )
+        except UpstreamFailure as exc:
+            attempt.failed(exc, exchange.request_id)
+            attempt.close()
+            decision = (
+                "no_policy"
+                if policy is None
+                else policy.decide(
+                    "GET",
+                    len(tried),
+                    failed=True,
+                    retry_after=None,
+                    budget=budget,
+                    now=loop.time(),
+                    deadline=deadline,
+                    rng=rng,
+                )
+            )
+            if isinstance(decision, float):
+                tried.append(attempt.index)
+                stats.retry(exc.kind)
+                if decision > 0:
+                    await asyncio.sleep(decision)
+                continue
+            if decision == "budget_exhausted":
+                stats.retry(decision)
+            if isinstance(exc, UpstreamTimedOut):
+                raise UpstreamTimeout("the backend did not answer in time") from exc
+            raise UpstreamError("the backend could not be reached or answered badly") from exc
+        except BaseException:
+            attempt.close()
+            raise
+        attempt.answered(response.status)
+        if policy is not None and policy.status_retryable(response.status):
+            decision = policy.decide(
+                "GET",
+                len(tried),
+                failed=False,
+                retry_after=response.header("retry-after"),
+                budget=budget,
+                now=loop.time(),
+                deadline=deadline,
+                rng=rng,
+            )
+            if isinstance(decision, float):
+                attempt.close()
+                tried.append(attempt.index)
+                stats.retry(f"status_{response.status}")
+                if decision > 0:
+                    await asyncio.sleep(decision)
+                continue
+            if decision == "budget_exhausted":
+                stats.retry(decision)
+        return attempt, response
+
+
+def _relay_refusal(exchange: Exchange, response: TunnelResponse) -> None:
+    """The backend answered the upgrade with something else than 101: pass it on."""
+    pairs = [
+        (name, value)
+        for name, value in client_response_pairs(response.headers)
+        if name.lower() != "content-length"
+    ]
+    exchange._send_whole(response.status, pairs, response.body, close=True)
+
+
+def _switching_head(exchange: Exchange, response: TunnelResponse) -> bytes:
+    """The ``101`` for the client: the backend's end-to-end headers (the accept key,
+    subprotocol, extensions, cookies), the policies' headers, and the upgrade's."""
+    pairs = client_response_pairs(response.headers, exchange.response_headers)
+    if exchange.chain.on_response:
+        head = ResponseHead(101, response.reason or "Switching Protocols", pairs)
+        exchange._run_on_response(head)
+        pairs = head.headers
+    present = {name.lower() for name, _ in pairs}
+    pairs += [(n, v) for n, v in exchange._defaults if n.lower() not in present]
+    lines = ["HTTP/1.1 101 Switching Protocols", "Upgrade: websocket", "Connection: Upgrade"]
+    for name, value in pairs:
+        if name.lower() in ("content-length", "x-request-id"):
+            continue
+        if "\r" in value or "\n" in value:
+            raise UpstreamError("a response header holds a line break")
+        lines.append(f"{name}: {value}")
+    lines.append(f"X-Request-Id: {exchange.request_id}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class Tunnel:
+    """One open WebSocket: the client's stream and the backend's, relayed both ways.
+
+    Owns the attempt and the backend connection; `run` returns once both directions
+    have ended, with everything released and the exchange recorded.
+    """
+
+    __slots__ = (
+        "_attempt",
+        "_config",
+        "_exchange",
+        "_idle",
+        "_last",
+        "_lifetime",
+        "_loop",
+        "_opened",
+        "_reader",
+        "_stats",
+        "_stream",
+        "_writer",
+        "bytes_down",
+        "bytes_up",
+        "closed_by",
+        "finished",
+    )
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        attempt: Attempt,
+        stream: IOStream,
+        response: TunnelResponse,
+        config: WebSocketConfig,
+        stats: WebSocketStats,
+    ) -> None:
+        assert response.reader is not None
+        assert response.writer is not None
+        self._exchange = exchange
+        self._attempt = attempt
+        self._stream = stream
+        self._reader = response.reader
+        self._writer = response.writer
+        self._config = config
+        self._stats = stats
+        self._loop = loop = asyncio.get_running_loop()
+        self._last = self._opened = loop.time()
+        self._idle: asyncio.TimerHandle | None = None
+        self._lifetime: asyncio.TimerHandle | None = None
+        self.bytes_up = 0
+        self.bytes_down = 0
+        #: What ended the tunnel first: client, backend, idle, lifetime, shutdown, error.
+        self.closed_by = ""
+        self.finished = asyncio.Event()
+
+    async def run(self, head: bytes) -> None:
+        """Send the client ``head`` (the 101), then relay until both sides are closed."""
+        loop = self._loop
+        host = cast(_TunnelHost, self._exchange.host)
+        host.websockets.add(self)
+        self._stats.opened()
+        self._idle = loop.call_at(self._last + self._config.idle_timeout_s, self._check_idle)
+        if self._config.max_lifetime_s is not None:
+            self._lifetime = loop.call_later(self._config.max_lifetime_s, self.close, "lifetime")
+        down: asyncio.Task[None] | None = None
+        try:
+            try:
+                await self._stream.write(head)
+            except StreamClosedError:
+                self._ended("client")
+                return
+            down = loop.create_task(self._down())
+            await self._up()
+            await down
+        except BaseException:
+            self.close("error")
+            raise
+        finally:
+            if down is not None and not down.done():
+                down.cancel()
+            self._finish(host)
+
+    def close(self, by: str) -> None:
+        """End the tunnel now (idle, lifetime, shutdown): both connections closed."""
+        self._ended(by)
+        self._stream.close()
+        self._writer.transport.abort()
+
+    def _ended(self, by: str) -> None:
+        if not self.closed_by:
+            self.closed_by = by
+
+    def _check_idle(self) -> None:
+        due = self._last + self._config.idle_timeout_s
+        if self._loop.time() >= due:
+            self._idle = None
+            self.close("idle")
+        else:
+            self._idle = self._loop.call_at(due, self._check_idle)
+
+    async def _up(self) -> None:
+        """Client -> backend, until the client closes (then the backend is closed
+        after what was read is written) or the backend cannot take more."""
+        stream, writer, loop = self._stream, self._writer, self._loop
+        try:
+            while True:
+                data = await stream.read_bytes(CHUNK, partial=True)
+                self.bytes_up += len(data)
+                self._last = loop.time()
+                writer.write(data)
+                await writer.drain()
+        except StreamClosedError:
+            self._ended("client")
+        except OSError:
+            self._ended("backend")
+        finally:
+            writer.close()
+
+    async def _down(self) -> None:
+        """Backend -> client, until the backend closes (then the client is closed
+        after what was read is written) or the client is gone."""
+        stream, reader, loop = self._stream, self._reader, self._loop
+        try:
+            while data := await reader.read(CHUNK):
+                self.bytes_down += len(data)
+                self._last = loop.time()
+                await stream.write(data)
+            self._ended("backend")
+        except StreamClosedError:
+            self._ended("client")
+        except OSError:
+            self._ended("backend")
+        finally:
+            stream.close()
+
+    def _finish(self, host: _TunnelHost) -> None:
+        for handle in (self._idle, self._lifetime):
+            if handle is not None:
+                handle.cancel()
+        self._writer.transport.abort()
+        self._stream.close()
+        self._attempt.close()
+        host.websockets.discard(self)
+        duration = self._loop.time() - self._opened
+        self._stats.ended(self.closed_by or "error", duration, self.bytes_up, self.bytes_down)
+        exchange = self._exchange
+        exchange.bytes_in += self.bytes_up
+        exchange.bytes_out += self.bytes_down
+        if self.closed_by == "client" and exchange.status == 0:
+            exchange.status = CLIENT_CLOSED
+        exchange._complete()
+        self.finished.set()
+        log.debug(
+            "websocket closed",
+            extra={
+                "fields": {
+                    "request_id": exchange.request_id,
+                    "closed_by": self.closed_by,
+                    "duration_s": round(duration, 3),
+                }
+            },
+        )
