@@ -154,9 +154,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-def ws_route(
-    external: str, internal: str, backends: list[Any], **extra: Any
-) -> dict[str, Any]:
+def ws_route(external: str, internal: str, backends: list[Any], **extra: Any) -> dict[str, Any]:
     extra.setdefault("websocket", True)
     return route(external, internal, backends, methods=["GET"], **extra)
 
