@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
@@ -22,14 +21,12 @@ from kairos_core import (
     RESERVED_PREFIXES,
     BadPath,
     BadRequest,
-    HeadersTooLarge,
     InvalidPath,
     KairosError,
     Match,
     MethodNotAllowed,
     MethodNotAllowedResult,
     RouteNotFound,
-    UriTooLong,
 )
 from tornado import httputil
 
@@ -37,6 +34,7 @@ from . import websocket
 from .chain import Policy, PolicyFailed, UpstreamRequest
 from .forward import forward
 from .headers import client_address, request_id_from, upstream_request_headers
+from .http1 import head_problem
 from .messages import MAX_API_BODY, ApiRequest, ApiResponse, Response
 from .metrics import MANAGEMENT, UNMATCHED
 from .respond import CLIENT_CLOSED, Host, Responder, body_too_large
@@ -53,11 +51,6 @@ log = logging.getLogger("kairos.gateway")
 _OPS_METHODS = frozenset({"GET", "HEAD"})
 
 
-def header_bytes(headers: httputil.HTTPHeaders) -> int:
-    """Size of the header block as received, near enough (names, values, separators)."""
-    return sum(len(name) + len(value) + 4 for name, value in headers.get_all())
-
-
 def _reserved(path: str) -> bool:
     if path in RESERVED_PATHS:
         return True
@@ -66,33 +59,6 @@ def _reserved(path: str) -> bool:
 
 #: What an access-log line keeps of a refused, overlong path.
 _LOGGED_PATH = 1024
-#: RFC 9110 host [":" port]: a bracketed IP literal, or a reg-name / IPv4 address.
-_HOST_VALUE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(:[0-9]*)?")
-
-
-def _malformed(
-    version: str, target: str, headers: httputil.HTTPHeaders, limit: int
-) -> KairosError | None:
-    """Why the request line and headers are refused before anything else, or None.
-
-    The request line and the header block share one size limit (414 when the target
-    alone is over it, else 431), as Envoy's `max_request_headers_kb` does. An HTTP/1.1
-    request needs exactly one ``Host`` and it must be a host[:port] (RFC 9112 3.2).
-    """
-    if len(target) > limit:
-        return UriTooLong(f"the request target is longer than {limit} bytes")
-    if len(target) + header_bytes(headers) > limit:
-        return HeadersTooLarge("the request line and headers are too large")
-    hosts = headers.get_list("Host")
-    if len(hosts) != 1:
-        if hosts or version == "HTTP/1.1":
-            detail = "several Host headers" if hosts else "no Host header"
-            return BadRequest(f"the request has {detail}; it needs exactly one")
-    elif _HOST_VALUE.fullmatch(hosts[0]) is None:
-        return BadRequest("the Host header is not a valid host[:port]")
-    return None
-
-
 def _has_body(headers: httputil.HTTPHeaders) -> bool:
     length = headers.get("Content-Length")
     return (length is not None and length != "0") or "Transfer-Encoding" in headers
@@ -127,7 +93,7 @@ class Exchange(Responder):
         host.request_started()
         self._started = perf_counter()
 
-        refusal = _malformed(start_line.version, target, headers, host.max_header_size)
+        refusal = head_problem(start_line.version, target, headers, host.max_header_size)
         if refusal is not None:
             if len(path) > _LOGGED_PATH:
                 self.path = path[:_LOGGED_PATH] + "..."  # the access log line stays small
@@ -209,6 +175,12 @@ class Exchange(Responder):
                 self._reject(body_too_large(self._body_limit))
                 return
             self._body.append(chunk)
+
+    def refuse_body(self, error: KairosError) -> None:
+        """The request body broke HTTP/1.1's framing (see http1.py): answer ``error``;
+        the connection closes."""
+        if not self._done:
+            self._reject(error)
 
     def finish(self) -> None:
         if not self._done:  # else answered early (413, 431) while the request arrived

@@ -11,6 +11,8 @@ gateway request rates:
 - Tornado switches TCP_NODELAY on and off again around every response (two
   `setsockopt` calls per request). Here it is set once per connection and left on, as
   nginx does for keep-alive connections.
+
+Requests are read by `http1.StrictServerConnection` (strict chunked bodies, RFC 9112).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from typing import Any, Protocol, cast
 
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
-from tornado.httpserver import HTTPServer
+from tornado.httpserver import HTTPServer, _HTTPRequestContext
 from tornado.iostream import IOStream
 
 from .exchange import Exchange, Host
+from .http1 import StrictServerConnection
 
 
 class ServerHost(Host, Protocol):
@@ -72,7 +75,13 @@ class KairosHTTPServer(HTTPServer):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             stream.set_nodelay(True)
             stream.set_nodelay = _keep_nodelay  # type: ignore[method-assign]
-        super().handle_stream(stream, address)
+        # HTTPServer.handle_stream, with the strict HTTP/1.1 reader (http1.py).
+        context = _HTTPRequestContext(stream, address, self.protocol, self.trusted_downstream)
+        conn = StrictServerConnection(
+            stream, self.conn_params, context, header_limit=self.gateway.max_header_size
+        )
+        self._connections.add(conn)
+        conn.start_serving(self)
 
     def start_request(
         self, server_conn: object, request_conn: httputil.HTTPConnection
