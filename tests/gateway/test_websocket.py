@@ -91,11 +91,16 @@ class RawWsBackend:
     """A backend on a bare socket: answers the upgrade (a wrong accept key with
     ``bad_accept``), then reads nothing, so what the gateway may buffer shows."""
 
-    def __init__(self, *, bad_accept: bool = False) -> None:
+    def __init__(self, *, bad_accept: bool = False, answer: bool = True) -> None:
         self.bad_accept = bad_accept
+        #: False: never answer the upgrade request (until released).
+        self.answer = answer
         self.port = 0
         self.release = asyncio.Event()
+        self.requested = asyncio.Event()
         self.upgraded = asyncio.Event()
+        #: Bytes read after the request head (the gateway closing shows as b"").
+        self.after: bytes | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -105,6 +110,10 @@ class RawWsBackend:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
+        self.requested.set()
+        if not self.answer:
+            self.after = await reader.read(1)
+            return
         key = ""
         for line in head.decode("latin-1").split("\r\n"):
             name, _, value = line.partition(":")
@@ -459,6 +468,30 @@ async def test_a_101_with_a_wrong_accept_key_is_a_502(gateway_factory: GatewayFa
         assert resp.status == 502
     finally:
         await bad.stop()
+
+
+async def test_client_leaving_before_the_upgrade_releases_everything(
+    gateway_factory: GatewayFactory,
+) -> None:
+    silent = await RawWsBackend(answer=False).start()
+    try:
+        gw = await gateway_factory(cfg(ws_route("/ws", "/ws", [silent])))
+        _, writer = await asyncio.open_connection(LOOPBACK, gw.port)
+        writer.write(
+            (
+                f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{gw.port}\r\nConnection: Upgrade\r\n"
+                "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            ).encode()
+        )
+        await asyncio.wait_for(silent.requested.wait(), 5)
+        writer.close()
+        await writer.wait_closed()
+        await eventually(lambda: silent.after == b"")  # the backend connection is closed
+        await eventually(lambda: gw.gateway.inflight == 0)
+        assert json.loads(gw.access_lines()[-1])["status"] == 499
+    finally:
+        await silent.stop()
 
 
 # -- closing -----------------------------------------------------------------------------

@@ -29,6 +29,7 @@ count, breaker permit) is held as long.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -46,7 +47,7 @@ from .chain import Policy, PolicyFailed, ResponseHead, UpstreamRequest
 from .forward import Attempt, _admit
 from .headers import client_response_pairs, upstream_request_headers
 from .messages import Response
-from .respond import CLIENT_CLOSED
+from .respond import CLIENT_CLOSED, Responder
 from .upstream import UpstreamError as UpstreamFailure
 from .upstream import UpstreamTimeout as UpstreamTimedOut
 from .upstream.tunnel import TunnelResponse, open_tunnel
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
     from tornado.httputil import HTTPHeaders
     from tornado.iostream import IOStream
 
-    from .exchange import Exchange
     from .metrics import WebSocketStats
     from .snapshot import RouteRuntime
 
@@ -122,15 +122,25 @@ class _TunnelHost(Protocol):
     websockets: OpenWebSockets
 
 
-def start(exchange: Exchange) -> None:
-    """`Exchange` handler for an upgrade request on a WebSocket route."""
+def start(exchange: Responder) -> None:
+    """The exchange's handler for an upgrade request on a WebSocket route."""
     exchange._task = asyncio.get_running_loop().create_task(_upgrade(exchange))
     # Until the upgrade, a client that leaves ends the exchange (499) as for any request.
-    exchange.conn.set_close_callback(exchange._client_closed)
+    exchange.conn.set_close_callback(functools.partial(_client_left, exchange))
+
+
+def _client_left(exchange: Responder) -> None:
+    if exchange._done:
+        return
+    task = exchange._task
+    if task is not None and not task.done():
+        task.cancel()
+    exchange.status = CLIENT_CLOSED
+    exchange._complete()
 
 
 async def _run_phase(
-    exchange: Exchange, hooks: Iterable[tuple[Policy, Callable[..., Any]]], *args: object
+    exchange: Responder, hooks: Iterable[tuple[Policy, Callable[..., Any]]], *args: object
 ) -> Response | None:
     """Run ``on_request`` or ``before_upstream`` hooks; the first answer, or None."""
     for policy, hook in hooks:
@@ -147,7 +157,7 @@ async def _run_phase(
     return None
 
 
-def _origin_refused(exchange: Exchange, route: RouteRuntime) -> KairosError | None:
+def _origin_refused(exchange: Responder, route: RouteRuntime) -> KairosError | None:
     cors = route.cors
     origin = exchange.headers.get("Origin")
     if cors is not None and origin is not None and not cors.allows(origin):
@@ -155,7 +165,7 @@ def _origin_refused(exchange: Exchange, route: RouteRuntime) -> KairosError | No
     return None
 
 
-async def _upgrade(exchange: Exchange) -> None:
+async def _upgrade(exchange: Responder) -> None:
     route = exchange._route
     match = exchange.match
     assert route is not None
@@ -213,7 +223,7 @@ async def _upgrade(exchange: Exchange) -> None:
             attempt.close()
 
 
-def _upstream_request(exchange: Exchange, route: RouteRuntime) -> UpstreamRequest:
+def _upstream_request(exchange: Responder, route: RouteRuntime) -> UpstreamRequest:
     """The upgrade request for the backend: the usual forwarded headers, hop-by-hop
     ones dropped, then the upgrade's own (Sec-WebSocket-* pass as end-to-end)."""
     context = cast("HTTPRequestContext", exchange.conn.context)
@@ -235,7 +245,7 @@ def _upstream_request(exchange: Exchange, route: RouteRuntime) -> UpstreamReques
 
 
 async def _connect(
-    exchange: Exchange, route: RouteRuntime, upstream: UpstreamRequest
+    exchange: Responder, route: RouteRuntime, upstream: UpstreamRequest
 ) -> tuple[Attempt, TunnelResponse]:
     """Try backends as `forward.forward` does, with a connection of the upgrade's own;
     return the answer that is not retried, with its open attempt."""
@@ -323,7 +333,7 @@ async def _connect(
         return attempt, response
 
 
-def _relay_refusal(exchange: Exchange, response: TunnelResponse) -> None:
+def _relay_refusal(exchange: Responder, response: TunnelResponse) -> None:
     """The backend answered the upgrade with something else than 101: pass it on."""
     pairs = [
         (name, value)
@@ -333,7 +343,7 @@ def _relay_refusal(exchange: Exchange, response: TunnelResponse) -> None:
     exchange._send_whole(response.status, pairs, response.body, close=True)
 
 
-def _switching_head(exchange: Exchange, response: TunnelResponse) -> bytes:
+def _switching_head(exchange: Responder, response: TunnelResponse) -> bytes:
     """The ``101`` for the client: the backend's end-to-end headers (the accept key,
     subprotocol, extensions, cookies), the policies' headers, and the upgrade's."""
     pairs = client_response_pairs(response.headers, exchange.response_headers)
@@ -382,7 +392,7 @@ class Tunnel:
 
     def __init__(
         self,
-        exchange: Exchange,
+        exchange: Responder,
         attempt: Attempt,
         stream: IOStream,
         response: TunnelResponse,
