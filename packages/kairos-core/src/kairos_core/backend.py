@@ -6,7 +6,7 @@ import ipaddress
 import re
 from typing import Annotated
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ._model import KairosModel
 
@@ -53,6 +53,9 @@ class Backend(KairosModel):
     health_check_path: str | None = None
     tls_verify: bool = True
     tls_ca_file: str | None = None
+    #: Client certificate (PEM chain) and key presented to an https backend (mTLS).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
     #: Overrides the top-level ``connection_limits`` for this backend (field by field).
     max_connections: Annotated[int, Field(ge=1, le=100_000)] | None = None
     max_pending: Annotated[int, Field(ge=0, le=100_000)] | None = None
@@ -83,6 +86,19 @@ class Backend(KairosModel):
         if value is not None and _is_plain_http(info):
             raise ValueError("applies only to https backends")
         return value
+
+    @field_validator("tls_cert_file", "tls_key_file")
+    @classmethod
+    def _tls_client_files(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and _is_plain_http(info):
+            raise ValueError("applies only to https backends")
+        return value
+
+    @model_validator(mode="after")
+    def _client_pair(self) -> Backend:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give 'tls_cert_file' and 'tls_key_file' together")
+        return self
 
     @property
     def scheme(self) -> str:

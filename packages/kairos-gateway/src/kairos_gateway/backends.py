@@ -68,6 +68,8 @@ def endpoint_of(backend: Backend) -> Endpoint:
         port=backend.port,
         tls_verify=backend.tls_verify,
         tls_ca_file=backend.tls_ca_file,
+        tls_cert_file=backend.tls_cert_file,
+        tls_key_file=backend.tls_key_file,
     )
 
 

@@ -54,8 +54,8 @@ from .plugins import PluginRegistry
 from .policies import BodyLimit, CorsPolicy, JwtPolicy, RateLimitPolicy, SecurityHeaders
 from .ratelimit import RateLimiter, RateLimiters
 from .retry import RetryBudget, RetryPolicy
-from .upstream import Endpoint, PoolLimits, UpstreamTLSError
-from .upstream.tls import client_ssl_context
+from .upstream import Endpoint, PoolLimits
+from .upstream.tls import TlsFileError, client_ssl_context
 
 if TYPE_CHECKING:
     from .auth import JwtVerifier
@@ -219,7 +219,8 @@ def _security_headers(config: GatewayConfig) -> list[Policy]:
 
 def check_runtime(config: GatewayConfig, plugins: PluginRegistry) -> None:
     """Raise `ConfigError` for what kairos-core cannot judge without I/O, crypto or the
-    installed plugins: a TLS CA bundle that cannot be read, a JWT key that fits none of
+    installed plugins: a backend's TLS CA bundle or client certificate that cannot be
+    read (or a key that does not fit its certificate), a JWT key that fits none of
     the allowed algorithms or is too short for one (HS512 needs 64 bytes), a plugin
     that is not installed or whose settings do not validate.
 
@@ -235,18 +236,12 @@ def _check_ca_files(config: GatewayConfig) -> None:
     errors: list[FieldError] = []
     for i, router in enumerate(config.routers):
         for j, backend in enumerate(router.backends):
-            if backend.scheme != "https" or not backend.tls_ca_file:
+            if backend.scheme != "https" or not (backend.tls_ca_file or backend.tls_cert_file):
                 continue
             try:
                 client_ssl_context(endpoint_of(backend))
-            except UpstreamTLSError:
-                errors.append(
-                    FieldError(
-                        ("routers", i, "backends", j, "tls_ca_file"),
-                        "cannot be read as a PEM CA bundle",
-                        backend.tls_ca_file,
-                    )
-                )
+            except TlsFileError as exc:
+                errors.append(FieldError(("routers", i, "backends", j, exc.field), exc.detail))
     if errors:
         raise ConfigError(errors)
 

@@ -13,8 +13,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 class Endpoint:
     """One upstream server. Hashable; equal endpoints share pooled connections.
 
-    ``host`` is a hostname or an IP address (IPv6 without brackets). ``tls_verify`` and
-    ``tls_ca_file`` only matter for ``https``. ``host_header`` is the value for a ``Host``
+    ``host`` is a hostname or an IP address (IPv6 without brackets). ``tls_verify``,
+    ``tls_ca_file`` and the client certificate only matter for ``https``. ``host_header`` is the value for a ``Host``
     header (default port omitted, IPv6 bracketed) and ``label`` is ``scheme://host:port``
     for logs and metrics; both are derived, and not part of equality.
     """
@@ -24,6 +24,9 @@ class Endpoint:
     port: int
     tls_verify: bool = True
     tls_ca_file: str | None = None
+    #: Client certificate chain and key for mTLS (both or neither).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
     host_header: str = field(init=False, repr=False, compare=False)
     label: str = field(init=False, repr=False, compare=False)
 
