@@ -83,6 +83,13 @@ from .limits import (
     sliding_window,
     token_bucket,
 )
+from .listen import (
+    DEFAULT_CLIENT_SUBJECT_HEADER,
+    ClientCertMode,
+    ListenConfig,
+    TlsCertificate,
+    TlsConfig,
+)
 from .paths import RESERVED_PATHS, RESERVED_PREFIXES, has_dot_segment, path_problem
 from .plugins import PLUGIN_NAME_PATTERN, PluginConfig, effective_plugins
 from .ratelimit import RateLimitConfig
@@ -120,6 +127,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ABSENT",
+    "DEFAULT_CLIENT_SUBJECT_HEADER",
     "HTTP_METHODS",
     "MAX_BODY_LIMIT",
     "MAX_CONFIG_BYTES",
@@ -143,6 +151,7 @@ __all__ = [
     "CircuitBreakerConfig",
     "CircuitOpen",
     "ClaimValue",
+    "ClientCertMode",
     "ClusterConfig",
     "ClusterStatus",
     "CompiledRoute",
@@ -167,6 +176,7 @@ __all__ = [
     "Latency",
     "Limit",
     "LimitState",
+    "ListenConfig",
     "LiveStatus",
     "Match",
     "MatchResult",
@@ -197,6 +207,8 @@ __all__ = [
     "ServiceUnavailable",
     "SlidingWindowState",
     "Timeouts",
+    "TlsCertificate",
+    "TlsConfig",
     "TokenBucketState",
     "TooManyRequests",
     "Totals",

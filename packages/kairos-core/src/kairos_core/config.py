@@ -31,6 +31,7 @@ from .auth import REDACTED_CONTEXT, JwtConfig, reveal_secret
 from .cluster import ClusterConfig
 from .edge import CorsConfig, SecurityHeadersConfig
 from .errors import ConfigError, FieldError
+from .listen import ListenConfig
 from .plugins import PluginConfig, PluginEntries, effective_plugins
 from .ratelimit import RateLimitConfig
 from .resilience import (
@@ -90,6 +91,9 @@ class GatewayConfig(KairosModel):
     routers: list[Router]
     #: Management API access and listener.
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    #: TLS termination and the HTTP redirect listener (read at start-up, certificates
+    #: reloaded while serving).
+    listen: ListenConfig = Field(default_factory=ListenConfig)
     #: Watch the config file and apply edits to it (SIGHUP and the API reload anyway).
     hot_reload: bool = True
     #: Nodes sharing the configuration through Redis (read at start-up; never shared).

@@ -57,6 +57,7 @@ class AccessLog:
         bytes_in: int,
         bytes_out: int,
         client: str,
+        scheme: str = "http",
     ) -> None:
         if self._stream is None:
             return
@@ -73,7 +74,8 @@ class AccessLog:
             # quoted and escaped by the json module's own (C) encoder.
             line = (
                 f'{{"time":"{ts}","type":"access","request_id":{_quote(request_id)},'
-                f'"method":{_quote(method)},"path":{_quote(path)},"route":{_quote(route)},'
+                f'"method":{_quote(method)},"scheme":"{scheme}","path":{_quote(path)},'
+                f'"route":{_quote(route)},'
                 f'"backend":{_quote(backend)},"status":{status},"duration_ms":{duration_ms},'
                 f'"bytes_in":{bytes_in},"bytes_out":{bytes_out},"client":{_quote(client)}}}'
             )
@@ -81,6 +83,7 @@ class AccessLog:
             line = (
                 f"{ts} {client} {request_id} {method} {path} {status} {duration_ms}ms "
                 f"in={bytes_in} out={bytes_out} route={route} backend={backend or '-'}"
+                f" scheme={scheme}"
             )
         pending = self._pending
         pending.append(line)

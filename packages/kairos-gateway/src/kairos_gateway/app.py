@@ -38,10 +38,12 @@ from .management.watcher import FileWatcher
 from .messages import ApiRequest, ApiResponse, OpsHandler
 from .metrics_share import MetricsShare
 from .plugins import PluginRegistry
+from .redirect import RedirectServer
 from .runtime import Runtime
 from .server import KairosHTTPServer
 from .settings import HARD_HEADER_LIMIT, GatewaySettings
 from .snapshot import Snapshot
+from .tls import ServerTls
 from .websocket import OpenWebSockets
 
 if TYPE_CHECKING:
@@ -119,6 +121,13 @@ class Gateway:
         self._admin_listen = runtime.snapshot.config.admin.listen
         #: Read at start-up only, like the admin listener.
         self._cluster = runtime.snapshot.config.cluster
+        #: Read at start-up too, except the certificate files (`ServerTls.refresh`).
+        self._listen = runtime.snapshot.config.listen
+        #: The proxy port's TLS (None: plain HTTP), and the HTTP -> HTTPS redirect.
+        self.tls: ServerTls | None = None
+        self._redirect_server: RedirectServer | None = None
+        self._redirect_sockets: list[socket.socket] = []
+        self._tls_watch: asyncio.Task[None] | None = None
         self._admin_server: KairosHTTPServer | None = None
         self._admin_sockets: list[socket.socket] = []
         #: Connections waiting for their next request, with the loop time they began.
@@ -174,6 +183,13 @@ class Gateway:
             log.warning("admin.listen changed: the admin listener moves only on a restart")
         if config.cluster != self._cluster:
             log.warning("cluster changed: a node joins or leaves a cluster only on a restart")
+        if config.listen.startup_fields != self._listen.startup_fields:
+            log.warning(
+                "listen changed: TLS settings other than the certificate files, and the "
+                "redirect listener, change only on a restart"
+            )
+        if self.tls is not None and config.listen.tls is not None:
+            self.tls.refresh(config.listen.tls)
         self.management.applied(snapshot)
 
     def _config_changed(self) -> None:
@@ -204,6 +220,20 @@ class Gateway:
         return [s.getsockname()[:2] for s in self._sockets]
 
     @property
+    def scheme(self) -> str:
+        """``https`` when the proxy port terminates TLS."""
+        return "http" if self.tls is None else "https"
+
+    @property
+    def redirect_addresses(self) -> list[tuple[str, int]]:
+        """Where the HTTP -> HTTPS redirect listener is bound (empty when there is none)."""
+        return [s.getsockname()[:2] for s in self._redirect_sockets]
+
+    def reload_certificates(self) -> bool:
+        """Read the TLS certificate files again now (SIGHUP); see `ServerTls.refresh`."""
+        return self.tls.refresh() if self.tls is not None else False
+
+    @property
     def has_admin_listener(self) -> bool:
         return self._admin_server is not None
 
@@ -220,6 +250,10 @@ class Gateway:
             # Worker processes each bind the port: the kernel spreads connections.
             sockets = bind_sockets(settings.port, settings.host, reuse_port=settings.workers > 1)
         self._sockets = sockets
+        tls_config = self._listen.tls
+        if tls_config is not None:
+            # Raises ConfigError (naming the field and file) before anything is served.
+            self.tls = ServerTls(tls_config)
         # A cluster node takes the cluster's configuration before its first request.
         if self.cluster is not None:
             await self.cluster.start()
@@ -230,9 +264,16 @@ class Gateway:
             max_header_size=max(HARD_HEADER_LIMIT, settings.max_header_size),
             max_body_size=MAX_BODY_LIMIT,
             body_timeout=settings.body_timeout_s,
+            ssl_options=None if self.tls is None else self.tls.context,
         )
         server.add_sockets(sockets)
         self._server = server
+        try:
+            self._start_redirect()
+        except OSError:
+            server.stop()
+            self._server = None
+            raise
         admin_address = self.runtime.snapshot.config.admin.listen_address
         if admin_address is not None:
             # Only the management API (and /health, /ready, /live, /metrics) answers
@@ -256,6 +297,8 @@ class Gateway:
                 log.info(f"management API listening on http://{host}:{port}")
         self._started_at = time.monotonic()
         self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep())
+        if self.tls is not None:
+            self._tls_watch = asyncio.get_running_loop().create_task(self.tls.watch())
         snapshot = self.runtime.snapshot
         self.health.update(snapshot.health_targets)
         if snapshot.verifier is not None:
@@ -278,6 +321,9 @@ class Gateway:
         admin, self._admin_server = self._admin_server, None
         if admin is not None:
             admin.stop()
+        redirect, self._redirect_server = self._redirect_server, None
+        if redirect is not None:
+            redirect.stop()
         for conn in list(self.waiting):
             conn.stream.close()
         if self.inflight > 0:
@@ -294,10 +340,13 @@ class Gateway:
         await server.close_all_connections()
         if admin is not None:
             await admin.close_all_connections()
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping
+        if redirect is not None:
+            await redirect.close_all_connections()
+        for task in (self._housekeeping, self._tls_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.management.close()
         if self.cluster is not None:
             await self.cluster.close()
@@ -312,6 +361,22 @@ class Gateway:
         metrics = runtime.metrics
         if metrics.share is not None:
             metrics.share.publish(metrics.own_view())
+
+    def _start_redirect(self) -> None:
+        """Bind the plain-HTTP listener that redirects to https (``listen.http_redirect``)."""
+        address = self._listen.http_redirect_address
+        if address is None:
+            return
+        settings = self.settings
+        self._redirect_sockets = bind_sockets(
+            address[1], address[0], reuse_port=settings.workers > 1
+        )
+        https_port = self._listen.https_port or self._sockets[0].getsockname()[1]
+        redirect = RedirectServer(https_port=https_port, idle_timeout_s=settings.idle_timeout_s)
+        redirect.add_sockets(self._redirect_sockets)
+        self._redirect_server = redirect
+        for host, port in self.redirect_addresses:
+            log.info(f"redirecting http://{host}:{port} to https (port {https_port})")
 
     async def __aenter__(self) -> Gateway:
         await self.start()

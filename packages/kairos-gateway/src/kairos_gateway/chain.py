@@ -102,6 +102,11 @@ class Request(Protocol):
     def https(self) -> bool:
         """Did the client connect with TLS (or a trusted proxy say it did)?"""
 
+    @property
+    def peer_certificate(self) -> bytes | None:
+        """The client's TLS certificate (DER), verified against ``listen.tls``'s
+        ``client_ca_file``; None when the client sent none (or TLS is off)."""
+
     def add_default_headers(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Add ``pairs`` to the response where it has no header of that name (the
         backend's own choice wins). ``pairs`` is kept, not copied: do not change it."""

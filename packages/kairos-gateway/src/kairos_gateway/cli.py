@@ -28,6 +28,7 @@ from .plugins import PluginRegistry
 from .settings import GatewaySettings, SettingsError, parse_workers
 from .snapshot import check_runtime
 from .supervisor import CONFIG_CHANGED, SYNC_CONFIG, reserve_port, supervise
+from .tls import check_listen
 
 log = logging.getLogger("kairos.gateway")
 
@@ -84,10 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_USAGE, str(exc))
 
     explicit = args.config is not None or "KAIROS_CONFIG_PATH" in os.environ
+    warnings: list[str] = []
     try:
         config = load(settings.config_path, explicit=explicit)
         if config is not None:
             check_runtime(config, PluginRegistry())
+            warnings = check_listen(config)
     except ConfigError as exc:
         lines = "\n".join(f"  - {error}" for error in exc.errors) or f"  - {exc}"
         return _fail(EXIT_CONFIG, f"invalid config {settings.config_path}:\n{lines}")
@@ -95,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         if config is None:
             return _fail(EXIT_CONFIG, f"no config file at {settings.config_path}")
+        for warning in warnings:
+            print(f"kairos-gateway: warning: {warning}", file=sys.stderr)
         print(f"{settings.config_path}: valid ({len(config.routers)} routes)")
         return 0
 
@@ -170,6 +175,10 @@ async def serve(
     except OSError as exc:
         gateway.access_log.close()
         return _fail(EXIT_BIND, f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
+    except ConfigError as exc:  # a TLS file changed since it was checked
+        gateway.access_log.close()
+        lines = "\n".join(f"  - {error}" for error in exc.errors)
+        return _fail(EXIT_CONFIG, f"invalid config {settings.config_path}:\n{lines}")
     if settings.gc_thresholds is not None:
         # What exists once serving (modules, config, routes) is never garbage: keep it
         # out of every collection. The request path makes no reference cycles (a test
@@ -197,6 +206,7 @@ async def serve(
 
     def on_hangup() -> None:
         log.info("SIGHUP: reloading the config file")
+        gateway.reload_certificates()
         gateway.management.reload_in_background()
 
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
@@ -211,7 +221,7 @@ async def serve(
 
     for host, port in gateway.addresses:
         log.info(
-            f"listening on http://{host}:{port}",
+            f"listening on {gateway.scheme}://{host}:{port}",
             extra={
                 "fields": {
                     "host": host,

@@ -11,6 +11,7 @@ it, choosing its handler, the proxy task.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from time import perf_counter
@@ -194,6 +195,16 @@ class Responder(httputil.HTTPMessageDelegate):
             self.snapshot.is_trusted_proxy(self.peer_ip)
             and self.headers.get("X-Forwarded-Proto", "").lower() == "https"
         )
+
+    @property
+    def peer_certificate(self) -> bytes | None:
+        sock = self.conn.stream.socket
+        if not isinstance(sock, ssl.SSLSocket):
+            return None
+        try:
+            return sock.getpeercert(binary_form=True)
+        except ValueError:  # closed meanwhile
+            return None
 
     @property
     def duration_s(self) -> float:
@@ -409,6 +420,7 @@ class Responder(httputil.HTTPMessageDelegate):
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
             client=self.client_ip,
+            scheme=cast("HTTPRequestContext", self.conn.context).protocol,
         )
         for policy, hook in self.chain.on_complete:
             try:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kairos_core import (
+    DEFAULT_CLIENT_SUBJECT_HEADER,
     Backend,
     CircuitBreakerConfig,
     CompiledRoute,
@@ -51,7 +52,14 @@ from .chain import Chain, Policy
 from .metrics import GatewayMetrics, RouteStats
 from .outlier import Group
 from .plugins import PluginRegistry
-from .policies import BodyLimit, CorsPolicy, JwtPolicy, RateLimitPolicy, SecurityHeaders
+from .policies import (
+    BodyLimit,
+    ClientCertificate,
+    CorsPolicy,
+    JwtPolicy,
+    RateLimitPolicy,
+    SecurityHeaders,
+)
 from .ratelimit import RateLimiter, RateLimiters
 from .retry import RetryBudget, RetryPolicy
 from .upstream import Endpoint, PoolLimits
@@ -217,6 +225,13 @@ def _security_headers(config: GatewayConfig) -> list[Policy]:
     return [SecurityHeaders(plain, config.security_headers.headers(https=True))]
 
 
+def _client_certificate(config: GatewayConfig) -> ClientCertificate:
+    tls = config.listen.tls
+    if tls is None:
+        return ClientCertificate(DEFAULT_CLIENT_SUBJECT_HEADER, verify=False)
+    return ClientCertificate(tls.client_subject_header, verify=tls.client_verification != "off")
+
+
 def check_runtime(config: GatewayConfig, plugins: PluginRegistry) -> None:
     """Raise `ConfigError` for what kairos-core cannot judge without I/O, crypto or the
     installed plugins: a backend's TLS CA bundle or client certificate that cannot be
@@ -272,6 +287,7 @@ def build_snapshot(
     verifier = _verifier(jwt, previous)
     rng = rng or random.Random()
     edge = _security_headers(config)
+    client_cert = _client_certificate(config)
     runtimes: list[RouteRuntime] = []
     targets: dict[Endpoint, HealthTarget] = {}
     breakers: dict[Endpoint, tuple[BackendState, CircuitBreakerConfig, OutlierDetectionConfig]] = {}
@@ -305,7 +321,7 @@ def build_snapshot(
         stats = metrics.route(compiled.template)
         cors = _cors(config.cors_for(router))
         limiter = _limiter(limiters, config, router, compiled.index)
-        policies: list[Policy] = [BodyLimit(config.max_body_size_for(router)), *edge]
+        policies: list[Policy] = [BodyLimit(config.max_body_size_for(router)), *edge, client_cert]
         if cors is not None:
             policies.append(cors)
         if router.auth_required:

@@ -6,6 +6,7 @@ policy                    priority  phases                        config
 ``security_headers``      2100      on_headers                    ``security_headers``
 ``cors``                  2000      on_headers                    ``cors``
 ``body_limit``            1900      on_headers                    ``max_body_size``
+``client_cert``           1500      before_upstream               ``listen.tls``
 ``jwt``                   1450      on_request, before_upstream   ``auth_required``, ``jwt``
 ``rate_limit``            910       on_request                    ``rate_limit``
 ========================  ========  ============================  ======================
@@ -16,9 +17,17 @@ all of these.
 """
 
 from .body_limit import BodyLimit
+from .client_cert import ClientCertificate
 from .cors import CorsPolicy
 from .jwt import JwtPolicy
 from .ratelimit import RateLimitPolicy
 from .security_headers import SecurityHeaders
 
-__all__ = ["BodyLimit", "CorsPolicy", "JwtPolicy", "RateLimitPolicy", "SecurityHeaders"]
+__all__ = [
+    "BodyLimit",
+    "ClientCertificate",
+    "CorsPolicy",
+    "JwtPolicy",
+    "RateLimitPolicy",
+    "SecurityHeaders",
+]
