@@ -87,6 +87,11 @@ class GatewayConfig(KairosModel):
     cors: CorsConfig | None = None
     #: Largest request body, in bytes (routes may set their own).
     max_body_size: Annotated[int, Field(ge=0, le=MAX_BODY_LIMIT)] = 10 * 1024 * 1024
+    #: Request body bytes read from a client ahead of the backend (a body up to this
+    #: size with a Content-Length is read whole and sent with the request head).
+    request_buffer_size: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    #: Request body bytes kept to send a request again (retry); routes may set their own.
+    replay_buffer_size: Annotated[int, Field(ge=0, le=MAX_BODY_LIMIT)] = 64 * 1024
     security_headers: SecurityHeadersConfig = Field(default_factory=SecurityHeadersConfig)
     routers: list[Router]
     #: Management API access and listener.
@@ -143,6 +148,10 @@ class GatewayConfig(KairosModel):
 
     def max_body_size_for(self, route: Router) -> int:
         return self.max_body_size if route.max_body_size is None else route.max_body_size
+
+    def replay_buffer_size_for(self, route: Router) -> int:
+        own = route.replay_buffer_size
+        return self.replay_buffer_size if own is None else own
 
     def effective_jwt(self) -> JwtConfig | None:
         """The JWT settings to verify with: ``jwt``, or one built from ``jwt_secret``."""

@@ -205,6 +205,8 @@ class Router(KairosModel):
         # `rate_limit: null` and `cors: null` opt a route out of the top-level policy;
         # a dump that drops None fields must keep them, or the opt-out is lost on save.
         data = handler(self)
+    #: Request body bytes kept to send a request again (absent: the top-level value).
+    replay_buffer_size: Annotated[int, Field(ge=0, le=MAX_BODY_LIMIT)] | None = None
         if isinstance(data, dict):
             for name in _OPT_OUT_FIELDS:
                 if getattr(self, name) is None and name in self.model_fields_set:

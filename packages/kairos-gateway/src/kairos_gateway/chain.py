@@ -8,11 +8,17 @@ Chains are built once per snapshot and never change.
 Phases of one proxied request, in order::
 
     on_headers       request line and headers arrived, body not read yet   sync
-    on_request       whole request arrived (body buffered)                 sync or async
+    on_request       before forwarding (the body may still be arriving)    sync or async
     before_upstream  target, headers and body of the upstream request      sync or async
     on_response      response head, upstream's or the gateway's own       sync
     on_chunk         each response body chunk from upstream, then b""     sync
     on_complete      the exchange ended, however it ended (log phase)      sync
+
+Request bodies stream: a body larger than the route's read-ahead buffer (or chunked) goes
+upstream as it arrives, so ``on_request`` may run before it is all here and
+``before_upstream`` sees it as a `body.RequestBody`. A policy that needs the whole body
+in memory says so with ``needs_body = True``; on its routes the body is read whole
+(within the route's ``max_body_size``) before ``on_request``, and is ``bytes`` there.
 
 ``on_headers``, ``on_request`` and ``before_upstream`` may answer early: return a
 `Response`, or raise a `KairosError` (rendered as problem+json). Returning None
@@ -33,6 +39,8 @@ from .messages import Response
 
 if TYPE_CHECKING:
     from kairos_core import CompiledRoute
+
+    from .upstream import BodySource
 
 __all__ = [
     "EMPTY_CHAIN",
@@ -131,13 +139,19 @@ class UpstreamRequest:
 
     ``headers`` has no ``Host`` (it depends on the backend; set ``host`` to send a
     fixed one). ``target`` is sent byte for byte: a policy that rewrites it must keep
-    it a valid origin-form target.
+    it a valid origin-form target. ``body`` is ``bytes``, or the streamed body when the
+    route's chain does not need it whole (see the module docstring); a hook may set
+    ``bytes`` in its place.
     """
 
     __slots__ = ("body", "headers", "host", "target")
 
     def __init__(
-        self, target: str, headers: list[tuple[str, str]], body: bytes, host: str | None
+        self,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes | BodySource,
+        host: str | None,
     ) -> None:
         self.target = target
         self.headers = headers
@@ -165,6 +179,9 @@ class Policy:
 
     name: str = "policy"
     priority: int = 0
+    #: The whole request body must be in memory before ``on_request`` (bounded by the
+    #: route's ``max_body_size``); costs the streaming of every body on the route.
+    needs_body: bool = False
 
     def on_headers(self, request: Request) -> Answer:
         return None
@@ -214,6 +231,8 @@ class Chain:
     """Per phase, ``(policy, hook)`` pairs of the policies that declare it."""
 
     policies: tuple[Policy, ...]
+    #: Some policy needs the whole request body before ``on_request``.
+    needs_body: bool
     on_headers: tuple[Hook, ...]
     on_request: tuple[Hook, ...]
     before_upstream: tuple[Hook, ...]
@@ -237,7 +256,11 @@ class Chain:
             for phase in declared_phases(type(policy)):
                 method = getattr(policy, phase) if hook is None else hook(policy, phase)
                 phases[phase].append((policy, method))
-        return cls(ordered, **{phase: tuple(hooks) for phase, hooks in phases.items()})
+        return cls(
+            ordered,
+            any(p.needs_body for p in ordered),
+            **{phase: tuple(hooks) for phase, hooks in phases.items()},
+        )
 
 
 #: The chain of a request no policy applies to.

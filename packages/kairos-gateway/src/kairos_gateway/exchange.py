@@ -7,12 +7,19 @@ that applies; `finish()` then calls that handler, nothing else. The proxy handle
 in one task: the ``on_request`` and ``before_upstream`` phases, the forwarding step
 (`forward`), and the relay of the response (`respond.Responder`, which also holds the
 exchange's state, writes every response and records the exchange once).
+
+A request body that fits the route's read-ahead buffer (``request_buffer_size``, with a
+Content-Length) is read whole and the proxy task starts at `finish()`. A larger or
+chunked body streams: the proxy task starts when the headers are in, and the body goes
+upstream through a `body.RequestBody` as it arrives, Tornado's reading of the client
+paused whenever the backend falls behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from time import perf_counter
 from typing import TYPE_CHECKING, cast
 
@@ -31,6 +38,7 @@ from kairos_core import (
 from tornado import httputil
 
 from . import websocket
+from .body import BodyFailed, RequestBody
 from .chain import Policy, PolicyFailed, UpstreamRequest
 from .forward import forward
 from .headers import client_address, request_id_from, upstream_request_headers
@@ -62,6 +70,18 @@ _LOGGED_PATH = 1024
 def _has_body(headers: httputil.HTTPHeaders) -> bool:
     length = headers.get("Content-Length")
     return (length is not None and length != "0") or "Transfer-Encoding" in headers
+
+
+def _streamed(headers: httputil.HTTPHeaders, buffer_size: int) -> tuple[bool, int | None]:
+    """Does the body stream upstream, and with which length (None: chunked)? It does not
+    when there is none or it fits ``buffer_size``: then it is read whole first."""
+    if "Transfer-Encoding" in headers:
+        return True, None
+    length = headers.get("Content-Length")
+    if length is None or not length.isdigit():
+        return False, None  # none; an invalid one is Tornado's to refuse
+    size = int(length)
+    return size > buffer_size, size
 
 
 class Exchange(Responder):
@@ -152,6 +172,10 @@ class Exchange(Responder):
             if "Upgrade" in headers and websocket.carries(result.route, method, headers):
                 self._respond = websocket.start
             self._on_headers()
+            if not self._done and not route.chain.needs_body:
+                streams, length = _streamed(headers, route.request_buffer_size)
+                if streams:
+                    self._stream_body(length, route.request_buffer_size, route.replay_buffer_size)
         elif isinstance(result, MethodNotAllowedResult):
             # The path is a route's: the refusal counts as that route's traffic.
             owner = result.route
@@ -164,23 +188,39 @@ class Exchange(Responder):
         else:
             self._miss(RouteNotFound(f"no route for {path}"))
 
-    def data_received(self, chunk: bytes) -> None:
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         if self._done:
-            return
+            return None
         self.bytes_in += len(chunk)
+        stream = self._body_stream
+        if stream is not None:
+            if self.bytes_in > self._body_limit:
+                self._stop_proxy()
+                if self.status == 0:
+                    self._reject(body_too_large(self._body_limit))
+                else:
+                    self._cut()  # a response is on its way: it cannot say 413 now
+                return None
+            return stream.feed(chunk)
         if self._keep_body:
             if self.bytes_in > self._body_limit:
                 self._keep_body = False
                 self._body.clear()
                 self._reject(body_too_large(self._body_limit))
-                return
+                return None
             self._body.append(chunk)
+        return None
 
     def refuse_body(self, error: KairosError) -> None:
-        """The request body broke HTTP/1.1's framing (see http1.py): answer ``error``;
-        the connection closes."""
-        if not self._done:
+        """The request body broke HTTP/1.1's framing (see http1.py): answer ``error``,
+        or cut the connection if a response has begun; the connection closes."""
+        if self._done:
+            return
+        self._stop_proxy()
+        if self.status == 0:
             self._reject(error)
+        else:
+            self._cut()
 
     def finish(self) -> None:
         if not self._done:  # else answered early (413, 431) while the request arrived
@@ -190,8 +230,7 @@ class Exchange(Responder):
         # The client went away before it finished sending the request.
         self.host.waiting.pop(self.server_conn, None)
         if self._started:
-            self.status = CLIENT_CLOSED
-            self._complete()
+            self._client_closed()
 
     # -- choosing the handler ------------------------------------------------------
 
@@ -264,6 +303,17 @@ class Exchange(Responder):
         self._task = asyncio.get_running_loop().create_task(self._proxy())
         self.conn.set_close_callback(self._client_closed)
 
+    def _stream_body(self, length: int | None, buffer_size: int, replay_size: int) -> None:
+        """Start the proxy now; the body follows it upstream as it arrives."""
+        self._body_stream = RequestBody(length, buffer_size=buffer_size, replay_size=replay_size)
+        self._keep_body = False
+        self._respond = Exchange._end_body
+        self._start_proxy()
+
+    def _end_body(self) -> None:
+        assert self._body_stream is not None
+        self._body_stream.end()
+
     def _api_request(self) -> ApiRequest:
         return ApiRequest(
             method=self.method,
@@ -307,6 +357,15 @@ class Exchange(Responder):
                         return
             context = cast("HTTPRequestContext", self.conn.context)
             target = match.upstream_path
+            stream = self._body_stream
+            body: bytes | RequestBody = b"".join(self._body) if self._body else b""
+            if stream is not None:
+                body = stream
+                if stream.length is None:
+                    # A chunked body that turns out small goes with a Content-Length.
+                    whole = await stream.whole_if_small()
+                    if whole is not None:
+                        body = whole
             upstream = UpstreamRequest(
                 f"{target}?{self.query}" if self.query else target,
                 upstream_request_headers(
@@ -316,7 +375,7 @@ class Exchange(Responder):
                     request_id=self.request_id,
                     trust_forwarded=self.snapshot.is_trusted_proxy(self.peer_ip),
                 ),
-                b"".join(self._body) if self._body else b"",
+                body,
                 self.headers.get("Host") if route.preserve_host else None,
             )
             for policy, hook in chain.before_upstream:  # noqa: B007 (read in except)
@@ -349,6 +408,14 @@ class Exchange(Responder):
                 attempt.close()
         except asyncio.CancelledError:
             pass  # the client went away; _client_closed has recorded the exchange
+        except BodyFailed:
+            # The client's body broke off (the exchange has ended, or is about to).
+            if self._done:
+                pass
+            elif self.status == 0:
+                self._send_error(BadRequest("the request body did not arrive whole"))
+            else:
+                self._cut()
         except KairosError as exc:
             if self.status == 0:
                 # A policy that failed on the response is not asked about this one.
@@ -369,11 +436,15 @@ class Exchange(Responder):
     def _client_closed(self) -> None:
         if self._done:
             return
+        self._stop_proxy()
+        self.status = CLIENT_CLOSED
+        self._complete()
+
+    def _stop_proxy(self) -> None:
+        """End the proxy task, whatever it is doing (the exchange ends otherwise)."""
         response = self._response
         if response is not None:
             response.abort()
         task = self._task
         if task is not None and not task.done():
             task.cancel()
-        self.status = CLIENT_CLOSED
-        self._complete()

@@ -9,7 +9,9 @@ behind.
 
 Retrying is decided in one place, `RetryPolicy.decide` (policy, method, retry count,
 budget and deadline), plus `decide_stale` for a kept-alive connection the backend had
-closed. A try is only ever retried before any response byte reached the client.
+closed. A try is only ever retried before any response byte reached the client, and
+only when the request body can be sent again: a streamed body larger than the route's
+replay buffer makes the first failure final (logged as such).
 """
 
 from __future__ import annotations
@@ -24,14 +26,22 @@ from typing import TYPE_CHECKING
 
 from kairos_core import (
     BackendSaturated,
+    BadRequest,
     CircuitOpen,
     NoHealthyBackend,
     UpstreamError,
     UpstreamTimeout,
 )
 
+from .body import RequestBody
 from .retry import RetryBudget, Stop, decide_stale
-from .upstream import StaleConnection, UpstreamPool, UpstreamResponse, UpstreamSaturated
+from .upstream import (
+    RequestBodyFailed,
+    StaleConnection,
+    UpstreamPool,
+    UpstreamResponse,
+    UpstreamSaturated,
+)
 from .upstream import UpstreamError as UpstreamFailure
 from .upstream import UpstreamTimeout as UpstreamTimedOut
 
@@ -153,6 +163,18 @@ def _saturated(
     return None
 
 
+def _rewound(upstream: UpstreamRequest, request_id: str) -> bool:
+    """Can the request be sent again? Rewinds a streamed body to its first byte."""
+    body = upstream.body
+    if not isinstance(body, RequestBody) or body.rewind():
+        return True
+    log.warning(
+        "request not retried: its body was larger than the replay buffer",
+        extra={"fields": {"request_id": request_id, "body_bytes": body.received}},
+    )
+    return False
+
+
 def _header(headers: Sequence[tuple[str, str]], lower_name: str) -> str | None:
     for name, value in headers:
         if name.lower() == lower_name:
@@ -224,10 +246,15 @@ async def forward(
                 "the backend has no free connection (connection_limits)",
                 retry_after_s=limits.pending_timeout_s,
             ) from exc
+        except RequestBodyFailed as exc:
+            # The client's side failed (it left, or a limit cut it off): not the
+            # backend's fault, and nothing to retry.
+            attempt.close()
+            raise BadRequest("the request body did not arrive whole") from exc
         except StaleConnection as exc:
             attempt.close()
             stop = decide_stale(method, replayed, budget)
-            if stop is None:
+            if stop is None and _rewound(upstream, request_id):
                 replayed = True
                 stats.retry(exc.kind)
                 continue  # the same backend, at once: it never saw the request
@@ -251,7 +278,7 @@ async def forward(
                     rng=rng,
                 )
             )
-            if isinstance(decision, float):
+            if isinstance(decision, float) and _rewound(upstream, request_id):
                 tried.append(attempt.index)
                 stats.retry(exc.kind)
                 if decision > 0:
@@ -278,8 +305,8 @@ async def forward(
                 deadline=deadline,
                 rng=rng,
             )
-            if isinstance(decision, float):
-                response.abort()
+            if isinstance(decision, float) and _rewound(upstream, request_id):
+                response.abort()  # no await since the rewind: the old writer stops here
                 attempt.close()
                 tried.append(attempt.index)
                 stats.retry(f"status_{status}")

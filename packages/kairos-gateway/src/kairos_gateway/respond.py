@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from tornado.httpserver import _HTTPRequestContext as HTTPRequestContext
 
     from .accesslog import AccessLog
+    from .body import RequestBody
     from .forward import Attempt
     from .runtime import Runtime
     from .snapshot import RouteRuntime, Snapshot
@@ -83,6 +84,7 @@ class Responder(httputil.HTTPMessageDelegate):
         "_attempt",
         "_body",
         "_body_limit",
+        "_body_stream",
         "_defaults",
         "_done",
         "_duration",
@@ -142,6 +144,8 @@ class Responder(httputil.HTTPMessageDelegate):
         self._started = 0.0
         self._duration = 0.0
         self._body: list[bytes] = []
+        #: The body streamed upstream as it arrives (None: read whole into _body).
+        self._body_stream: RequestBody | None = None
         self._keep_body = False
         self._body_limit = MAX_BODY_LIMIT
         self.bytes_in = 0
@@ -405,6 +409,10 @@ class Responder(httputil.HTTPMessageDelegate):
             return
         self._done = True
         self._duration = duration = perf_counter() - self._started
+        stream = self._body_stream
+        if stream is not None:
+            # Nobody reads the rest of the body now: Tornado may read on and drop it.
+            stream.fail(ConnectionAbortedError("the exchange ended"))
         stats = self._stats
         if stats is not None:
             stats.record(self.method, self.status, duration, self.bytes_in, self.bytes_out)

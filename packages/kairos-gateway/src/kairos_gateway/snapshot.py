@@ -90,6 +90,9 @@ class RouteRuntime:
     cors: CorsPolicy | None
     #: Connection limits of each backend, in `backends` order.
     limits: tuple[PoolLimits, ...]
+    #: Request body bytes read ahead of the backend, and kept for a replay.
+    request_buffer_size: int
+    replay_buffer_size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +363,8 @@ def build_snapshot(
                 read_timeout_s=timeouts.read_ms / 1000,
                 total_timeout_s=None if timeouts.total_ms is None else timeouts.total_ms / 1000,
                 preserve_host=router.preserve_host,
+                request_buffer_size=config.request_buffer_size,
+                replay_buffer_size=config.replay_buffer_size_for(router),
                 stats=stats,
                 chain=Chain.build(policies, plugins.wrap),
                 cors=cors,

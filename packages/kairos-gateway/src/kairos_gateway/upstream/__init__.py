@@ -2,6 +2,7 @@
 
 from .endpoint import Endpoint
 from .errors import (
+    RequestBodyFailed,
     StaleConnection,
     UpstreamClosed,
     UpstreamConnectError,
@@ -12,13 +13,16 @@ from .errors import (
     UpstreamTLSError,
 )
 from .pool import EndpointStats, PoolLimits, PoolStats, UpstreamPool
+from .request import BodySource
 from .response import UpstreamResponse
 
 __all__ = [
+    "BodySource",
     "Endpoint",
     "EndpointStats",
     "PoolLimits",
     "PoolStats",
+    "RequestBodyFailed",
     "StaleConnection",
     "UpstreamClosed",
     "UpstreamConnectError",

@@ -4,6 +4,11 @@ A connection carries one exchange at a time (no pipelining). ``send()`` writes t
 and returns a future resolved with the :class:`UpstreamResponse` once the final response
 headers are parsed; body chunks are then pushed into the response. When the response has
 been received completely the connection hands itself back to its pool (or closes).
+
+A request body given as a `BodySource` is sent after the head by a task of its own, chunk
+by chunk as it arrives, waiting whenever the transport's write buffer is full (the
+backend is slow to read). The response may come while it is being sent; if it ends
+first, the rest of the body is not sent and the connection is not reused.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from .endpoint import Endpoint
 from .errors import (
+    RequestBodyFailed,
     UpstreamClosed,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
     translate_exception,
 )
+from .request import BodySource
 from .response import UpstreamResponse
 
 
@@ -44,10 +51,13 @@ class UpstreamConnection(asyncio.Protocol):
     """Protocol + parser for one pooled upstream connection (internal to the pool)."""
 
     __slots__ = (
+        "_awaiting_body",
+        "_body_task",
         "_buffered_head",
         "_cb_error",
         "_conn_header",
         "_done",
+        "_drain",
         "_has_length",
         "_head_size",
         "_headers",
@@ -110,6 +120,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._has_length = False
         self._te: bytes | None = None
         self._conn_header: bytes | None = None
+        self._body_task: asyncio.Task[None] | None = None
+        #: The body task waits for the client (its silence is not the upstream's).
+        self._awaiting_body = False
+        #: Set while the transport's write buffer is over its high-water mark.
+        self._drain: asyncio.Future[None] | None = None
         self.paused = False
         self.got_response_bytes = False
         self.requests = 0
@@ -128,9 +143,16 @@ class UpstreamConnection(asyncio.Protocol):
         return self._state == _IDLE and transport is not None and not transport.is_closing()
 
     def send(
-        self, data: bytes, *, is_head: bool, req_close: bool, read_timeout: float
+        self,
+        data: bytes,
+        *,
+        is_head: bool,
+        req_close: bool,
+        read_timeout: float,
+        body: BodySource | None = None,
     ) -> asyncio.Future[UpstreamResponse]:
-        """Write one serialised request; the future resolves with the response head or
+        """Write one serialised request (then ``body``, if given, as it arrives: chunked
+        when its length is unknown); the future resolves with the response head or
         fails with an :class:`UpstreamError`."""
         loop = self.loop
         waiter: asyncio.Future[UpstreamResponse] = loop.create_future()
@@ -163,6 +185,9 @@ class UpstreamConnection(asyncio.Protocol):
             err = UpstreamClosed(f"write failed: {exc!r}")
             err.__cause__ = exc
             self._fail(err)
+            return waiter
+        if body is not None:
+            self._body_task = loop.create_task(self._send_body(transport, body))
         return waiter
 
     def abort(self) -> None:
@@ -185,7 +210,50 @@ class UpstreamConnection(asyncio.Protocol):
             if self._transport is not None and self._state != _CLOSED:
                 self._transport.resume_reading()
 
+    async def _send_body(self, transport: asyncio.Transport, body: BodySource) -> None:
+        chunked = body.length is None
+        try:
+            while True:
+                self._awaiting_body = True
+                try:
+                    chunk = await body.read()
+                finally:
+                    self._awaiting_body = False
+                if self._state == _CLOSED:
+                    return
+                if not chunk:
+                    break
+                if chunked:
+                    transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                else:
+                    transport.write(chunk)
+                self.last_activity = self.loop.time()
+                drain = self._drain
+                if drain is not None:
+                    await drain
+            if chunked and self._state != _CLOSED:
+                transport.write(b"0\r\n\r\n")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            err = RequestBodyFailed(f"the request body could not be read: {exc}")
+            err.__cause__ = exc
+            self._fail(err)
+            return
+        self._body_task = None
+
     # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        if self._drain is None:
+            self._drain = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        drain = self._drain
+        if drain is not None:
+            self._drain = None
+            if not drain.done():
+                drain.set_result(None)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop transports do not subclass asyncio.Transport, hence a cast, not a check.
@@ -214,6 +282,11 @@ class UpstreamConnection(asyncio.Protocol):
             self._fail(err)
             return
         if self._done:
+            if self._body_task is not None:
+                # The response ended before the request body was sent whole: stop
+                # sending it; the connection cannot carry another request.
+                self._stop_body()
+                self._req_close = True
             self._release()
         elif self._state == _WAIT_HEAD:
             # Bound what llhttp may buffer for a header it has not finished yet.
@@ -233,6 +306,8 @@ class UpstreamConnection(asyncio.Protocol):
         state = self._state
         self._state = _CLOSED
         self._cancel_timer()
+        self._stop_body()
+        self.resume_writing()
         if state == _WAIT_HEAD:
             waiter = self._waiter
             self._waiter = None
@@ -394,8 +469,9 @@ class UpstreamConnection(asyncio.Protocol):
         if (state != _WAIT_HEAD and state != _BODY) or self._done:
             return
         now = self.loop.time()
-        if self.paused:
-            # Upstream data is waiting for our consumer: not upstream inactivity.
+        if self.paused or self._awaiting_body:
+            # Upstream data is waiting for our consumer, or the request body for the
+            # client: not upstream inactivity.
             self.last_activity = now
         deadline = self.last_activity + self._read_timeout
         if deadline > now:
@@ -427,9 +503,17 @@ class UpstreamConnection(asyncio.Protocol):
             response._set_error(err)
         self._teardown(abort=True)
 
+    def _stop_body(self) -> None:
+        task = self._body_task
+        if task is not None:
+            self._body_task = None
+            if not task.done() and task is not asyncio.current_task():
+                task.cancel()
+
     def _teardown(self, *, abort: bool) -> None:
         self._state = _CLOSED
         self._cancel_timer()
+        self._stop_body()
         self._waiter = None
         self._response = None
         transport = self._transport

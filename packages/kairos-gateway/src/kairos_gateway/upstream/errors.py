@@ -19,6 +19,7 @@ Phase = Literal["connect", "read"]
 
 __all__ = [
     "Phase",
+    "RequestBodyFailed",
     "StaleConnection",
     "UpstreamClosed",
     "UpstreamConnectError",
@@ -82,6 +83,13 @@ class UpstreamSaturated(UpstreamError):
     waited ``pending_timeout`` for one). Nothing was sent."""
 
     kind: ClassVar[str] = "saturated"
+
+
+class RequestBodyFailed(UpstreamError):
+    """The request body to send could not be read (the client's side failed: it left,
+    or a limit cut it off). Not the upstream's fault; the connection is closed."""
+
+    kind: ClassVar[str] = "request_body"
 
 
 class StaleConnection(UpstreamClosed):

@@ -24,7 +24,7 @@ from typing import Final
 from .connection import UpstreamConnection
 from .endpoint import Endpoint
 from .errors import StaleConnection, UpstreamClosed, UpstreamSaturated, upstream_errors
-from .request import build_request
+from .request import BodySource, build_request, build_streamed_head
 from .response import UpstreamResponse
 from .tls import client_ssl_context
 
@@ -171,7 +171,7 @@ class UpstreamPool:
         method: str,
         target: str,
         headers: Sequence[tuple[str, str]],
-        body: bytes = b"",
+        body: bytes | BodySource = b"",
         *,
         connect_timeout: float,
         read_timeout: float,
@@ -179,8 +179,9 @@ class UpstreamPool:
     ) -> UpstreamResponse:
         """Send one request and return as soon as the final response head is parsed.
 
-        ``target`` is written byte for byte; ``headers`` must include ``Host``. The body is
-        sent with ``Content-Length`` (never chunked). ``connect_timeout`` bounds TCP connect +
+        ``target`` is written byte for byte; ``headers`` must include ``Host``. A ``bytes``
+        body is sent with the head, with ``Content-Length``; a `BodySource` after it, as
+        it arrives, with its length or chunked. ``connect_timeout`` bounds TCP connect +
         TLS handshake; ``read_timeout`` bounds each silence of the upstream (waiting for the
         head, then between body chunks). The caller must read the body to the end or call
         ``abort()`` on the response, else the connection stays checked out.
@@ -195,7 +196,12 @@ class UpstreamPool:
         """
         if self._closed:
             raise RuntimeError("UpstreamPool is closed")
-        data, req_close = build_request(method, target, headers, body)
+        if isinstance(body, bytes):
+            data, req_close = build_request(method, target, headers, body)
+            source = None
+        else:
+            data, req_close = build_streamed_head(method, target, headers, body.length)
+            source = body
         is_head = method == "HEAD"
         host = self._host(endpoint, limits)
         conn = self._acquire(host)
@@ -216,7 +222,9 @@ class UpstreamPool:
         else:
             self.stats.reused += 1
         self.stats.requests_sent += 1
-        waiter = conn.send(data, is_head=is_head, req_close=req_close, read_timeout=read_timeout)
+        waiter = conn.send(
+            data, is_head=is_head, req_close=req_close, read_timeout=read_timeout, body=source
+        )
         try:
             return await waiter
         except UpstreamClosed as exc:

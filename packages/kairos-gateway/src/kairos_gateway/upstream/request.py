@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Protocol
 
-__all__ = ["build_request"]
+__all__ = ["BodySource", "build_request", "build_streamed_head"]
+
+
+class BodySource(Protocol):
+    """A request body sent after the head, as it arrives (`kairos_gateway.body`)."""
+
+    #: Bytes in all (sent with Content-Length), or None: unknown (sent chunked).
+    length: int | None
+
+    async def read(self) -> bytes:
+        """The next chunk, ``b""`` at the end; raises if the body cannot be had whole."""
+        ...
+
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Any visible byte (latin-1 maps str code points 0-255 to bytes one to one); no space or CTL.
@@ -54,6 +67,25 @@ def build_request(
     a space or control character, a header name that is not a token, a header value with
     CR, LF or NUL, or any character outside latin-1.
     """
+    framing = f"Content-Length: {len(body)}\r\n" if body or method in _BODY_METHODS else None
+    raw, close = _head(method, target, headers, framing)
+    return (raw + body if body else raw), close
+
+
+def build_streamed_head(
+    method: str, target: str, headers: Sequence[tuple[str, str]], length: int | None
+) -> tuple[bytes, bool]:
+    """Like `build_request`, for a body sent after the head: ``Content-Length: length``,
+    or ``Transfer-Encoding: chunked`` when the length is not known (None)."""
+    framing = (
+        "Transfer-Encoding: chunked\r\n" if length is None else f"Content-Length: {length}\r\n"
+    )
+    return _head(method, target, headers, framing)
+
+
+def _head(
+    method: str, target: str, headers: Sequence[tuple[str, str]], framing: str | None
+) -> tuple[bytes, bool]:
     if _TOKEN.fullmatch(method) is None:
         raise ValueError(f"invalid method {method!r}")
     if _TARGET.fullmatch(target) is None:
@@ -73,8 +105,8 @@ def build_request(
                 close = True
         parts.append(f"{name}: {value}\r\n")
         lines += 1
-    if body or method in _BODY_METHODS:
-        parts.append(f"Content-Length: {len(body)}\r\n")
+    if framing is not None:
+        parts.append(framing)
         lines += 1
     parts.append("\r\n")
     head = "".join(parts)
@@ -86,4 +118,4 @@ def build_request(
         raw = head.encode("latin-1")
     except UnicodeEncodeError as exc:
         raise ValueError(f"request head is not latin-1 encodable: {exc}") from exc
-    return (raw + body if body else raw), close
+    return raw, close
