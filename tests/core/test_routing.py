@@ -9,6 +9,7 @@ from kairos_core import (
     NoRoute,
     Router,
     RouteTable,
+    load_config,
 )
 
 
@@ -46,7 +47,6 @@ CATS = table(
         ("/cats/search", "/cats/search", {}, "/search"),  # static beats {id}
         ("/cats/7", "/cats/{id}", {"id": "7"}, "/7"),
         ("/cats/test%20space", "/cats/{id}", {"id": "test%20space"}, "/test%20space"),
-        ("/cats/a%2Fb", "/cats/{id}", {"id": "a%2Fb"}, "/a%2Fb"),
         (
             "/cats/7/toys/ball",
             "/cats/{id}/toys/{toy}",
@@ -341,3 +341,91 @@ def test_method_not_allowed_equality_is_the_answer_only() -> None:
     assert result.route is not None
     assert result.route.template == "/a"
     assert result == MethodNotAllowedResult(frozenset({"GET", "DELETE"}))
+
+
+# -- route options: encoded slashes in {param} values, ';' path parameters -------------
+
+
+def with_options(external: str, internal: str, **options: Any) -> Router:
+    return Router.model_validate(
+        {
+            "external_path": external,
+            "internal_path": internal,
+            "methods": ["GET"],
+            "backends": [{"host": "http://b", "port": 80}],
+            **options,
+        }
+    )
+
+
+@pytest.mark.parametrize("name", ["a%2Fb", "a%2fb", "a%5Cb", "a%5cb", "a%252Fb", "a\\b", "%2F"])
+def test_a_param_holding_an_encoded_slash_is_refused_by_default(name: str) -> None:
+    t = table(with_options("/files/{name}", "/f/{name}"))
+    result = t.match("GET", f"/files/{name}")
+    assert isinstance(result, BadPath)
+    assert "encoded '/'" in result.reason
+
+
+@pytest.mark.parametrize("name", ["a%2Fb", "a%5cb", "a%252Fb"])
+def test_a_route_may_allow_encoded_slashes_in_params(name: str) -> None:
+    t = table(with_options("/files/{name}", "/f/{name}", allow_encoded_slash=True))
+    result = t.match("GET", f"/files/{name}")
+    assert isinstance(result, Match)
+    assert result.upstream_path == f"/f/{name}"  # passed on as received
+
+
+def test_a_tail_may_hold_encoded_slashes() -> None:
+    # {*tail} matches any number of segments: an encoded slash adds nothing it could not.
+    t = table(with_options("/static/{*path}", "/s/{*path}"))
+    result = t.match("GET", "/static/a%2Fb/c")
+    assert isinstance(result, Match)
+    assert result.upstream_path == "/s/a%2Fb/c"
+
+
+@pytest.mark.parametrize("name", ["a", "a%20b", "caf%c3%a9", "a%3bb"])
+def test_params_without_a_separator_are_fine(name: str) -> None:
+    t = table(with_options("/files/{name}", "/f/{name}"))
+    assert isinstance(t.match("GET", f"/files/{name}"), Match)
+
+
+@pytest.mark.parametrize("path", ["/files/a;v=1", "/files/a;", "/static/a;x/b", "/static/b;"])
+def test_semicolon_params_pass_by_default_and_a_route_may_refuse_them(path: str) -> None:
+    passing = table(with_options("/files/{name}", "/f/{name}"), make("/static/{*p}", "/s/{*p}"))
+    result = passing.match("GET", path)
+    assert isinstance(result, Match)
+    assert ";" in result.upstream_path  # passed on as received
+    refusing = table(
+        with_options("/files/{name}", "/f/{name}", path_params="refuse"),
+        with_options("/static/{*p}", "/s/{*p}", path_params="refuse"),
+    )
+    refused = refusing.match("GET", path)
+    assert isinstance(refused, BadPath)
+    assert "';' path parameters" in refused.reason
+    assert isinstance(refusing.match("GET", path.replace(";", "")), Match)
+
+
+@pytest.mark.parametrize("path_params", ["pass", "refuse"])
+def test_a_param_hiding_a_dot_segment_is_refused_on_every_route(path_params: str) -> None:
+    t = table(with_options("/static/{*p}", "/s/{*p}", path_params=path_params))
+    result = t.match("GET", "/static/a/..;x/b")
+    assert isinstance(result, BadPath)
+    assert "'.' or '..' segment" in result.reason
+
+
+def test_path_params_takes_pass_or_refuse() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(
+            {
+                "routers": [
+                    {
+                        "external_path": "/a/{x}",
+                        "internal_path": "/a/{x}",
+                        "methods": ["GET"],
+                        "backends": [{"host": "http://b", "port": 80}],
+                        "path_params": "strip",
+                    }
+                ]
+            }
+        )
+    (error,) = info.value.errors
+    assert error.path == "routers[0].path_params"

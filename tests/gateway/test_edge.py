@@ -225,3 +225,46 @@ async def test_security_headers_are_configurable(
         cfg(route("/x", "/x", [backend]), security_headers={"enabled": False})
     )
     assert (await raw_request(off.port, "/x")).header("X-Content-Type-Options") is None
+
+
+# -- route path options: encoded slashes in {param}, ';' path parameters ------------------
+
+
+@pytest.mark.parametrize("target", ["/p/a%2Fb", "/p/a%2fb", "/p/a%5Cb", "/p/a%252Fb"])
+async def test_an_encoded_slash_in_a_param_is_refused_unless_the_route_allows_it(
+    backend: EchoBackend, gateway_factory: GatewayFactory, target: str
+) -> None:
+    gw = await gateway_factory(
+        cfg(
+            route("/p/{id}", "/q/{id}", [backend]),
+            route("/open/{id}", "/q/{id}", [backend], allow_encoded_slash=True),
+        )
+    )
+    refused = await raw_request(gw.port, target)
+    assert refused.status == 400
+    assert refused.json()["type"] == "invalid_path"
+    assert backend.requests == []
+    allowed = await raw_request(gw.port, target.replace("/p/", "/open/"))
+    assert allowed.status == 200
+    assert allowed.json()["uri"] == target.replace("/p/", "/q/")  # as received
+
+
+async def test_semicolon_params_pass_unless_the_route_refuses_them(
+    backend: EchoBackend, gateway_factory: GatewayFactory
+) -> None:
+    gw = await gateway_factory(
+        cfg(
+            route("/p/{id}", "/q/{id}", [backend]),
+            route("/strict/{*rest}", "/q/{*rest}", [backend], path_params="refuse"),
+        )
+    )
+    passed = await raw_request(gw.port, "/p/a;v=1")
+    assert passed.status == 200
+    assert passed.json()["uri"] == "/q/a;v=1"
+    refused = await raw_request(gw.port, "/strict/a;v=1/b")
+    assert refused.status == 400
+    assert refused.json()["type"] == "invalid_path"
+    assert (await raw_request(gw.port, "/strict/a/b")).status == 200
+    # A parameter hiding a dot segment is refused on every route.
+    assert (await raw_request(gw.port, "/p/..;x")).status == 400
+    assert len(backend.requests) == 2

@@ -24,6 +24,7 @@ __all__ = [
     "Segment",
     "SegmentKind",
     "has_dot_segment",
+    "holds_separator",
     "parse_external_path",
     "parse_internal_path",
     "path_problem",
@@ -135,6 +136,23 @@ def path_problem(path: str) -> str | None:
             return None
         current = decoded
     return "the path is percent-encoded too many times"
+
+
+def holds_separator(value: str) -> bool:
+    """Whether a path parameter's raw value holds a ``/`` or ``\\`` once percent-decoded
+    (``%2F``, ``%5C``, ``%252F``: at any of the layers `path_problem` decodes), or a
+    raw ``\\``: a backend that decodes it sees more segments than the route matched."""
+    if "\\" in value:
+        return True
+    current = value
+    for _ in range(_MAX_DECODE_ROUNDS):
+        decoded = unquote(current)
+        if decoded == current:
+            return False
+        if "/" in decoded or "\\" in decoded:
+            return True
+        current = decoded
+    return True
 
 
 def _is_dotted(text: str) -> bool:

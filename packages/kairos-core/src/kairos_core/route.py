@@ -47,6 +47,7 @@ __all__ = [
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 _NEVER_PROXIED = frozenset({"CONNECT", "TRACE"})
 HTTP_METHODS: tuple[str, ...] = get_args(HttpMethod)
+PathParams = Literal["pass", "refuse"]
 LoadBalancingStrategy = Literal[
     "round_robin", "least_connections", "random", "weighted", "ip_hash", "latency_aware"
 ]
@@ -178,6 +179,13 @@ class Router(KairosModel):
     #: Replaces the top-level ``outlier_detection`` block as a whole for this route.
     outlier_detection: OutlierDetectionConfig | None = None
     preserve_host: bool = False
+    #: ``;`` path parameters (``/a;v=1/b``): "pass" them to the backend as received, or
+    #: "refuse" any ``;`` in the path (400). On every route, a parameter that hides a
+    #: dot segment (``..;x``) is refused.
+    path_params: PathParams = "pass"
+    #: Let a ``{param}`` value hold an encoded ``/`` or ``\`` (``%2F``, ``%5C``); by
+    #: default such a request is refused (400 invalid_path).
+    allow_encoded_slash: bool = False
     #: ``"websocket"`` (kairos-rs's spelling) lets the route carry WebSockets too, with
     #: the default `WebSocketConfig`; plain HTTP requests are still proxied.
     protocol: Literal["http", "websocket"] = "http"
@@ -205,8 +213,6 @@ class Router(KairosModel):
         # `rate_limit: null` and `cors: null` opt a route out of the top-level policy;
         # a dump that drops None fields must keep them, or the opt-out is lost on save.
         data = handler(self)
-    #: Request body bytes kept to send a request again (absent: the top-level value).
-    replay_buffer_size: Annotated[int, Field(ge=0, le=MAX_BODY_LIMIT)] | None = None
         if isinstance(data, dict):
             for name in _OPT_OUT_FIELDS:
                 if getattr(self, name) is None and name in self.model_fields_set:

@@ -6,7 +6,10 @@
 - `MethodNotAllowedResult`: the path matched, the method did not (``allow`` is the
   union of the methods of every route whose path matched; ``route`` is the best-ranked
   of those routes, whose figures the refusal counts toward);
-- `BadPath`: the path holds a ``.``/``..`` segment, however percent-encoded;
+- `BadPath`: the path holds a ``.``/``..`` segment, however percent-encoded (and the
+  other `path_problem` cases); or the matched route refuses it: a ``{param}`` value
+  holding an encoded ``/`` or ``\\`` (unless ``allow_encoded_slash``), any ``;`` (with
+  ``path_params: refuse``);
 - `NoRoute`.
 
 ``path`` is the raw request path without the query string, still percent-encoded.
@@ -40,6 +43,7 @@ from .errors import ConfigError, FieldError
 from .paths import (
     PathTemplate,
     SegmentKind,
+    holds_separator,
     parse_external_path,
     parse_internal_path,
     path_problem,
@@ -74,12 +78,25 @@ class CompiledRoute:
     _captures: tuple[tuple[int, str, bool], ...] = field(repr=False)
     # Smaller is better: (-literal segment count, segment kinds left to right).
     _rank: tuple[int, tuple[int, ...]] = field(repr=False)
+    # True when a match needs `_refusal` (it checks only paths with '%', ';' or '\\').
+    _guarded: bool = field(default=False, repr=False)
+    # Segment indexes of the {param} captures whose value may not hold a separator.
+    _no_slash: tuple[int, ...] = field(default=(), repr=False)
 
     def render(self, params: Mapping[str, str]) -> str:
         """``internal_path`` with ``params`` substituted as they are."""
         if self._pieces is None:
             return self.config.internal_path
         return "".join(params[text] if is_param else text for is_param, text in self._pieces)
+
+    def _refusal(self, path: str, segments: list[str]) -> str | None:
+        """Why this route refuses ``path`` although it matches (see `Router`), or None."""
+        if ";" in path and self.config.path_params == "refuse":
+            return "this route refuses ';' path parameters"
+        for i in self._no_slash:
+            if holds_separator(segments[i]):
+                return "a path parameter holds an encoded '/' or '\\'"
+        return None
 
     def _capture(self, segments: list[str]) -> Mapping[str, str]:
         if not self._captures:
@@ -189,6 +206,9 @@ def _compile(
         for i, s in enumerate(external.segments)
         if s.kind is not SegmentKind.LITERAL
     )
+    no_slash = (
+        () if route.allow_encoded_slash else tuple(i for i, _, is_tail in captures if not is_tail)
+    )
     return CompiledRoute(
         config=route,
         index=index,
@@ -197,6 +217,8 @@ def _compile(
         _pieces=_pieces(internal),
         _captures=captures,
         _rank=(-literals, kinds),
+        _guarded=bool(no_slash) or route.path_params == "refuse",
+        _no_slash=no_slash,
     )
 
 
@@ -284,6 +306,10 @@ class RouteTable:
                 if method in route.methods and (best is None or route._rank < best._rank):
                     best = route
         if best is not None:
+            if best._guarded and ("%" in path or ";" in path or "\\" in path):
+                refusal = best._refusal(path, segments)
+                if refusal is not None:
+                    return BadPath(refusal)
             params = best._capture(segments)
             return Match(best, params, best.render(params))
         if not static and not found:
