@@ -205,6 +205,8 @@ class Router(KairosModel):
     cors: CorsConfig | None = None
     #: Largest request body for this route, in bytes (absent: the top-level value).
     max_body_size: Annotated[int, Field(ge=0, le=MAX_BODY_LIMIT)] | None = None
+    #: Request body bytes kept to send a request again (absent: the top-level value).
+    replay_buffer_size: Annotated[int, Field(ge=0, le=MAX_BODY_LIMIT)] | None = None
     #: Plugins for this route, merged over the top-level ``plugins`` by name.
     plugins: PluginEntries | None = None
 
