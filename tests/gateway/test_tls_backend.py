@@ -3,6 +3,7 @@ may ask for the gateway's client certificate (mTLS)."""
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,12 +16,14 @@ from cryptography import x509
 from kairos_core import ConfigError, load_config
 from kairos_gateway import PluginRegistry
 from kairos_gateway.snapshot import check_runtime
+from kairos_gateway.upstream import Endpoint
+from kairos_gateway.upstream.tls import client_ssl_context
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
 from tests.conftest import GatewayFactory
-from tests.support import raw_request
+from tests.support import eventually, raw_request
 
 
 class _Hello(web.RequestHandler):
@@ -181,3 +184,33 @@ def test_client_certificate_needs_both_files_and_https() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(plain)
     assert "routers[0].backends[0].tls_cert_file: applies only to https backends" in str(info.value)
+
+
+async def test_renewed_client_certificate_is_used_for_new_connections(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="kairos.gateway")
+    ca = trustme.CA()
+    cert, key = _client_files(ca, tmp_path, "edge")
+    endpoint = Endpoint("https", "127.0.0.1", 443, tls_cert_file=str(cert), tls_key_file=str(key))
+    first = client_ssl_context(endpoint)
+    assert client_ssl_context(endpoint) is first
+    # A broken renewal (the key of another certificate) keeps the context in use.
+    _, other_key = _client_files(ca, tmp_path, "other")
+    other_key.replace(key)
+
+    def refused() -> bool:
+        return client_ssl_context(endpoint) is first and any(
+            "cannot be loaded" in r.getMessage() for r in caplog.records
+        )
+
+    await eventually(refused, timeout=5)
+    (tmp_path / "new").mkdir()
+    renewed_cert, renewed_key = _client_files(ca, tmp_path / "new", "edge")
+    renewed_key.replace(key)
+    renewed_cert.replace(cert)
+
+    def renewed() -> bool:
+        return client_ssl_context(endpoint) is not first
+
+    await eventually(renewed, timeout=5)
