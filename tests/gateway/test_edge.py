@@ -268,3 +268,20 @@ async def test_semicolon_params_pass_unless_the_route_refuses_them(
     # A parameter hiding a dot segment is refused on every route.
     assert (await raw_request(gw.port, "/p/..;x")).status == 400
     assert len(backend.requests) == 2
+
+
+# -- Forwarded written by the gateway (forwarded_header) -----------------------------------
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+async def test_the_gateway_writes_its_own_forwarded_when_configured(
+    backend: EchoBackend, gateway_factory: GatewayFactory, trusted: bool
+) -> None:
+    proxies = {"trusted_proxies": ["127.0.0.0/8"]} if trusted else {}
+    gw = await gateway_factory(cfg(route("/x", "/x", [backend]), forwarded_header=True, **proxies))
+    claim = [("Forwarded", "for=10.0.0.1;proto=https")]
+    resp = await raw_request(gw.port, "/x", headers=claim, host="api.example.test")
+    sent = [v for k, v in resp.json()["headers"] if k.lower() == "forwarded"]
+    ours = "for=127.0.0.1;proto=http;host=api.example.test"
+    # From a trusted proxy its element is kept and ours appended; a client's is replaced.
+    assert sent == ([f"for=10.0.0.1;proto=https, {ours}"] if trusted else [ours])

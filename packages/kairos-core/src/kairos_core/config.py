@@ -84,6 +84,9 @@ class GatewayConfig(KairosModel):
     trusted_proxies: list[Annotated[IPv4Network | IPv6Network, BeforeValidator(_network)]] = Field(
         default_factory=list
     )
+    #: Send backends an RFC 7239 Forwarded header of the gateway's own (for, proto, host),
+    #: appended to a trusted proxy's; off: Forwarded passes only from a trusted proxy.
+    forwarded_header: bool = False
     cors: CorsConfig | None = None
     #: Largest request body, in bytes (routes may set their own).
     max_body_size: Annotated[int, Field(ge=0, le=MAX_BODY_LIMIT)] = 10 * 1024 * 1024

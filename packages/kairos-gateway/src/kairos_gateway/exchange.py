@@ -374,6 +374,7 @@ class Exchange(Responder):
                     proto=context.protocol,
                     request_id=self.request_id,
                     trust_forwarded=self.snapshot.is_trusted_proxy(self.peer_ip),
+                    forwarded=self.snapshot.config.forwarded_header,
                 ),
                 body,
                 self.headers.get("Host") if route.preserve_host else None,

@@ -40,6 +40,14 @@ _REQUEST_DROP = frozenset(
 #: Client-address headers a backend may trust: dropped unless the peer is a trusted
 #: proxy (the gateway's own account is X-Forwarded-For/-Proto/-Host).
 _UNTRUSTED_DROP = frozenset({"Forwarded", "X-Real-Ip"})
+#: With ``forwarded_header``, a trusted proxy's Forwarded is rewritten (ours appended).
+_FORWARDED = frozenset({"Forwarded"})
+_NONE: frozenset[str] = frozenset()
+
+#: RFC 9110 token characters: such a Forwarded value needs no quotes.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_IPV4 = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(%[0-9A-Za-z._~-]+)?")
 
 _RESPONSE_DROP = frozenset(
     {
@@ -107,6 +115,33 @@ def client_address(peer: str, headers: HTTPHeaders, snapshot: _TrustsProxies) ->
     return address
 
 
+def forwarded_node(address: str) -> str:
+    """``address`` as an RFC 7239 node: an IPv4 address as it is, an IPv6 address
+    bracketed and quoted (``"[2001:db8::1]"``), anything else (a Unix socket's peer,
+    no address: Tornado's 0.0.0.0) ``unknown``."""
+    if _IPV4.fullmatch(address):
+        return address if address != "0.0.0.0" else "unknown"
+    if _IPV6.fullmatch(address):
+        return f'"[{address}]"'
+    return "unknown"
+
+
+def _forwarded_value(value: str) -> str:
+    """A token as it is, anything else as a quoted-string (RFC 7239 4)."""
+    if _TOKEN.fullmatch(value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def forwarded_element(peer: str, proto: str, host: str | None) -> str:
+    """This hop's RFC 7239 ``Forwarded`` element: who connected to the gateway
+    (``for``), over what (``proto``) and for which ``host`` (the client's Host)."""
+    element = f"for={forwarded_node(peer)};proto={proto}"
+    if host:
+        element += f";host={_forwarded_value(host)}"
+    return element
+
+
 def upstream_request_headers(
     incoming: HTTPHeaders,
     *,
@@ -114,6 +149,7 @@ def upstream_request_headers(
     proto: str,
     request_id: str,
     trust_forwarded: bool,
+    forwarded: bool = False,
 ) -> list[tuple[str, str]]:
     """Headers to send to the backend for a client request with `incoming` headers,
     without `Host` (it depends on the backend, so it is added per try).
@@ -122,9 +158,13 @@ def upstream_request_headers(
     `X-Forwarded-Proto` / `-Host` are kept from the client only when it is a trusted
     proxy (`trust_forwarded`); otherwise they describe this hop. `Forwarded` and
     `X-Real-IP` are passed on only from a trusted proxy, never from a client.
+
+    With ``forwarded`` (the ``forwarded_header`` setting) the gateway writes its own
+    `Forwarded` element (`forwarded_element`, ``for`` the socket peer): appended to a
+    trusted proxy's elements, or alone in place of a client's.
     """
     listed = _connection_tokens(incoming.get("Connection"), normalise=True)
-    untrusted = frozenset() if trust_forwarded else _UNTRUSTED_DROP
+    untrusted = _UNTRUSTED_DROP if not trust_forwarded else _FORWARDED if forwarded else _NONE
     out: list[tuple[str, str]] = []
     for name, value in incoming.get_all():
         if name in _REQUEST_DROP or name in listed or name in untrusted:
@@ -141,6 +181,10 @@ def upstream_request_headers(
     if client_host:
         out.append(("X-Forwarded-Host", client_host))
     out.append(("X-Request-Id", request_id))
+    if forwarded:
+        element = forwarded_element(client_ip, proto, incoming.get("Host"))
+        prior = incoming.get_list("Forwarded") if trust_forwarded else []
+        out.append(("Forwarded", ", ".join([*prior, element]) if prior else element))
     return out
 
 

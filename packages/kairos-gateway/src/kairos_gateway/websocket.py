@@ -234,6 +234,7 @@ def _upstream_request(exchange: Responder, route: RouteRuntime) -> UpstreamReque
         proto=context.protocol,
         request_id=exchange.request_id,
         trust_forwarded=exchange.snapshot.is_trusted_proxy(exchange.peer_ip),
+        forwarded=exchange.snapshot.config.forwarded_header,
     )
     headers += [("Connection", "Upgrade"), ("Upgrade", "websocket")]
     return UpstreamRequest(
