@@ -4,7 +4,7 @@ rate limiting (edge section), and 2 worker processes vs 1 (workers section).
 
     uv run python bench/run.py [--only core|resilience|edge|workers|all] [--duration 10]
                                [--quick] [--json FILE]
-    uv run python bench/run.py --only chain|scale|websocket   (not part of 'all')
+    uv run python bench/run.py --only chain|scale|websocket|tls   (not part of 'all')
 
 See bench/README.md for what each figure means. Exit codes: 0 when the run completed
 (whatever the PASS/MISS verdicts), 1 when a step failed, 2 when wrk is missing,
@@ -31,6 +31,7 @@ import machine
 import resilience
 import route_match
 import scale
+import tls
 import websocket
 import workers
 from procs import BenchError, log, probe, rss_kib, tail
@@ -268,12 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary work dir")
     parser.add_argument(
         "--only",
-        choices=(*SECTIONS, "chain", "scale", "websocket", "all"),
+        choices=(*SECTIONS, "chain", "scale", "websocket", "tls", "all"),
         default="all",
         help="run only the core comparison or the load-balancing, edge-security or workers "
         "section; not part of 'all': 'chain' (the policy chain's A/B, bench/chain.py) and "
         "'scale' (50 to 10,000 client connections, bench/scale.py), 'websocket' (1,000 "
-        "WebSocket connections echoing, bench/websocket.py)",
+        "WebSocket connections echoing, bench/websocket.py), 'tls' (HTTPS vs plain HTTP "
+        "and TLS handshakes, bench/tls.py)",
     )
     parser.add_argument(
         "--baseline", help="with --only chain or scale: the git ref to compare with"
@@ -287,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.only == "scale":
         passed = ["--duration", str(args.duration)]
         return scale.main([*passed, *(["--baseline", args.baseline] if args.baseline else [])])
+    if args.only == "tls":
+        passed = ["--duration", str(args.duration)]
+        extra = [
+            *(["--quick"] if args.quick else []),
+            *(["--python-backend"] if args.python_backend else []),
+        ]
+        return tls.main([*passed, *extra])
     if args.only == "websocket":
         passed = ["--duration", str(args.duration)]
         return websocket.main([*passed, *(["--quick"] if args.quick else [])])
