@@ -269,20 +269,20 @@ class StrictHTTP1Connection(HTTP1Connection):
         headers = self._request_headers
         assert start is not None
         assert headers is not None
-        budget = self.header_limit - len(start.path) - header_bytes(headers)
+        limit = self.header_limit
+        budget = limit - len(start.path) - header_bytes(headers)
+        # One pattern per limit (compiled once): a line without LF ends the read at
+        # ``limit`` bytes, which is over the budget.
+        pattern = _LINE % (limit - 1, limit)
         while True:
-            # An over-budget line is read no further than the budget (+ 1 to tell).
-            room = max(budget, 2)
-            line = await read(self.stream.read_until_regex(_LINE % (room - 1, room)))
+            line = await read(self.stream.read_until_regex(pattern))
             budget -= len(line)
+            if budget < 0:
+                raise _Refused(HeadersTooLarge("the trailer section is too large"))
             if line == b"\r\n":
                 return
             if not line.endswith(b"\r\n"):
-                if not line.endswith(b"\n"):
-                    raise _Refused(HeadersTooLarge("the trailer section is too large"))
                 raise _Refused(BadRequest("a trailer line does not end in CRLF"))
-            if budget < 0:
-                raise _Refused(HeadersTooLarge("the trailer section is too large"))
             try:
                 # Tornado's header-line rules: a token name right before the colon, no
                 # obs-fold, no control characters (CR included) in the value.
