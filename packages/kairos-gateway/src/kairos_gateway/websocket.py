@@ -184,7 +184,7 @@ async def _upgrade(exchange: Responder) -> None:
         chain = route.chain
         answer = await _run_phase(exchange, chain.on_request)
         if answer is None:
-            upstream = _upstream_request(exchange, route)
+            upstream = _upstream_request(exchange, route, match.upstream_path)
             answer = await _run_phase(exchange, chain.before_upstream, upstream)
         if answer is not None:
             stats.answered(answer.status)
@@ -206,7 +206,7 @@ async def _upgrade(exchange: Responder) -> None:
         attempt = response = None  # the tunnel owns them now
         await tunnel.run(head)
     except asyncio.CancelledError:
-        pass  # the client left before the upgrade; _client_closed recorded it
+        pass  # the client left before the upgrade; _client_left recorded it
     except KairosError as exc:
         if exchange.status == 0:
             stats.answered(exc.status)
@@ -223,11 +223,10 @@ async def _upgrade(exchange: Responder) -> None:
             attempt.close()
 
 
-def _upstream_request(exchange: Responder, route: RouteRuntime) -> UpstreamRequest:
+def _upstream_request(exchange: Responder, route: RouteRuntime, target: str) -> UpstreamRequest:
     """The upgrade request for the backend: the usual forwarded headers, hop-by-hop
     ones dropped, then the upgrade's own (Sec-WebSocket-* pass as end-to-end)."""
     context = cast("HTTPRequestContext", exchange.conn.context)
-    target = cast("str", exchange.match.upstream_path)  # type: ignore[union-attr]
     headers = upstream_request_headers(
         exchange.headers,
         client_ip=exchange.peer_ip,
