@@ -9,14 +9,17 @@ import base64
 import contextlib
 import json
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jwt
 import pytest
+import trustme
 import websockets
 from aiohttp import web
 from kairos_gateway.upstream.tunnel import accept_key
@@ -37,6 +40,10 @@ class WsBackend:
 
     name: str = "ws"
     port: int = 0
+    #: Served over TLS with this context.
+    ssl_context: ssl.SSLContext | None = None
+    #: Not 0: /echo answers upgrades with this status instead.
+    fail_status: int = 0
     requests: list[web.Request] = field(default_factory=list)
     #: Close codes of finished /echo sessions (None: the connection just dropped).
     closed: list[int | None] = field(default_factory=list)
@@ -48,6 +55,8 @@ class WsBackend:
 
     async def _echo(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(request)
+        if self.fail_status:
+            return web.Response(status=self.fail_status, text="unavailable")
         ws = web.WebSocketResponse(protocols=("chat",))
         await ws.prepare(request)
         await ws.send_str(f"hello from {self.name}")
@@ -79,7 +88,7 @@ class WsBackend:
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         sock, self.port = bind_unused_port()
-        await web.SockSite(self._runner, sock).start()
+        await web.SockSite(self._runner, sock, ssl_context=self.ssl_context).start()
         return self
 
     async def stop(self) -> None:
@@ -182,6 +191,11 @@ async def metrics_text(gw: RunningGateway) -> str:
 
 def tunnels_open(gw: RunningGateway) -> int:
     return len(gw.gateway.websockets)
+
+
+def test_accept_key_of_rfc_6455() -> None:
+    # RFC 6455 section 1.3's example.
+    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 
 # -- the relay -------------------------------------------------------------------------
@@ -433,6 +447,61 @@ async def test_connect_failure_is_retried_on_another_backend(
             assert await ws.receive_str(timeout=5) == "hello from ws"
     text = await metrics_text(gw)
     assert (sample(text, "kairos_retries_total", route="/ws", reason="connect") or 0) >= 1
+
+
+async def test_a_retryable_status_is_retried_on_another_backend(
+    ws_backend: WsBackend, gateway_factory: GatewayFactory, session: aiohttp.ClientSession
+) -> None:
+    failing = await WsBackend(name="failing", fail_status=503).start()
+    try:
+        gw = await gateway_factory(
+            cfg(
+                ws_route(
+                    "/ws",
+                    "/echo",
+                    [failing, ws_backend],
+                    retry_config={"max_retries": 1, "initial_backoff_ms": 0, "max_backoff_ms": 0},
+                )
+            )
+        )
+        for _ in range(2):
+            async with session.ws_connect(ws_url(gw, "/ws")) as ws:
+                assert await ws.receive_str(timeout=5) == "hello from ws"
+        assert len(failing.requests) == 1
+        text = await metrics_text(gw)
+        assert sample(text, "kairos_retries_total", route="/ws", reason="status_503") == 1
+    finally:
+        await failing.stop()
+
+
+async def test_tls_backend(
+    tmp_path: Path, gateway_factory: GatewayFactory, session: aiohttp.ClientSession
+) -> None:
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    secure = await WsBackend(name="tls", ssl_context=context).start()
+    try:
+        backend = {"host": "https://127.0.0.1", "port": secure.port, "tls_ca_file": str(ca_file)}
+        gw = await gateway_factory(
+            cfg(
+                {
+                    "external_path": "/ws",
+                    "internal_path": "/echo",
+                    "methods": ["GET"],
+                    "backends": [backend],
+                    "websocket": True,
+                }
+            )
+        )
+        async with session.ws_connect(ws_url(gw, "/ws")) as ws:
+            assert await ws.receive_str(timeout=5) == "hello from tls"
+            await ws.send_str("over TLS")
+            assert await ws.receive_str(timeout=5) == "over TLS"
+    finally:
+        await secure.stop()
 
 
 async def test_unreachable_backend_is_a_502_problem(gateway_factory: GatewayFactory) -> None:
