@@ -27,6 +27,7 @@ from tornado.testing import bind_unused_port
 
 from tests.conftest import GatewayFactory, RunningGateway
 from tests.gateway.test_ops import sample
+from tests.gateway.test_tls_listener import client_context, write_cert
 from tests.support import LOOPBACK, EchoBackend, eventually, raw_request, route, unused_port
 
 SECRET = "k" * 48
@@ -502,6 +503,25 @@ async def test_tls_backend(
             assert await ws.receive_str(timeout=5) == "over TLS"
     finally:
         await secure.stop()
+
+
+async def test_wss_through_the_gateways_tls_listener(
+    ws_backend: WsBackend, tmp_path: Path, gateway_factory: GatewayFactory
+) -> None:
+    ca = trustme.CA()
+    cert = write_cert(ca, tmp_path, "server", "127.0.0.1")
+    gw = await gateway_factory(
+        cfg(ws_route("/ws", "/echo", [ws_backend]), listen={"tls": cert.block()})
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"wss://127.0.0.1:{gw.port}/ws", ssl=client_context(ca)) as ws,
+    ):
+        assert await ws.receive_str(timeout=5) == "hello from ws"
+        await ws.send_bytes(b"secret" * 10000)
+        assert await ws.receive_bytes(timeout=5) == b"secret" * 10000
+    assert ws_backend.requests[0].headers["X-Forwarded-Proto"] == "https"
+    await eventually(lambda: tunnels_open(gw) == 0)
 
 
 async def test_unreachable_backend_is_a_502_problem(gateway_factory: GatewayFactory) -> None:
