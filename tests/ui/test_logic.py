@@ -30,6 +30,8 @@ FULL_ROUTE = {
     "cors": None,
     "max_body_size": 1024,
     "circuit_breaker": {"failure_threshold": 3},
+    "path_params": "refuse",
+    "allow_encoded_slash": True,
 }
 
 

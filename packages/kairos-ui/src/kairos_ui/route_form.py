@@ -26,6 +26,8 @@ __all__ = [
 #: Route settings edited as a JSON object (empty input: not set).
 JSON_FIELDS = ("required_claims", "forward_claims", "circuit_breaker", "health_check")
 _INDEX = re.compile(r"\[\d+\]$")
+#: Route settings the form has no input for, kept as the route set them.
+_KEPT_AS_SET = ("path_params", "allow_encoded_slash")
 
 
 class FormErrors(Exception):
@@ -184,6 +186,9 @@ class RouteForm:
             form.keep["cors"] = data["cors"]
         if router.plugins is not None:
             form.keep["plugins"] = data["plugins"]  # no input for them: kept as they are
+        for name in _KEPT_AS_SET:  # no input for them either
+            if name in router.model_fields_set:
+                form.keep[name] = data[name]
         for name in JSON_FIELDS:
             if name in data:
                 form.json_text[name] = json.dumps(data[name], indent=2)
@@ -291,6 +296,9 @@ class RouteForm:
             data[name] = value
         if "plugins" in self.keep:
             data["plugins"] = self.keep["plugins"]
+        for name in _KEPT_AS_SET:
+            if name in self.keep:
+                data[name] = self.keep[name]
         if errors:
             raise FormErrors(errors)
         return data
