@@ -101,8 +101,14 @@ class RawWsBackend:
     """A backend on a bare socket: answers the upgrade (a wrong accept key with
     ``bad_accept``), then reads nothing, so what the gateway may buffer shows."""
 
-    def __init__(self, *, bad_accept: bool = False, answer: bool = True) -> None:
+    def __init__(
+        self, *, bad_accept: bool = False, answer: bool = True, flood: bool = False
+    ) -> None:
         self.bad_accept = bad_accept
+        #: After the upgrade, send binary frames until the connection takes no more.
+        self.flood = flood
+        self.flooded = 0
+        self.stalled = asyncio.Event()
         #: False: never answer the upgrade request (until released).
         self.answer = answer
         self.port = 0
@@ -135,6 +141,16 @@ class RawWsBackend:
             b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept.encode() + b"\r\n\r\n"
         )
         self.upgraded.set()
+        if self.flood:
+            frame = b"\x82\x7f" + (65536).to_bytes(8, "big") + bytes(65536)
+            while self.flooded < 512 * 1024 * 1024:
+                writer.write(frame)
+                try:
+                    await asyncio.wait_for(writer.drain(), 0.5)
+                except TimeoutError:
+                    self.stalled.set()
+                    break
+                self.flooded += len(frame)
         await self.release.wait()
 
     async def start(self) -> RawWsBackend:
@@ -700,6 +716,35 @@ async def test_backpressure_bounds_what_the_gateway_buffers(
         assert tunnel.closed_by == "idle"
     finally:
         await stalled.stop()
+
+
+async def test_backpressure_towards_a_client_that_reads_nothing(
+    gateway_factory: GatewayFactory,
+) -> None:
+    flooding = await RawWsBackend(flood=True).start()
+    try:
+        gw = await gateway_factory(cfg(ws_route("/ws", "/ws", [flooding])))
+        reader, writer = await asyncio.open_connection(LOOPBACK, gw.port)
+        writer.write(
+            (
+                f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{gw.port}\r\nConnection: Upgrade\r\n"
+                "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            ).encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101")
+        # The client reads nothing more: the backend is slowed down to what the sockets
+        # hold, instead of the gateway buffering its stream.
+        await asyncio.wait_for(flooding.stalled.wait(), 30)
+        (tunnel,) = gw.gateway.websockets._open
+        assert tunnel.bytes_down < 32 * 1024 * 1024
+        assert flooding.flooded < 32 * 1024 * 1024
+        writer.transport.abort()  # the client goes: the gateway notices on its next write
+        await eventually(lambda: tunnels_open(gw) == 0)
+        assert tunnel.closed_by == "client"
+    finally:
+        await flooding.stop()
 
 
 async def test_drain_gives_open_websockets_the_timeout_then_closes_them(
