@@ -246,14 +246,14 @@ class Gateway:
 
     async def start(self, sockets: list[socket.socket] | None = None) -> None:
         settings = self.settings
+        tls_config = self._listen.tls
+        if tls_config is not None:
+            # Raises ConfigError (naming the field and file) before anything is bound.
+            self.tls = ServerTls(tls_config)
         if sockets is None:
             # Worker processes each bind the port: the kernel spreads connections.
             sockets = bind_sockets(settings.port, settings.host, reuse_port=settings.workers > 1)
         self._sockets = sockets
-        tls_config = self._listen.tls
-        if tls_config is not None:
-            # Raises ConfigError (naming the field and file) before anything is served.
-            self.tls = ServerTls(tls_config)
         # A cluster node takes the cluster's configuration before its first request.
         if self.cluster is not None:
             await self.cluster.start()
