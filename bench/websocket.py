@@ -96,12 +96,15 @@ class ClientResult:
     connect_s: float
     #: The client process's own CPU seconds (user + system), whole run.
     cpu_s: float = 0.0
+    #: Echoes received in the whole run, warm-up included.
+    total_messages: int = 0
 
 
 async def _client(url: str, connections: int, warmup_s: float, duration_s: float) -> ClientResult:
     import aiohttp
 
     errors = 0
+    total = 0
     rtts: list[float] = []
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -124,7 +127,7 @@ async def _client(url: str, connections: int, warmup_s: float, duration_s: float
         stop_at = measure_from + duration_s
 
         async def talk(ws: aiohttp.ClientWebSocketResponse) -> None:
-            nonlocal errors
+            nonlocal errors, total
             try:
                 while (now := loop.time()) < stop_at:
                     sent = time.perf_counter()
@@ -133,6 +136,7 @@ async def _client(url: str, connections: int, warmup_s: float, duration_s: float
                     if msg.type != aiohttp.WSMsgType.TEXT or msg.data != PAYLOAD:
                         errors += 1
                         return
+                    total += 1
                     if now >= measure_from:
                         rtts.append(time.perf_counter() - sent)
             except (aiohttp.ClientError, OSError, TimeoutError):
@@ -163,6 +167,7 @@ async def _client(url: str, connections: int, warmup_s: float, duration_s: float
         errors=errors,
         connect_s=connect_s,
         cpu_s=_own_cpu_s(),
+        total_messages=total,
     )
 
 
@@ -323,17 +328,20 @@ def render(rows: list[Row], connections: int, duration_s: float) -> str:
         f"\nWebSocket section ({connections:,} connections echoing 64-byte messages, "
         f"{duration_s:g}s per row)",
         "| target | round | open | msg/s | p50 ms | p99 ms | errors | gateway RSS MB "
-        "| gateway CPU s | other work CPU s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| gateway CPU s | gateway CPU µs/msg | other work CPU s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         res = r.result
         gw = r.target == "gateway"
         rss = f"{r.rss_mb:.0f}" if gw else ""
         cpu = f"{r.gateway_cpu_s:.1f}" if gw else ""
+        per = (
+            f"{r.gateway_cpu_s / res.total_messages * 1e6:.0f}" if gw and res.total_messages else ""
+        )
         out.append(
             f"| {r.target} | {r.round} | {res.connections:,} | {res.msgs_per_s:,.0f} | "
-            f"{res.p50_ms:.1f} | {res.p99_ms:.1f} | {res.errors} | {rss} | {cpu} | "
+            f"{res.p50_ms:.1f} | {res.p99_ms:.1f} | {res.errors} | {rss} | {cpu} | {per} | "
             f"{r.other_cpu_s:.1f} |"
         )
     direct = [r.result for r in rows if r.target == "direct"]

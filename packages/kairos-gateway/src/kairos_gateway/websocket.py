@@ -15,10 +15,10 @@ WebSockets (`Router.websocket_config`) to `start` instead of the proxy:
    its own and checks the ``101``. Any other answer reaches the client as a normal
    response; an invalid ``101`` is a 502.
 4. Relay. The gateway writes the ``101`` to the client, takes the raw connection from
-   Tornado (`HTTP1Connection.detach`) and copies bytes both ways (`Tunnel`). Each
-   direction reads again only once the other side took what it read last
-   (backpressure). When one side closes, the other is closed once what was read from
-   the first is written to it. The route's idle timeout and maximum lifetime close
+   Tornado (`HTTP1Connection.detach`) and copies bytes both ways (`Tunnel`), reading
+   from one side only while the other takes what it gets (backpressure). When one
+   side closes, the other is closed once what was read from the first is written to
+   it. The route's idle timeout and maximum lifetime close
    both, and so does the gateway's shutdown once its drain timeout has passed.
 
 The exchange stays in flight until the tunnel ends and is recorded then: status 101,
@@ -53,6 +53,8 @@ from .upstream import UpstreamTimeout as UpstreamTimedOut
 from .upstream.tunnel import TunnelResponse, open_tunnel
 
 if TYPE_CHECKING:
+    from asyncio import Future
+
     from kairos_core import CompiledRoute, WebSocketConfig
     from tornado.httpserver import _HTTPRequestContext as HTTPRequestContext
     from tornado.httputil import HTTPHeaders
@@ -198,8 +200,6 @@ async def _upgrade(exchange: Responder) -> None:
             _relay_refusal(exchange, response)
             return
         head = _switching_head(exchange, response)
-        assert response.reader is not None
-        assert response.writer is not None
         stream = exchange.conn.detach()
         exchange.status = 101
         tunnel = Tunnel(exchange, attempt, stream, response, config, stats)
@@ -367,12 +367,19 @@ def _switching_head(exchange: Responder, response: TunnelResponse) -> bytes:
 class Tunnel:
     """One open WebSocket: the client's stream and the backend's, relayed both ways.
 
-    Owns the attempt and the backend connection; `run` returns once both directions
-    have ended, with everything released and the exchange recorded.
+    Client to backend is a loop reading the client's `IOStream` and writing to the
+    backend's transport, waiting whenever the transport's buffer is full. Backend to
+    client runs in the backend protocol's ``data_received``: each chunk is written to
+    the client's stream at once, and reading from the backend pauses until a write the
+    stream could not finish at once is done. Owns the attempt and the backend
+    connection; `run` returns once both sides are closed, with everything released and
+    the exchange recorded.
     """
 
     __slots__ = (
         "_attempt",
+        "_backend",
+        "_backend_gone",
         "_config",
         "_exchange",
         "_idle",
@@ -380,10 +387,9 @@ class Tunnel:
         "_lifetime",
         "_loop",
         "_opened",
-        "_reader",
+        "_pending",
         "_stats",
         "_stream",
-        "_writer",
         "bytes_down",
         "bytes_up",
         "closed_by",
@@ -399,19 +405,19 @@ class Tunnel:
         config: WebSocketConfig,
         stats: WebSocketStats,
     ) -> None:
-        assert response.reader is not None
-        assert response.writer is not None
         self._exchange = exchange
         self._attempt = attempt
         self._stream = stream
-        self._reader = response.reader
-        self._writer = response.writer
+        self._backend = response.protocol
         self._config = config
         self._stats = stats
         self._loop = loop = asyncio.get_running_loop()
         self._last = self._opened = loop.time()
         self._idle: asyncio.TimerHandle | None = None
         self._lifetime: asyncio.TimerHandle | None = None
+        #: The client write the backend's reading waits for (None: not paused).
+        self._pending: Future[None] | None = None
+        self._backend_gone = asyncio.Event()
         self.bytes_up = 0
         self.bytes_down = 0
         #: What ended the tunnel first: client, backend, idle, lifetime, shutdown, error.
@@ -427,29 +433,26 @@ class Tunnel:
         self._idle = loop.call_at(self._last + self._config.idle_timeout_s, self._check_idle)
         if self._config.max_lifetime_s is not None:
             self._lifetime = loop.call_later(self._config.max_lifetime_s, self.close, "lifetime")
-        down: asyncio.Task[None] | None = None
         try:
             try:
                 await self._stream.write(head)
             except StreamClosedError:
-                self._ended("client")
+                self.close("client")
                 return
-            down = loop.create_task(self._down())
+            self._backend.relay(self._down, self._backend_lost)
             await self._up()
-            await down
+            await self._backend_gone.wait()
         except BaseException:
             self.close("error")
             raise
         finally:
-            if down is not None and not down.done():
-                down.cancel()
             self._finish(host)
 
     def close(self, by: str) -> None:
         """End the tunnel now (idle, lifetime, shutdown): both connections closed."""
         self._ended(by)
         self._stream.close()
-        self._writer.transport.abort()
+        self._backend.abort()
 
     def _ended(self, by: str) -> None:
         if not self.closed_by:
@@ -464,45 +467,61 @@ class Tunnel:
             self._idle = self._loop.call_at(due, self._check_idle)
 
     async def _up(self) -> None:
-        """Client -> backend, until the client closes (then the backend is closed
-        after what was read is written) or the backend cannot take more."""
-        stream, writer, loop = self._stream, self._writer, self._loop
+        """Client -> backend, until the client closes (then the backend connection is
+        closed once what was read is sent) or the backend is gone."""
+        stream, backend, loop = self._stream, self._backend, self._loop
         try:
-            while True:
+            while not backend.lost:
                 data = await stream.read_bytes(CHUNK, partial=True)
                 self.bytes_up += len(data)
                 self._last = loop.time()
-                writer.write(data)
-                await writer.drain()
+                backend.write(data)
+                writable = backend.writable
+                if writable is not None:
+                    await writable
         except StreamClosedError:
             self._ended("client")
-        except OSError:
-            self._ended("backend")
         finally:
-            writer.close()
+            backend.close()
 
-    async def _down(self) -> None:
-        """Backend -> client, until the backend closes (then the client is closed
-        after what was read is written) or the client is gone."""
-        stream, reader, loop = self._stream, self._reader, self._loop
+    def _down(self, data: bytes) -> None:
+        """Backend -> client, one chunk (called by the backend's protocol)."""
+        self.bytes_down += len(data)
+        self._last = self._loop.time()
         try:
-            while data := await reader.read(CHUNK):
-                self.bytes_down += len(data)
-                self._last = loop.time()
-                await stream.write(data)
-            self._ended("backend")
+            written = self._stream.write(data)
         except StreamClosedError:
-            self._ended("client")
-        except OSError:
-            self._ended("backend")
-        finally:
-            stream.close()
+            self.close("client")
+            return
+        if not written.done():
+            # The client's socket is full: read no more from the backend until the
+            # stream has sent this.
+            self._pending = written
+            self._backend.pause_reading()
+            written.add_done_callback(self._client_drained)
+
+    def _client_drained(self, written: Future[None]) -> None:
+        if written.exception() is not None:
+            self.close("client")
+        elif written is self._pending:
+            self._pending = None
+            self._backend.resume_reading()
+
+    def _backend_lost(self) -> None:
+        """The backend connection is gone: close the client once it has what was sent."""
+        self._ended("backend")
+        self._backend_gone.set()
+        pending = self._pending
+        if pending is None or pending.done():
+            self._stream.close()
+        else:
+            pending.add_done_callback(lambda _: self._stream.close())
 
     def _finish(self, host: _TunnelHost) -> None:
         for handle in (self._idle, self._lifetime):
             if handle is not None:
                 handle.cancel()
-        self._writer.transport.abort()
+        self._backend.abort()
         self._stream.close()
         self._attempt.close()
         host.websockets.discard(self)

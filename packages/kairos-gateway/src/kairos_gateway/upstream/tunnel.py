@@ -2,12 +2,17 @@
 
 `open_tunnel` connects (TCP, or TLS with the pool's client contexts), writes the
 upgrade request, and reads the response head. A valid ``101`` comes back with the
-connection's asyncio streams: bytes the backend sent right after the head stay in the
-reader. A ``101`` that does not complete the handshake (no ``Upgrade: websocket``, or
-a ``Sec-WebSocket-Accept`` that does not answer the client's key) is an
-`UpstreamProtocolError`. Any other status comes back with its whole body (at most
-`MAX_BODY` bytes) and the connection closed. Every failure is an `UpstreamError`, as
-with the pooled client.
+connection's `TunnelProtocol`, ready to be relayed (`TunnelProtocol.relay`); bytes the
+backend sent right after the head are kept for it. A ``101`` that does not complete
+the handshake (no ``Upgrade: websocket``, or a ``Sec-WebSocket-Accept`` that does not
+answer the client's key) is an `UpstreamProtocolError`. Any other status comes back
+with its whole body (at most `MAX_BODY` bytes) and the connection closed. Every
+failure is an `UpstreamError`, as with the pooled client.
+
+After the handshake the protocol is a pipe end: what the backend sends goes to a sink
+(``data_received`` calls it directly: no buffer, no task per chunk), `write` sends to
+the backend, and `writable` is a future that resolves while the backend's socket
+buffer is below its high-water mark (`pause_writing` / `resume_writing`).
 """
 
 from __future__ import annotations
@@ -15,16 +20,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from typing import cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from .endpoint import Endpoint
-from .errors import UpstreamClosed, UpstreamProtocolError, upstream_errors
+from .errors import UpstreamClosed, UpstreamError, UpstreamProtocolError, upstream_errors
 from .tls import client_ssl_context
 
-__all__ = ["MAX_BODY", "TunnelResponse", "accept_key", "open_tunnel"]
+__all__ = ["MAX_BODY", "TunnelProtocol", "TunnelResponse", "accept_key", "open_tunnel"]
 
 #: Largest body of a refusal (a non-101 answer) relayed to the client.
 MAX_BODY = 1 << 20
@@ -39,38 +44,82 @@ def accept_key(key: str) -> str:
     return base64.b64encode(digest.digest()).decode("ascii")
 
 
-@dataclass(slots=True)
-class TunnelResponse:
-    """The backend's answer to an upgrade request. ``reader`` and ``writer`` are set
-    only for a ``101``: the caller then owns the connection and must close it."""
+class TunnelProtocol(asyncio.Protocol):
+    """The upstream end of a WebSocket tunnel: the handshake's answer, then the relay."""
 
-    status: int
-    reason: str
-    headers: list[tuple[str, str]]
-    body: bytes = b""
-    reader: asyncio.StreamReader | None = None
-    writer: asyncio.StreamWriter | None = None
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self._parser = HttpResponseParser(self)
+        self.reason = b""
+        self.headers: list[tuple[str, str]] = []
+        self.body = bytearray()
+        self._head_bytes = 0
+        #: Resolves once the response head (status and headers) was parsed.
+        self.head: asyncio.Future[None] = loop.create_future()
+        #: Resolves once a non-101 response is complete (or the connection ended).
+        self.complete: asyncio.Future[None] = loop.create_future()
+        self.upgraded = False
+        #: Bytes the backend sent after its 101, before the relay began.
+        self._early = bytearray()
+        self._sink: Callable[[bytes], None] | None = None
+        self._on_lost: Callable[[], None] | None = None
+        self.lost = False
+        self._writable: asyncio.Future[None] | None = None
 
-    def header(self, lower_name: str) -> str | None:
-        for name, value in self.headers:
-            if name.lower() == lower_name:
-                return value
-        return None
+    # -- asyncio.Protocol ---------------------------------------------------------------
 
-    def abort(self) -> None:
-        if self.writer is not None:
-            self.writer.transport.abort()
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
 
+    def data_received(self, data: bytes) -> None:
+        sink = self._sink
+        if sink is not None:
+            sink(data)
+            return
+        if self.upgraded:
+            self._early += data
+            return
+        if not self.head.done():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD + MAX_BODY:
+                self._fail(UpstreamProtocolError("the backend's answer is too big"))
+                return
+        try:
+            self._parser.feed_data(data)
+        except HttpParserUpgrade as exc:
+            self.upgraded = True
+            self._early += data[cast(int, exc.args[0]) :]
+        except HttpParserError as exc:
+            self._fail(UpstreamProtocolError(f"invalid response: {exc}"))
+        except UpstreamError as exc:
+            self._fail(exc)
 
-@dataclass(slots=True)
-class _Parsed:
-    """httptools callbacks: the head, then (for a non-101) the body."""
+    def eof_received(self) -> bool:
+        return False  # close the transport: a tunnel end that stops sending is done
 
-    reason: bytes = b""
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    head_done: bool = False
-    body: bytearray = field(default_factory=bytearray)
-    done: bool = False
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if not self.head.done():
+            self.head.set_exception(UpstreamClosed("the backend closed before answering"))
+        if not self.complete.done():
+            self.complete.set_result(None)  # a body delimited by the connection's end
+        writable = self._writable
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+        if self._on_lost is not None:
+            self._on_lost()
+
+    def pause_writing(self) -> None:
+        if self._writable is None or self._writable.done():
+            self._writable = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        writable = self._writable
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    # -- httptools callbacks -------------------------------------------------------------
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
@@ -79,7 +128,10 @@ class _Parsed:
         self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
-        self.head_done = True
+        # A 101's bytes after the head are the tunnel's: `feed_data` then raises
+        # HttpParserUpgrade with their offset, before anyone awaiting `head` runs.
+        if not self.head.done():
+            self.head.set_result(None)
 
     def on_body(self, chunk: bytes) -> None:
         self.body += chunk
@@ -87,7 +139,82 @@ class _Parsed:
             raise UpstreamProtocolError(f"the backend's refusal is over {MAX_BODY} bytes")
 
     def on_message_complete(self) -> None:
-        self.done = True
+        if not self.complete.done():
+            self.complete.set_result(None)
+
+    # -- the relay -------------------------------------------------------------------------
+
+    @property
+    def status(self) -> int:
+        return self._parser.get_status_code()
+
+    def relay(self, sink: Callable[[bytes], None], on_lost: Callable[[], None]) -> None:
+        """From now on pass what the backend sends to ``sink`` (what came early first),
+        and call ``on_lost`` once the connection is gone."""
+        self._sink = sink
+        self._on_lost = on_lost
+        if self._early:
+            early, self._early = bytes(self._early), bytearray()
+            sink(early)
+        if self.lost:
+            on_lost()
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    @property
+    def writable(self) -> asyncio.Future[None] | None:
+        """A future to await before writing more (the backend's buffer is full), or
+        None when writing may go on."""
+        writable = self._writable
+        return None if writable is None or writable.done() else writable
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        """Close after what was written is sent."""
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _fail(self, exc: UpstreamError) -> None:
+        for future in (self.head, self.complete):
+            if not future.done():
+                future.set_exception(exc)
+        self.abort()
+
+
+class TunnelResponse:
+    """The backend's answer to an upgrade request. For a ``101``, ``protocol`` is the
+    open connection: the caller owns it and must close it."""
+
+    __slots__ = ("body", "headers", "protocol", "reason", "status")
+
+    def __init__(self, protocol: TunnelProtocol) -> None:
+        self.protocol = protocol
+        self.status = protocol.status
+        self.reason = protocol.reason.decode("latin-1")
+        self.headers = protocol.headers
+        self.body = bytes(protocol.body)
+
+    def header(self, lower_name: str) -> str | None:
+        for name, value in self.headers:
+            if name.lower() == lower_name:
+                return value
+        return None
+
+    def abort(self) -> None:
+        self.protocol.abort()
 
 
 def _request(target: str, headers: Sequence[tuple[str, str]]) -> bytes:
@@ -99,28 +226,31 @@ def _request(target: str, headers: Sequence[tuple[str, str]]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-async def _connect(
-    endpoint: Endpoint, connect_timeout: float
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    with upstream_errors("connect"):
-        async with asyncio.timeout(connect_timeout):
-            if endpoint.scheme == "https":
-                return await asyncio.open_connection(
-                    endpoint.host,
-                    endpoint.port,
-                    ssl=client_ssl_context(endpoint),
-                    server_hostname=endpoint.host,
-                    limit=MAX_HEAD,
-                )
-            return await asyncio.open_connection(endpoint.host, endpoint.port, limit=MAX_HEAD)
-
-
 def _check_handshake(response: TunnelResponse, key: str | None) -> None:
     upgrade = (response.header("upgrade") or "").strip().lower()
     if upgrade != "websocket":
         raise UpstreamProtocolError("the backend's 101 does not upgrade to websocket")
     if key is not None and response.header("sec-websocket-accept") != accept_key(key):
         raise UpstreamProtocolError("the backend's Sec-WebSocket-Accept does not match the key")
+
+
+async def _connect(endpoint: Endpoint, connect_timeout: float) -> TunnelProtocol:
+    loop = asyncio.get_running_loop()
+    with upstream_errors("connect"):
+        async with asyncio.timeout(connect_timeout):
+            if endpoint.scheme == "https":
+                _, protocol = await loop.create_connection(
+                    lambda: TunnelProtocol(loop),
+                    endpoint.host,
+                    endpoint.port,
+                    ssl=client_ssl_context(endpoint),
+                    server_hostname=endpoint.host,
+                )
+            else:
+                _, protocol = await loop.create_connection(
+                    lambda: TunnelProtocol(loop), endpoint.host, endpoint.port
+                )
+    return protocol
 
 
 async def open_tunnel(
@@ -132,49 +262,25 @@ async def open_tunnel(
     read_timeout: float,
 ) -> TunnelResponse:
     """Send ``GET target`` with ``headers`` (``Host`` and the upgrade headers included)
-    on a new connection to ``endpoint``; ``read_timeout`` bounds each wait for the
-    backend's answer. See the module docstring for what comes back."""
+    on a new connection to ``endpoint``; ``read_timeout`` bounds the wait for the head
+    and, for a refusal, for its body. See the module docstring for what comes back."""
     data = _request(target, headers)
     key = next((v for n, v in headers if n.lower() == "sec-websocket-key"), None)
-    reader, writer = await _connect(endpoint, connect_timeout)
+    protocol = await _connect(endpoint, connect_timeout)
     try:
         with upstream_errors("read"):
-            writer.write(data)
+            protocol.write(data)
             async with asyncio.timeout(read_timeout):
-                await writer.drain()
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except asyncio.IncompleteReadError as exc:
-                    raise UpstreamClosed("the backend closed before answering") from exc
-                except asyncio.LimitOverrunError as exc:
-                    raise UpstreamProtocolError("the backend's response head is too big") from exc
-            parsed = _Parsed()
-            parser = HttpResponseParser(parsed)
-            upgraded = False
-            try:
-                parser.feed_data(head)
-            except HttpParserUpgrade:
-                upgraded = True
-            status = parser.get_status_code()
-            response = TunnelResponse(status, parsed.reason.decode("latin-1"), parsed.headers)
-            if status == 101:
-                if not upgraded:
-                    raise UpstreamProtocolError("the backend's 101 is not an upgrade")
+                await protocol.head
+            response = TunnelResponse(protocol)
+            if response.status == 101:
                 _check_handshake(response, key)
-                response.reader, response.writer = reader, writer
                 return response
-            while not parsed.done:
-                async with asyncio.timeout(read_timeout):
-                    chunk = await reader.read(65536)
-                if not chunk:
-                    break  # a body delimited by the connection's end
-                parser.feed_data(chunk)
-            response.body = bytes(parsed.body)
-    except HttpParserError as exc:
-        writer.transport.abort()
-        raise UpstreamProtocolError(f"invalid response: {exc}") from exc
+            async with asyncio.timeout(read_timeout):
+                await protocol.complete
+            response.body = bytes(protocol.body)
     except BaseException:
-        writer.transport.abort()
+        protocol.abort()
         raise
-    writer.close()
+    protocol.close()
     return response
