@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import ssl
 import sys
 import warnings
@@ -35,6 +36,7 @@ from tests.support import (
     RawResponse,
     clean_env,
     eventually,
+    gateway_process,
     raw_request,
     read_response,
     route,
@@ -651,3 +653,32 @@ async def test_openssl_s_client_sees_sni_alpn_and_versions(
     assert "Verify return code: 0 (ok)" in out
     code, out = await _s_client(gw.port, "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0")
     assert code != 0, out
+
+
+# -- the gateway process --------------------------------------------------------------
+
+
+async def test_gateway_process_serves_https_and_reloads_on_sighup(
+    ca: trustme.CA, tmp_path: Path, backend: EchoBackend
+) -> None:
+    files = write_cert(ca, tmp_path, "server", "127.0.0.1")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(tls_config(backend, files.block())))
+    ctx = client_context(ca)
+    async with gateway_process("--config", str(config), cwd=tmp_path) as (proc, port, records):
+        assert records[-1]["message"] == f"listening on https://127.0.0.1:{port}"
+        first = (await served_certificate(port, ctx, None)).serial_number
+        assert (await tls_request(port, "/svc/x", ctx)).status == 200
+        (tmp_path / "new").mkdir()
+        renewed = write_cert(ca, tmp_path / "new", "server", "127.0.0.1")
+        os.replace(renewed.key, files.key)
+        os.replace(renewed.cert, files.cert)
+        proc.send_signal(signal.SIGHUP)
+
+        async def renewed_served() -> bool:
+            return (await served_certificate(port, ctx, None)).serial_number != first
+
+        await eventually(renewed_served, timeout=10, interval=0.1)
+        assert any(r["message"] == "TLS certificates reloaded" for r in records)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
