@@ -50,7 +50,8 @@ class TunnelProtocol(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
-        self._parser = HttpResponseParser(self)
+        self._parser: HttpResponseParser | None = HttpResponseParser(self)
+        self.status = 0
         self.reason = b""
         self.headers: list[tuple[str, str]] = []
         self.body = bytearray()
@@ -80,15 +81,19 @@ class TunnelProtocol(asyncio.Protocol):
         if self.upgraded:
             self._early += data
             return
+        parser = self._parser
+        if parser is None:  # the connection is gone
+            return
         if not self.head.done():
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD + MAX_BODY:
                 self._fail(UpstreamProtocolError("the backend's answer is too big"))
                 return
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except HttpParserUpgrade as exc:
             self.upgraded = True
+            self._parser = None  # it holds this protocol's methods: no cycle left behind
             self._early += data[cast(int, exc.args[0]) :]
         except HttpParserError as exc:
             self._fail(UpstreamProtocolError(f"invalid response: {exc}"))
@@ -100,6 +105,7 @@ class TunnelProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self._parser = None
         if not self.head.done():
             self.head.set_exception(UpstreamClosed("the backend closed before answering"))
         if not self.complete.done():
@@ -107,8 +113,11 @@ class TunnelProtocol(asyncio.Protocol):
         writable = self._writable
         if writable is not None and not writable.done():
             writable.set_result(None)
-        if self._on_lost is not None:
-            self._on_lost()
+        on_lost = self._on_lost
+        # Drop the relay's callbacks: they hold the tunnel, which holds this protocol.
+        self._sink = self._on_lost = None
+        if on_lost is not None:
+            on_lost()
 
     def pause_writing(self) -> None:
         if self._writable is None or self._writable.done():
@@ -128,6 +137,8 @@ class TunnelProtocol(asyncio.Protocol):
         self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        assert self._parser is not None
+        self.status = self._parser.get_status_code()
         # A 101's bytes after the head are the tunnel's: `feed_data` then raises
         # HttpParserUpgrade with their offset, before anyone awaiting `head` runs.
         if not self.head.done():
@@ -143,10 +154,6 @@ class TunnelProtocol(asyncio.Protocol):
             self.complete.set_result(None)
 
     # -- the relay -------------------------------------------------------------------------
-
-    @property
-    def status(self) -> int:
-        return self._parser.get_status_code()
 
     def relay(self, sink: Callable[[bytes], None], on_lost: Callable[[], None]) -> None:
         """From now on pass what the backend sends to ``sink`` (what came early first),
