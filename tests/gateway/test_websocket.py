@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import json
 import os
 import ssl
@@ -765,6 +766,33 @@ async def test_drain_gives_open_websockets_the_timeout_then_closes_them(
     assert gw.gateway.inflight == 0
     text = gw.gateway.runtime.metrics.render().decode()
     assert sample(text, "kairos_websocket_closed_total", route="/ws", by="shutdown") == 1
+
+
+async def test_a_closed_websocket_leaves_no_reference_cycle(
+    ws_backend: WsBackend, gateway_factory: GatewayFactory, session: aiohttp.ClientSession
+) -> None:
+    gw = await gateway_factory(cfg(ws_route("/ws", "/echo", [ws_backend])))
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for _ in range(3):
+            async with session.ws_connect(ws_url(gw, "/ws")) as ws:
+                assert await ws.receive_str(timeout=5) == "hello from ws"
+        await eventually(lambda: tunnels_open(gw) == 0)
+        gc.collect()
+        ours = {
+            type(o).__qualname__
+            for o in gc.garbage
+            if type(o).__module__.startswith("kairos_gateway")
+        }
+        # With the gateway's high GC thresholds, garbage in cycles lingers: none of
+        # the tunnel's objects may need the cyclic collector.
+        assert not ours
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
 
 
 async def test_many_concurrent_connections(
