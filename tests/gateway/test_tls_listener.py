@@ -682,3 +682,24 @@ async def test_gateway_process_serves_https_and_reloads_on_sighup(
         assert any(r["message"] == "TLS certificates reloaded" for r in records)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 20) == 0
+
+
+async def test_two_workers_both_serve_https(
+    ca: trustme.CA, tmp_path: Path, backend: EchoBackend
+) -> None:
+    files = write_cert(ca, tmp_path, "server", "127.0.0.1")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(tls_config(backend, files.block())))
+    ctx = client_context(ca)
+    args = ("--config", str(config), "--workers", "2")
+    async with gateway_process(*args, cwd=tmp_path) as (proc, port, _):
+        pids: set[int] = set()
+
+        async def both_workers() -> bool:
+            # Fresh connections: the kernel spreads them over the two workers.
+            pids.add((await tls_request(port, "/health", ctx)).json()["pid"])
+            return len(pids) == 2
+
+        await eventually(both_workers, timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
