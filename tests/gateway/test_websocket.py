@@ -24,6 +24,8 @@ import trustme
 import websockets
 from aiohttp import web
 from kairos_gateway.upstream.tunnel import accept_key
+from kairos_gateway.websocket import wants_upgrade
+from tornado.httputil import HTTPHeaders
 from tornado.testing import bind_unused_port
 
 from tests.conftest import GatewayFactory, RunningGateway
@@ -214,6 +216,21 @@ def tunnels_open(gw: RunningGateway) -> int:
 def test_accept_key_of_rfc_6455() -> None:
     # RFC 6455 section 1.3's example.
     assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "expected"),
+    [
+        ("GET", {"Connection": "Upgrade", "Upgrade": "websocket"}, True),
+        ("GET", {"Connection": "keep-alive, Upgrade", "Upgrade": "WebSocket"}, True),  # Firefox
+        ("GET", {"Connection": "upgrade", "Upgrade": "h2c, websocket"}, True),
+        ("GET", {"Upgrade": "websocket"}, False),  # Connection does not name it
+        ("GET", {"Connection": "Upgrade", "Upgrade": "h2c"}, False),
+        ("POST", {"Connection": "Upgrade", "Upgrade": "websocket"}, False),
+    ],
+)
+def test_what_counts_as_an_upgrade(method: str, headers: dict[str, str], expected: bool) -> None:
+    assert wants_upgrade(method, HTTPHeaders(headers)) is expected
 
 
 # -- the relay -------------------------------------------------------------------------
