@@ -95,6 +95,7 @@ class TunnelProtocol(asyncio.Protocol):
             self.upgraded = True
             self._parser = None  # it holds this protocol's methods: no cycle left behind
             self._early += data[cast(int, exc.args[0]) :]
+            self.pause_reading()  # until the relay starts: nothing piles up meanwhile
         except HttpParserError as exc:
             self._fail(UpstreamProtocolError(f"invalid response: {exc}"))
         except UpstreamError as exc:
@@ -160,6 +161,12 @@ class TunnelProtocol(asyncio.Protocol):
         and call ``on_lost`` once the connection is gone."""
         self._sink = sink
         self._on_lost = on_lost
+        if self.lost:
+            self._sink = self._on_lost = None
+        else:
+            # Reading resumes on a later loop turn, after the early bytes below (which
+            # may pause it again, if the client cannot take them at once).
+            self.resume_reading()
         if self._early:
             early, self._early = bytes(self._early), bytearray()
             sink(early)
