@@ -31,7 +31,15 @@ from tornado.testing import bind_unused_port
 from tests.conftest import GatewayFactory, RunningGateway
 from tests.gateway.test_ops import sample
 from tests.gateway.test_tls_listener import client_context, write_cert
-from tests.support import LOOPBACK, EchoBackend, eventually, raw_request, route, unused_port
+from tests.support import (
+    LOOPBACK,
+    EchoBackend,
+    api_call,
+    eventually,
+    raw_request,
+    route,
+    unused_port,
+)
 
 SECRET = "k" * 48
 
@@ -352,6 +360,25 @@ async def test_route_without_websockets_proxies_plain_http(
     sent = {k.lower() for k, _ in resp.json()["headers"]}
     assert "upgrade" not in sent  # hop-by-hop: dropped
     assert "sec-websocket-key" in sent
+
+
+async def test_a_websocket_route_added_through_the_api_is_live_and_saved(
+    ws_backend: WsBackend, file_gateway_factory: GatewayFactory, session: aiohttp.ClientSession
+) -> None:
+    gw = await file_gateway_factory(cfg())
+    created = await api_call(
+        gw.port,
+        "POST",
+        "/api/routes",
+        ws_route("/chat", "/echo", [ws_backend], websocket={"idle_timeout_s": 60}),
+    )
+    assert created.status == 201, created.body
+    async with session.ws_connect(ws_url(gw, "/chat")) as ws:
+        assert await ws.receive_str(timeout=5) == "hello from ws"
+    source = gw.gateway.runtime.snapshot.source
+    assert source is not None
+    saved = json.loads(source.read_text())["routers"][0]
+    assert saved["websocket"] == {"idle_timeout_s": 60.0}
 
 
 async def test_plain_get_on_a_websocket_route_is_proxied(
