@@ -10,7 +10,7 @@ from tests.cli.support import kairos
 from tests.conftest import GatewayFactory
 from tests.sample_plugin import DISTRIBUTION, VERSION, installed_plugin_gateway
 
-BUILTINS = ["security_headers", "cors", "body_limit", "jwt", "rate_limit"]
+BUILTINS = ["security_headers", "cors", "body_limit", "client_cert", "jwt", "rate_limit"]
 TOKEN = "cli-admin-token-" + "p" * 24
 
 

@@ -14,7 +14,7 @@ from tests.conftest import GatewayFactory
 from tests.sample_plugin import DISTRIBUTION, VERSION, installed_plugin_gateway
 from tests.support import EchoBackend, raw_request, route
 
-BUILTINS = ["security_headers", "cors", "body_limit", "jwt", "rate_limit"]
+BUILTINS = ["security_headers", "cors", "body_limit", "client_cert", "jwt", "rate_limit"]
 TOKEN = "client-admin-token-" + "p" * 24
 
 
@@ -53,7 +53,7 @@ async def test_installed_plugin_and_load_errors(
         catalog = await client.plugins()
         assert (await raw_request(gw.port, "/a")).header("X-Stamp") == "v"
     names = [p.name for p in catalog.plugins]
-    assert names == ["security_headers", "cors", "body_limit", "jwt", "rate_limit", "stamp"]
+    assert names == [*BUILTINS, "stamp"]
     stamp = catalog.plugins[-1]
     assert not stamp.builtin
     assert stamp.priority == 700

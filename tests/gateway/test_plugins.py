@@ -396,7 +396,7 @@ async def test_plugins_endpoint_lists_builtins_and_installed_plugins(
     assert body["errors"] == {}
     by_name = {p["name"]: p for p in body["plugins"]}
     builtins = {"security_headers": 2100, "cors": 2000, "body_limit": 1900, "jwt": 1450}
-    builtins["rate_limit"] = 910
+    builtins |= {"client_cert": 1600, "rate_limit": 910}
     for name, priority in builtins.items():
         assert by_name[name]["builtin"] is True
         assert by_name[name]["priority"] == priority

@@ -54,7 +54,15 @@ async def test_plugins_page_lists_builtins_and_installed(plugin_user: User) -> N
     await user.open("/plugins")
     await user.should_see(marker="plugins-table", retries=40)
     rows = {row["name"]: row for row in element(user, "plugins-table").rows}
-    assert list(rows) == ["security_headers", "cors", "body_limit", "jwt", "rate_limit", "stamp"]
+    assert list(rows) == [
+        "security_headers",
+        "cors",
+        "body_limit",
+        "client_cert",
+        "jwt",
+        "rate_limit",
+        "stamp",
+    ]
     assert rows["jwt"]["kind"] == "built in"
     assert rows["jwt"]["phases"] == "on_request, before_upstream"
     assert rows["jwt"]["enabled_on"] == "own settings"

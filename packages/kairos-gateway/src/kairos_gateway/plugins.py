@@ -41,7 +41,14 @@ from kairos_core import (
 from pydantic import BaseModel, ValidationError
 
 from .chain import Policy, declared_phases
-from .policies import BodyLimit, CorsPolicy, JwtPolicy, RateLimitPolicy, SecurityHeaders
+from .policies import (
+    BodyLimit,
+    ClientCertificate,
+    CorsPolicy,
+    JwtPolicy,
+    RateLimitPolicy,
+    SecurityHeaders,
+)
 
 if TYPE_CHECKING:
     from .chain import Request
@@ -58,6 +65,7 @@ BUILTINS: Final[tuple[type[Policy], ...]] = (
     CorsPolicy,
     BodyLimit,
     SecurityHeaders,
+    ClientCertificate,
     JwtPolicy,
     RateLimitPolicy,
 )
@@ -65,6 +73,8 @@ _BUILTIN_DESCRIPTIONS: Final = {
     "cors": "CORS allow headers on responses (preflights are answered by the gateway)",
     "body_limit": "413 for request bodies over max_body_size",
     "security_headers": "security response headers where the backend set none",
+    "client_cert": "the verified client certificate's subject to the backend (listen.tls); "
+    "a client's own copy of the header is always removed",
     "jwt": "bearer token verification (auth_required), claims forwarded as headers",
     "rate_limit": "rate limits (fixed window, sliding window, token bucket)",
 }

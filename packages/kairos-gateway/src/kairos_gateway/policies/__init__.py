@@ -6,7 +6,7 @@ policy                    priority  phases                        config
 ``security_headers``      2100      on_headers                    ``security_headers``
 ``cors``                  2000      on_headers                    ``cors``
 ``body_limit``            1900      on_headers                    ``max_body_size``
-``client_cert``           1500      before_upstream               ``listen.tls``
+``client_cert``           1600      before_upstream               ``listen.tls``
 ``jwt``                   1450      on_request, before_upstream   ``auth_required``, ``jwt``
 ``rate_limit``            910       on_request                    ``rate_limit``
 ========================  ========  ============================  ======================

@@ -35,7 +35,7 @@ def subject_of(der: bytes) -> str:
 
 class ClientCertificate(Policy):
     name = "client_cert"
-    priority = 1500
+    priority = 1600
 
     __slots__ = ("header", "verify")
 
