@@ -332,6 +332,43 @@ async def test_browser_handshake_and_the_websockets_client(
     await eventually(lambda: tunnels_open(gw) == 0)
 
 
+def masked_text(text: str) -> bytes:
+    """A client's text frame (short payload, masked with a zero key)."""
+    payload = text.encode()
+    assert len(payload) < 126
+    return bytes([0x81, 0x80 | len(payload)]) + b"\x00\x00\x00\x00" + payload
+
+
+async def read_text_frame(reader: asyncio.StreamReader) -> str:
+    """One unmasked server text frame with a short payload."""
+    first, length = await asyncio.wait_for(reader.readexactly(2), 5)
+    assert first == 0x81
+    assert length < 126
+    return (await reader.readexactly(length)).decode()
+
+
+async def test_a_frame_sent_with_the_handshake_is_relayed(
+    ws_backend: WsBackend, gateway_factory: GatewayFactory
+) -> None:
+    gw = await gateway_factory(cfg(ws_route("/ws", "/echo", [ws_backend])))
+    reader, writer = await asyncio.open_connection(LOOPBACK, gw.port)
+    # The first message in the same packet as the handshake, before the 101 arrived.
+    writer.write(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{gw.port}\r\nConnection: Upgrade\r\n"
+            "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ).encode()
+        + masked_text("early bird")
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 101")
+    assert await read_text_frame(reader) == "hello from ws"
+    assert await read_text_frame(reader) == "early bird"
+    writer.transport.abort()
+    await eventually(lambda: tunnels_open(gw) == 0)
+
+
 async def test_protocol_websocket_spelling(
     ws_backend: WsBackend, gateway_factory: GatewayFactory, session: aiohttp.ClientSession
 ) -> None:
