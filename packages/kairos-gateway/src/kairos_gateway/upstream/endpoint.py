@@ -14,9 +14,10 @@ class Endpoint:
     """One upstream server. Hashable; equal endpoints share pooled connections.
 
     ``host`` is a hostname or an IP address (IPv6 without brackets). ``tls_verify``,
-    ``tls_ca_file`` and the client certificate only matter for ``https``. ``host_header`` is the value for a ``Host``
-    header (default port omitted, IPv6 bracketed) and ``label`` is ``scheme://host:port``
-    for logs and metrics; both are derived, and not part of equality.
+    ``tls_ca_file`` and the client certificate only matter for ``https``. ``host_header``
+    is the value for a ``Host`` header (default port omitted, IPv6 bracketed) and
+    ``label`` is ``scheme://host:port`` for logs and metrics; both are derived, and not
+    part of equality.
     """
 
     scheme: str
