@@ -703,3 +703,24 @@ async def test_two_workers_both_serve_https(
         await eventually(both_workers, timeout=20)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 20) == 0
+
+
+async def test_a_reload_changing_start_up_settings_warns_and_keeps_them(
+    ca: trustme.CA,
+    server_cert: CertFiles,
+    backend: EchoBackend,
+    file_gateway_factory: GatewayFactory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="kairos.gateway")
+    gw = await file_gateway_factory(tls_config(backend, server_cert.block()))
+    stricter = tls_config(backend, server_cert.block(min_version="1.3"))
+    (tmp_path / "config.json").write_text(json.dumps(stricter))
+    ctx = client_context(ca)
+    resp = await tls_request(gw.port, "/api/config/reload", ctx, method="POST")
+    assert resp.status == 200, resp.body
+    assert any(r.getMessage().startswith("listen changed") for r in caplog.records)
+    # min_version is read at start-up: a TLS 1.2 client is still served.
+    tls12 = client_context(ca, maximum_version=ssl.TLSVersion.TLSv1_2)
+    assert (await tls_request(gw.port, "/svc/x", tls12)).status == 200
