@@ -28,6 +28,7 @@ import trustme
 from cryptography import x509
 from kairos_core import ConfigError, load_config
 from kairos_gateway.tls import check_listen
+from prometheus_client.utils import floatToGoString
 
 from tests.conftest import GatewayFactory, RunningGateway
 from tests.support import (
@@ -315,6 +316,13 @@ async def test_a_broken_renewal_keeps_the_old_certificate(
     ctx = client_context(ca)
     first = (await served_certificate(gw.port, ctx, None)).serial_number
     other = write_cert(ca, tmp_path, "other", "127.0.0.1")
+    original_key = tmp_path / "original.key"
+    shutil.copy(files.key, original_key)
+    metrics = (await tls_request(gw.port, "/metrics", ctx)).body.decode()
+    expires = x509.load_pem_x509_certificate(files.cert.read_bytes()).not_valid_after_utc
+    gauge = 'kairos_tls_certificate_expiry_timestamp_seconds{certificate="listen.tls"}'
+    assert f"{gauge} {floatToGoString(expires.timestamp())}" in metrics
+    assert "kairos_tls_certificate_reload_failed 0.0" in metrics
     os.replace(other.key, files.key)  # a key that does not fit the certificate
 
     def logged() -> bool:
@@ -329,6 +337,11 @@ async def test_a_broken_renewal_keeps_the_old_certificate(
     ]
     assert (await served_certificate(gw.port, ctx, None)).serial_number == first
     assert (await tls_request(gw.port, "/svc/x", ctx)).status == 200
+    metrics = (await tls_request(gw.port, "/metrics", ctx)).body.decode()
+    assert "kairos_tls_certificate_reload_failed 1.0" in metrics
+    # The key is put back: the reload succeeds (the same certificate) and the gauge clears.
+    os.replace(original_key, files.key)
+    await eventually(lambda: gw.gateway.tls is not None and not gw.gateway.tls.reload_failed)
 
 
 async def test_config_reload_and_sighup_read_the_certificates_at_once(

@@ -250,6 +250,7 @@ class Gateway:
         if tls_config is not None:
             # Raises ConfigError (naming the field and file) before anything is bound.
             self.tls = ServerTls(tls_config)
+            self.runtime.metrics.registry.register(self.tls)
         if sockets is None:
             # Worker processes each bind the port: the kernel spreads connections.
             sockets = bind_sockets(settings.port, settings.host, reuse_port=settings.workers > 1)

@@ -11,7 +11,8 @@ certificate; open connections keep theirs (they are never touched).
 Certificates are reloaded when their files change (`watch` polls modification time,
 size and inode every second), on SIGHUP and on every configuration reload (the gateway
 calls `refresh`). A reload that fails keeps the certificates in use and logs the error,
-naming the file.
+naming the file. `/metrics` shows each certificate's expiry and whether the last reload
+failed (`collect`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import asyncio
 import hashlib
 import logging
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from kairos_core import ConfigError, FieldError, GatewayConfig, TlsCertificate, TlsConfig
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from .pem import PemError, fingerprint, load_ca_file, load_chain
 
@@ -64,8 +67,10 @@ class CertificateSet:
     wildcard: dict[str, ssl.SSLContext] = field(default_factory=dict)
     #: Digest of every file's content: a reload with the same files is a no-op.
     digest: bytes = b""
-    #: Per certificate (field path below ``listen.tls``): the names it serves.
+    #: Per certificate (its field path, ``listen.tls.certificates[0]``): the names it
+    #: serves, and when it expires (Unix time).
     names: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    expiry: tuple[tuple[str, float], ...] = ()
 
     def pick(self, server_name: str | None) -> ssl.SSLContext:
         if server_name is None:
@@ -102,6 +107,7 @@ def load_certificates(
     contexts: list[tuple[tuple[str | int, ...], TlsCertificate, ssl.SSLContext]] = []
     digest = hashlib.sha256()
     names: list[tuple[str, tuple[str, ...]]] = []
+    expiry: list[tuple[str, float]] = []
     for loc, cert in tls.all_certificates():
         where = (*_WHERE, *loc)
         ctx = base_context(settings)
@@ -127,6 +133,7 @@ def load_certificates(
             )
             continue
         names.append((_path(where), served))
+        expiry.append((_path(where), chain.not_after.timestamp()))
         contexts.append((where, cert, ctx))
     if errors:
         raise ConfigError(errors)
@@ -139,7 +146,9 @@ def load_certificates(
             else:
                 exact.setdefault(name, ctx)
     return (
-        CertificateSet(contexts[0][2], exact, wildcard, digest.digest(), tuple(names)),
+        CertificateSet(
+            contexts[0][2], exact, wildcard, digest.digest(), tuple(names), tuple(expiry)
+        ),
         warnings,
     )
 
@@ -171,6 +180,8 @@ class ServerTls:
             log.warning(warning)
         self._stamp = fingerprint(_files(tls))
         self.reloads = 0
+        #: The last reload failed: the files on disk are not what is being served.
+        self.reload_failed = False
         self.context = base_context(tls)
         self.context.sni_callback = self._pick
 
@@ -188,12 +199,14 @@ class ServerTls:
             loaded, warnings = load_certificates(config, base=self.settings)
         except ConfigError as exc:
             self._stamp = stamp  # logged once per change of the files
+            self.reload_failed = True
             log.error(
                 "TLS certificates not reloaded; still serving the previous ones",
                 extra={"fields": {"errors": [str(e) for e in exc.errors]}},
             )
             return False
         self._config, self._stamp = config, stamp
+        self.reload_failed = False
         if loaded.digest == self.certificates.digest:
             return False
         for warning in warnings:
@@ -208,6 +221,23 @@ class ServerTls:
 
     def changed_on_disk(self) -> bool:
         return fingerprint(_files(self._config)) != self._stamp
+
+    def collect(self) -> Iterator[Metric]:
+        """Prometheus families (a `Collector` for the gateway's metrics registry)."""
+        expiry = GaugeMetricFamily(
+            "kairos_tls_certificate_expiry_timestamp_seconds",
+            "When each certificate served on the TLS listener expires (Unix time)",
+            labels=["certificate"],
+        )
+        for path, not_after in self.certificates.expiry:
+            expiry.add_metric([path], not_after)
+        yield expiry
+        yield GaugeMetricFamily(
+            "kairos_tls_certificate_reload_failed",
+            "1 when the certificate files changed but could not be loaded (the previous "
+            "certificates are still served)",
+            value=1 if self.reload_failed else 0,
+        )
 
     async def watch(self, interval_s: float = POLL_INTERVAL_S) -> None:
         """Reload the certificates whenever their files change (until cancelled)."""
