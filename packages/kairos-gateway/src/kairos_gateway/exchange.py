@@ -195,11 +195,7 @@ class Exchange(Responder):
         stream = self._body_stream
         if stream is not None:
             if self.bytes_in > self._body_limit:
-                self._stop_proxy()
-                if self.status == 0:
-                    self._reject(body_too_large(self._body_limit))
-                else:
-                    self._cut()  # a response is on its way: it cannot say 413 now
+                self.refuse_body(body_too_large(self._body_limit))
                 return None
             return stream.feed(chunk)
         if self._keep_body:
@@ -212,8 +208,9 @@ class Exchange(Responder):
         return None
 
     def refuse_body(self, error: KairosError) -> None:
-        """The request body broke HTTP/1.1's framing (see http1.py): answer ``error``,
-        or cut the connection if a response has begun; the connection closes."""
+        """The request body broke HTTP/1.1's framing (see http1.py) or a streamed one
+        outgrew its limit: answer ``error``, or cut the connection if a response has
+        begun (it cannot say so any more); the connection closes."""
         if self._done:
             return
         self._stop_proxy()
