@@ -737,3 +737,33 @@ async def test_a_reload_changing_start_up_settings_warns_and_keeps_them(
     # min_version is read at start-up: a TLS 1.2 client is still served.
     tls12 = client_context(ca, maximum_version=ssl.TLSVersion.TLSv1_2)
     assert (await tls_request(gw.port, "/svc/x", tls12)).status == 200
+
+
+async def test_a_reload_naming_missing_files_keeps_serving_and_waits_for_them(
+    ca: trustme.CA,
+    tmp_path: Path,
+    backend: EchoBackend,
+    file_gateway_factory: GatewayFactory,
+) -> None:
+    old = write_cert(ca, tmp_path, "old", "127.0.0.1")
+    gw = await file_gateway_factory(tls_config(backend, old.block()))
+    tls = gw.gateway.tls
+    assert tls is not None
+    later = CertFiles(tmp_path / "later.pem", tmp_path / "later.key")
+    (tmp_path / "config.json").write_text(json.dumps(tls_config(backend, later.block())))
+    ctx = client_context(ca)
+    resp = await tls_request(gw.port, "/api/config/reload", ctx, method="POST")
+    assert resp.status == 200, resp.body
+    assert tls.reload_failed
+    first = (await served_certificate(gw.port, ctx, None)).serial_number
+    # The files appear: the watcher loads them.
+    (tmp_path / "staged").mkdir()
+    staged = write_cert(ca, tmp_path / "staged", "later", "127.0.0.1")
+    os.replace(staged.key, later.key)
+    os.replace(staged.cert, later.cert)
+
+    async def loaded() -> bool:
+        return (await served_certificate(gw.port, ctx, None)).serial_number != first
+
+    await eventually(loaded, timeout=10, interval=0.2)
+    assert not tls.reload_failed

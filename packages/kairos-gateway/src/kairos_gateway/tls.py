@@ -198,7 +198,9 @@ class ServerTls:
         try:
             loaded, warnings = load_certificates(config, base=self.settings)
         except ConfigError as exc:
-            self._stamp = stamp  # logged once per change of the files
+            # The files stay the ones to watch (a reload naming new files keeps naming
+            # them): tried again when they change, logged once per change.
+            self._config, self._stamp = config, stamp
             self.reload_failed = True
             log.error(
                 "TLS certificates not reloaded; still serving the previous ones",
