@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ log = logging.getLogger("kairos.gateway")
 EXIT_CONFIG = 1
 EXIT_USAGE = 2
 EXIT_BIND = 3
+
+#: A SIGTERM this soon after the first one is a duplicate delivery, not "stop now".
+REPEATED_SIGTERM_S = 1.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -189,10 +193,21 @@ async def serve(
         gc.set_threshold(*settings.gc_thresholds)
 
     stop = asyncio.Event()
+    first_sigterm: float | None = None
     signals = 0
 
     def on_signal(signum: int) -> None:
-        nonlocal signals
+        # A SIGTERM sent to a whole process group reaches the gateway twice under a
+        # wrapper that forwards it (`uv run`, a shell script): directly, then from the
+        # wrapper. Such a repeat (within REPEATED_SIGTERM_S) is the same request to stop.
+        nonlocal first_sigterm, signals
+        now = time.monotonic()
+        if signum == signal.SIGTERM:
+            if first_sigterm is not None and now - first_sigterm < REPEATED_SIGTERM_S:
+                log.info("repeated SIGTERM ignored: still draining")
+                return
+            if first_sigterm is None:
+                first_sigterm = now
         signals += 1
         if signals == 1:
             log.info("shutting down", extra={"fields": {"signal": signal.Signals(signum).name}})
