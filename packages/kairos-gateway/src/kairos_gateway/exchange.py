@@ -67,6 +67,8 @@ def _reserved(path: str) -> bool:
 
 #: What an access-log line keeps of a refused, overlong path.
 _LOGGED_PATH = 1024
+
+
 def _has_body(headers: httputil.HTTPHeaders) -> bool:
     length = headers.get("Content-Length")
     return (length is not None and length != "0") or "Transfer-Encoding" in headers
