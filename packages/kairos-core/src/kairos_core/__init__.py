@@ -102,6 +102,7 @@ from .resilience import (
     effective_health_check,
     effective_outlier_detection,
 )
+from .roles import ADMIN_ROLES, AdminRole, AdminTokenConfig, role_allows
 from .route import (
     HTTP_METHODS,
     MAX_BODY_LIMIT,
@@ -127,6 +128,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ABSENT",
+    "ADMIN_ROLES",
     "DEFAULT_CLIENT_SUBJECT_HEADER",
     "HTTP_METHODS",
     "MAX_BODY_LIMIT",
@@ -136,6 +138,8 @@ __all__ = [
     "RESERVED_PREFIXES",
     "SLIDING_SUBWINDOWS",
     "AdminConfig",
+    "AdminRole",
+    "AdminTokenConfig",
     "Backend",
     "BackendCircuitBreaker",
     "BackendConnections",
@@ -236,6 +240,7 @@ __all__ = [
     "parse_listen",
     "path_problem",
     "redacted",
+    "role_allows",
     "sliding_window",
     "token_bucket",
 ]

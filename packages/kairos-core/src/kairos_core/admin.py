@@ -2,8 +2,9 @@
 
 The admin token can be given in clear (``token``) or as the hex SHA-256 of the token
 (``token_sha256``), so a config file in a repository need not hold the secret itself.
-``KAIROS_ADMIN_TOKEN`` in the environment takes precedence over both. With no token at
-all, only loopback clients may call the management API.
+``KAIROS_ADMIN_TOKEN`` in the environment takes precedence over both; that token has
+the ``admin`` role. Named tokens (``tokens``, `roles.AdminTokenConfig`) carry a role
+each. With no token at all, only loopback clients may call the management API.
 
 Checks that would quote a secret run at model level, so an error names the field but
 never echoes its value.
@@ -11,9 +12,8 @@ never echoes its value.
 
 from __future__ import annotations
 
-import re
-
 from pydantic import (
+    Field,
     SecretStr,
     SerializationInfo,
     ValidationInfo,
@@ -23,13 +23,10 @@ from pydantic import (
 )
 
 from ._model import KairosModel
-from .auth import is_redacted_placeholder, reveal_secret
+from .auth import reveal_secret
+from .roles import MIN_ADMIN_TOKEN_CHARS, AdminTokenConfig, check_token_fields
 
 __all__ = ["MIN_ADMIN_TOKEN_CHARS", "AdminConfig", "parse_listen"]
-
-#: Shortest admin token accepted in a config file.
-MIN_ADMIN_TOKEN_CHARS = 16
-_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -59,6 +56,8 @@ class AdminConfig(KairosModel):
     listen: str | None = None
     #: When false, `/metrics` needs the same credentials as the management API.
     metrics_public: bool = True
+    #: Named tokens with roles, besides ``token`` / ``token_sha256`` (role admin).
+    tokens: list[AdminTokenConfig] = Field(default_factory=list)
 
     @field_serializer("token", "token_sha256")
     def _dump_secret(self, value: SecretStr | None, info: SerializationInfo) -> str | None:
@@ -73,14 +72,11 @@ class AdminConfig(KairosModel):
 
     @model_validator(mode="after")
     def _check_token(self, info: ValidationInfo) -> AdminConfig:
-        if self.token is not None and self.token_sha256 is not None:
-            raise ValueError("give either 'token' or 'token_sha256', not both")
-        token = None if is_redacted_placeholder(self.token, info) else self.token
-        if token is not None and len(token.get_secret_value()) < MIN_ADMIN_TOKEN_CHARS:
-            raise ValueError(f"'token' must be at least {MIN_ADMIN_TOKEN_CHARS} characters long")
-        digest = None if is_redacted_placeholder(self.token_sha256, info) else self.token_sha256
-        if digest is not None and not _SHA256_HEX.fullmatch(digest.get_secret_value()):
-            raise ValueError("'token_sha256' must be 64 hexadecimal digits (a SHA-256 digest)")
+        check_token_fields(self.token, self.token_sha256, info)
+        names = [t.name for t in self.tokens]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"token names must be unique ({', '.join(repeated)} repeated)")
         return self
 
     @property

@@ -110,6 +110,7 @@ class Gateway:
             runtime,
             self.live,
             admin_token=settings.admin_token,
+            admin_tokens=settings.admin_tokens,
             sampler=sampler,
             cluster=self.cluster,
             watcher=watcher,

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kairos_core import ADMIN_ROLES, AdminRole
 from kairos_core.admin import MIN_ADMIN_TOKEN_CHARS
 
 from .logs import LogFormat, parse_level
@@ -67,6 +69,47 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 
 
 @dataclass(frozen=True, slots=True)
+class NamedToken:
+    """A named management API token with a role, given in the environment."""
+
+    name: str
+    role: AdminRole
+    token: str = field(repr=False)
+
+
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def parse_named_tokens(raw: str) -> tuple[NamedToken, ...]:
+    """``KAIROS_ADMIN_TOKENS``: ``name:role:token`` entries separated by commas (a token
+    may hold ``:`` but not ``,``). Errors name the entry, never its token."""
+    found: list[NamedToken] = []
+    for number, entry in enumerate(raw.split(","), start=1):
+        entry = entry.strip()
+        if not entry:
+            continue
+        name, _, rest = entry.partition(":")
+        role, _, token = rest.partition(":")
+        where = f"KAIROS_ADMIN_TOKENS entry {number}"
+        if _TOKEN_NAME.fullmatch(name) is None:
+            raise SettingsError(
+                f"{where} must be name:role:token with a name of letters, digits, '_', '.', '-'"
+            )
+        if role not in ADMIN_ROLES:
+            raise SettingsError(
+                f"{where} ({name}): the role must be one of {', '.join(ADMIN_ROLES)}"
+            )
+        if len(token) < MIN_ADMIN_TOKEN_CHARS:
+            raise SettingsError(
+                f"{where} ({name}): the token must be at least {MIN_ADMIN_TOKEN_CHARS} characters"
+            )
+        if any(t.name == name for t in found):
+            raise SettingsError(f"{where}: the name {name!r} is used twice")
+        found.append(NamedToken(name, role, token))
+    return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaySettings:
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
@@ -89,6 +132,8 @@ class GatewaySettings:
     workers: int = 1
     #: Bearer token for the management API; without one only loopback clients may call it.
     admin_token: str | None = field(default=None, repr=False)
+    #: Named tokens with roles (``KAIROS_ADMIN_TOKENS``), besides those of the config.
+    admin_tokens: tuple[NamedToken, ...] = ()
     #: The config file watcher folds events closer together than this into one reload.
     watch_debounce_ms: int = 300
     #: Metrics for the UI: sampled this often, one history point per step, kept this long.
@@ -124,6 +169,7 @@ class GatewaySettings:
             idle_timeout_s=_float(env, "KAIROS_IDLE_TIMEOUT_S", 60.0),
             drain_timeout_s=_float(env, "KAIROS_DRAIN_TIMEOUT_S", 15.0),
             admin_token=env.get("KAIROS_ADMIN_TOKEN") or None,
+            admin_tokens=parse_named_tokens(env.get("KAIROS_ADMIN_TOKENS", "")),
             workers=parse_workers(env.get("KAIROS_WORKERS", "1"), "KAIROS_WORKERS"),
             redis_url=env.get("KAIROS_REDIS_URL") or None,
             plugin_slow_ms=_float(env, "KAIROS_PLUGIN_SLOW_MS", 50.0),

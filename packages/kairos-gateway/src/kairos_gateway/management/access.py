@@ -11,6 +11,10 @@ page in a browser on the gateway's machine from calling the API, through DNS reb
 (its own name made to resolve to 127.0.0.1) or a cross-site request: it would turn the
 gateway into an open proxy to any internal host. `/health`, `/ready` and `/live` are
 never restricted.
+
+Named tokens (``admin.tokens``, ``KAIROS_ADMIN_TOKENS``) add roles: each call needs the
+role `needed_role` gives it, and a token with less gets 403 naming both. The single
+token has the ``admin`` role; without any token, loopback callers may do everything.
 """
 
 from __future__ import annotations
@@ -18,37 +22,84 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from kairos_core import AdminConfig, Forbidden, Unauthorized
+from kairos_core import AdminConfig, AdminRole, Forbidden, Unauthorized, role_allows
 from tornado.httputil import HTTPHeaders
 
-TokenSource = Literal["KAIROS_ADMIN_TOKEN", "admin.token", "admin.token_sha256"]
+from ..settings import NamedToken
+
+TokenSource = Literal[
+    "KAIROS_ADMIN_TOKEN",
+    "KAIROS_ADMIN_TOKENS",
+    "admin.token",
+    "admin.token_sha256",
+    "admin.tokens",
+]
+
+_READS = frozenset({"GET", "HEAD"})
 
 
 @dataclass(frozen=True, slots=True)
 class AdminCredential:
-    """The SHA-256 of the admin token, and where it came from (for the start-up log)."""
+    """The SHA-256 of a token, its name and role, and where it came from."""
 
     digest: bytes
     source: TokenSource
+    name: str = "admin"
+    role: AdminRole = "admin"
 
     def __repr__(self) -> str:
-        return f"AdminCredential(source={self.source!r})"
+        return f"AdminCredential(name={self.name!r}, role={self.role!r}, source={self.source!r})"
 
 
-def credential(env_token: str | None, admin: AdminConfig) -> AdminCredential | None:
-    """The token in force: the environment's wins over the config's."""
+def _sha256(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+def credentials(
+    env_token: str | None, admin: AdminConfig, env_tokens: Sequence[NamedToken] = ()
+) -> tuple[AdminCredential, ...]:
+    """Every token in force: the single admin token (the environment's wins over the
+    config's), then the named ones of the config and of the environment."""
+    found: list[AdminCredential] = []
     if env_token:
-        return AdminCredential(hashlib.sha256(env_token.encode()).digest(), "KAIROS_ADMIN_TOKEN")
-    if admin.token is not None:
-        token = admin.token.get_secret_value().encode()
-        return AdminCredential(hashlib.sha256(token).digest(), "admin.token")
-    if admin.token_sha256 is not None:
+        found.append(AdminCredential(_sha256(env_token), "KAIROS_ADMIN_TOKEN"))
+    elif admin.token is not None:
+        found.append(AdminCredential(_sha256(admin.token.get_secret_value()), "admin.token"))
+    elif admin.token_sha256 is not None:
         digest = bytes.fromhex(admin.token_sha256.get_secret_value())
-        return AdminCredential(digest, "admin.token_sha256")
-    return None
+        found.append(AdminCredential(digest, "admin.token_sha256"))
+    for entry in admin.tokens:
+        if entry.token is not None:
+            digest = _sha256(entry.token.get_secret_value())
+        else:
+            assert entry.token_sha256 is not None  # the model requires one of them
+            digest = bytes.fromhex(entry.token_sha256.get_secret_value())
+        found.append(AdminCredential(digest, "admin.tokens", entry.name, entry.role))
+    for named in env_tokens:
+        found.append(
+            AdminCredential(_sha256(named.token), "KAIROS_ADMIN_TOKENS", named.name, named.role)
+        )
+    return tuple(found)
+
+
+def needed_role(method: str, path: str) -> AdminRole:
+    """The least role that may make this management API call.
+
+    Reads are a viewer's; changing routes (and validating one) and reloading are an
+    operator's; the whole configuration and its sections (authentication, limits,
+    CORS, the tokens themselves) are an admin's.
+    """
+    if method in _READS:
+        return "viewer"
+    if path == "/api/config/reload":
+        return "operator"
+    if path == "/api/config" or path.startswith("/api/config/"):
+        return "admin"
+    return "operator"
 
 
 def is_loopback(peer_ip: str) -> bool:
@@ -81,14 +132,30 @@ def _loopback_origin(origin: str) -> bool:
     return bool(sep) and scheme.lower() in ("http", "https") and is_loopback_name(host)
 
 
-def authorize(headers: HTTPHeaders, peer_ip: str, required: AdminCredential | None) -> None:
-    """Raise `Unauthorized` or `Forbidden` unless the caller may use the management API."""
-    if required is not None:
+def authorize(
+    headers: HTTPHeaders,
+    peer_ip: str,
+    required: Sequence[AdminCredential],
+    needed: AdminRole = "viewer",
+) -> AdminCredential | None:
+    """The caller's credential (None: no token is configured, and the caller is a
+    loopback one), or raise `Unauthorized` / `Forbidden`: no valid token, a role short
+    of ``needed``, or (without tokens) a caller that is not on loopback."""
+    if required:
         scheme, _, presented = headers.get("Authorization", "").partition(" ")
         digest = hashlib.sha256(presented.strip().encode()).digest()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(digest, required.digest):
+        caller = None
+        for candidate in required:  # every digest compared: no early exit to time
+            if hmac.compare_digest(digest, candidate.digest) and caller is None:
+                caller = candidate
+        if scheme.lower() != "bearer" or caller is None:
             raise Unauthorized("the management API needs a valid admin token")
-        return
+        if not role_allows(caller.role, needed):
+            raise Forbidden(
+                f"this call needs the {needed} role; the token {caller.name!r} has the "
+                f"{caller.role} role"
+            )
+        return caller
     if not is_loopback(peer_ip):
         raise Forbidden(
             "no admin token is configured, so the management API only answers loopback clients"
@@ -106,3 +173,4 @@ def authorize(headers: HTTPHeaders, peer_ip: str, required: AdminCredential | No
             "no admin token is configured, so the management API refuses requests from web "
             "pages of other origins (Origin header)"
         )
+    return None

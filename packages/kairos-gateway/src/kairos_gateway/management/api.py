@@ -44,8 +44,9 @@ from kairos_core import (
 )
 
 from ..messages import ApiRequest, ApiResponse
+from ..settings import NamedToken
 from . import config_api, routes
-from .access import AdminCredential, authorize, credential
+from .access import AdminCredential, authorize, credentials, needed_role
 from .history import MetricsSampler
 from .live import LiveConfig, Trigger
 from .openapi import openapi_document
@@ -137,6 +138,7 @@ class ManagementApi:
         *,
         sampler: MetricsSampler,
         admin_token: str | None = None,
+        admin_tokens: tuple[NamedToken, ...] = (),
         cluster: ClusterNode | None = None,
         watcher: FileWatcher | None = None,
     ) -> None:
@@ -146,9 +148,10 @@ class ManagementApi:
         self.cluster = cluster
         self.watcher = watcher
         self._admin_token = admin_token
+        self._admin_tokens = admin_tokens
         self._started = False
         #: Connections accepted by the admin listener (see `serves`).
-        self._credential: tuple[AdminConfig, AdminCredential | None] | None = None
+        self._credentials: tuple[AdminConfig, tuple[AdminCredential, ...]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -156,16 +159,22 @@ class ManagementApi:
     async def start(self) -> None:
         """Start background work (file watcher, metrics sampler); called by Gateway.start."""
         self._started = True
-        required = self.credential()
-        if required is None:
+        required = self.credentials()
+        if not required:
             log.info(
                 "no admin token is set (KAIROS_ADMIN_TOKEN, admin.token or "
                 "admin.token_sha256): the management API answers loopback clients only"
             )
         else:
             log.info(
-                "the management API requires the admin token",
-                extra={"fields": {"token_from": required.source}},
+                "the management API requires an admin token",
+                extra={
+                    "fields": {
+                        "tokens": [
+                            {"name": c.name, "role": c.role, "from": c.source} for c in required
+                        ]
+                    }
+                },
             )
         self.sampler.start()
         self._sync_watcher(self.runtime.snapshot)
@@ -210,11 +219,12 @@ class ManagementApi:
 
     # -- access ----------------------------------------------------------------------
 
-    def credential(self) -> AdminCredential | None:
+    def credentials(self) -> tuple[AdminCredential, ...]:
         admin = self.runtime.snapshot.config.admin
-        cached = self._credential
+        cached = self._credentials
         if cached is None or cached[0] is not admin:
-            cached = self._credential = (admin, credential(self._admin_token, admin))
+            found = credentials(self._admin_token, admin, self._admin_tokens)
+            cached = self._credentials = (admin, found)
         return cached[1]
 
     def guard_metrics(self, handler: OpsHandler) -> OpsHandler:
@@ -225,7 +235,7 @@ class ManagementApi:
             if not self.runtime.snapshot.config.admin.metrics_public:
                 # Raises Unauthorized / Forbidden: the exchange renders the problem,
                 # WWW-Authenticate included.
-                authorize(request.headers, request.peer_ip, self.credential())
+                authorize(request.headers, request.peer_ip, self.credentials())
             return handler(request)
 
         return guarded
@@ -237,7 +247,12 @@ class ManagementApi:
 
     async def handle(self, request: ApiRequest) -> ApiResponse:
         try:
-            authorize(request.headers, request.peer_ip, self.credential())
+            authorize(
+                request.headers,
+                request.peer_ip,
+                self.credentials(),
+                needed_role(request.method, request.path),
+            )
             return await self._dispatch(request)
         except KairosError as exc:
             return ApiResponse.problem(exc, request.request_id)
