@@ -63,9 +63,9 @@ async def test_add_from_flags_file_and_stdin(
     assert flags.stdout.startswith("added GET,POST,PUT /orders/{*rest} -> /v1/{*rest}")
     saved = _saved(tmp_path)["/orders/{*rest}"]
     assert saved["methods"] == ["GET", "POST", "PUT"]
-    assert saved["backends"] == [
-        {"host": "http://127.0.0.1", "port": 8001, "weight": 3, "tls_verify": True},
-        {"host": "http://127.0.0.1", "port": 8002, "weight": 1, "tls_verify": True},
+    assert saved["backends"] == [  # saved as given: defaults are not written
+        {"host": "http://127.0.0.1", "port": 8001, "weight": 3},
+        {"host": "http://127.0.0.1", "port": 8002},
     ]
     assert saved["load_balancing_strategy"] == "weighted"
     assert saved["timeouts"] == {"read_ms": 1500}
@@ -103,9 +103,7 @@ async def test_update_changes_only_the_given_fields(
     assert result.stdout.startswith("updated GET,DELETE /users/{id} -> /v2/u/{id}")
     saved = _saved(tmp_path)["/users/{id}"]
     assert saved["internal_path"] == "/v2/u/{id}"
-    assert saved["backends"] == [
-        {"host": "http://127.0.0.1", "port": 9, "weight": 1, "tls_verify": True}
-    ]
+    assert saved["backends"] == [{"host": "http://127.0.0.1", "port": 9}]  # as written
 
     moved = tmp_path / "moved.json"
     moved.write_text(json.dumps(route_data("/people/{id}", "/p/{id}", 10)))

@@ -12,6 +12,8 @@ never echoes its value.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import (
     Field,
     SecretStr,
@@ -26,7 +28,7 @@ from ._model import KairosModel
 from .auth import reveal_secret
 from .roles import MIN_ADMIN_TOKEN_CHARS, AdminTokenConfig, check_token_fields
 
-__all__ = ["MIN_ADMIN_TOKEN_CHARS", "AdminConfig", "parse_listen"]
+__all__ = ["MIN_ADMIN_TOKEN_CHARS", "AdminConfig", "ConfigBackups", "parse_listen"]
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -44,6 +46,18 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, port
 
 
+class ConfigBackups(KairosModel):
+    """Copies of the config file kept when the management API rewrites it.
+
+    Before each write the previous file is copied to ``<dir>/<name>.<UTC time>.bak``;
+    the newest ``keep`` copies stay, older ones are deleted. ``keep: 0``: no copies.
+    """
+
+    #: Where the copies go; a relative path is relative to the config file's directory.
+    dir: str = ".kairos-backups"
+    keep: Annotated[int, Field(ge=0, le=1000)] = 10
+
+
 class AdminConfig(KairosModel):
     """Access to the management API (`/api/...`) and `/metrics`."""
 
@@ -58,6 +72,8 @@ class AdminConfig(KairosModel):
     metrics_public: bool = True
     #: Named tokens with roles, besides ``token`` / ``token_sha256`` (role admin).
     tokens: list[AdminTokenConfig] = Field(default_factory=list)
+    #: Copies of the config file kept when the API, CLI or UI rewrites it.
+    backups: ConfigBackups = Field(default_factory=ConfigBackups)
 
     @field_serializer("token", "token_sha256")
     def _dump_secret(self, value: SecretStr | None, info: SerializationInfo) -> str | None:

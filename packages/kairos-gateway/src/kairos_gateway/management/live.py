@@ -31,7 +31,7 @@ from kairos_core import ConfigError, FieldError, GatewayConfig, config_to_json, 
 
 from ..cluster.base import CannotApply, StaleVersion, StoreUnavailable
 from .errors import Conflict, NotPersisted, PreconditionFailed
-from .store import ConfigFile
+from .store import ChangedOnDisk, ConfigFile
 
 if TYPE_CHECKING:
     from tornado.httputil import HTTPHeaders
@@ -236,7 +236,13 @@ class LiveConfig:
         else:
             if file is not None:
                 try:
-                    await asyncio.to_thread(file.write, config_to_json(config))
+                    await asyncio.to_thread(file.save, current, config)
+                except ChangedOnDisk:
+                    runtime.discard(snapshot)
+                    raise Conflict(
+                        f"{file.path} was changed on disk since it was loaded; apply that "
+                        "edit first (POST /api/config/reload) or undo it"
+                    ) from None
                 except OSError as exc:
                     runtime.discard(snapshot)
                     log.error(

@@ -9,6 +9,12 @@ skip the gateway's own writes.
 rename never crosses a filesystem), written and fsynced, renamed over the target, then
 the directory fsynced so the rename itself survives a crash. Readers see the old file
 or the new one, never a mix.
+
+`save` is what a change through the management API calls: it rewrites the file as its
+author wrote it plus the change (`written.updated_text`), and first copies the previous
+file to a timestamped backup (``admin.backups``: the newest ``keep`` copies stay). A
+write that fails removes the backup it made, so a change that was not saved leaves no
+trace.
 """
 
 from __future__ import annotations
@@ -18,9 +24,12 @@ import hashlib
 import os
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 from kairos_core import ConfigError, FieldError, GatewayConfig, load_config_file
+
+from .written import updated_text
 
 #: Attempts at reading a file that keeps changing while it is read.
 _READ_ATTEMPTS = 3
@@ -28,6 +37,10 @@ _READ_ATTEMPTS = 3
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class ChangedOnDisk(Exception):
+    """The file no longer holds what the running config came from."""
 
 
 class ConfigFile:
@@ -58,14 +71,44 @@ class ConfigFile:
                 return config, after
         raise ConfigError([FieldError((), "the file kept changing while it was read")])
 
+    def save(self, old: GatewayConfig, new: GatewayConfig) -> str:
+        """Rewrite the file (which gave ``old``) to give ``new``; returns its new hash.
+
+        Only what changed is rewritten, and the previous file is backed up first.
+        Raises `ChangedOnDisk` when the file was edited since it was loaded, `OSError`
+        when the backup or the write fails; the file is then left as it was.
+        """
+        try:
+            previous: bytes | None = self.path.read_bytes()
+        except FileNotFoundError:
+            previous = None
+        if (None if previous is None else sha256(previous)) != self.digest:
+            raise ChangedOnDisk(str(self.path))
+        text = updated_text(None if previous is None else previous.decode(), old, new)
+        backups = new.admin.backups
+        backup = None
+        if previous is not None and backups.keep > 0:
+            backup = _write_backup(self._backup_dir(backups.dir), self.path, previous)
+        try:
+            digest = self.write(text)
+        except BaseException:
+            if backup is not None:
+                with contextlib.suppress(OSError):
+                    _remove_backup(backup)
+            raise
+        if backup is not None:
+            _prune(backup.parent, self.path.name, backups.keep)
+        return digest
+
+    def _backup_dir(self, configured: str) -> Path:
+        return self.path.parent / Path(configured).expanduser()
+
     def write(self, text: str) -> str:
         """Replace the file with ``text`` atomically; returns (and remembers) its hash.
 
         Raises `OSError` when any step fails; the old file is then left as it was.
         """
         data = text.encode()
-        if not data.endswith(b"\n"):
-            data += b"\n"
         directory = self.path.parent
         try:
             mode: int | None = stat.S_IMODE(self.path.stat().st_mode)
@@ -95,3 +138,61 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def backup_name(name: str, at: float) -> str:
+    """``config.json.20261207T183712.123456Z.bak``: sorts by time, newest last."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(at))
+    return f"{name}.{stamp}.{int(at % 1 * 1_000_000):06d}Z.bak"
+
+
+def _write_backup(directory: Path, source: Path, data: bytes) -> Path:
+    """``data`` (the file's previous content) to a new backup in ``directory``."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(source.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o600
+    name = backup_name(source.name, time.time())
+    for attempt in range(100):
+        target = directory / (name if attempt == 0 else f"{name[:-4]}-{attempt}.bak")
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:
+            continue
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                _remove_backup(target)
+            raise
+        return target
+    raise FileExistsError(f"no free backup name in {directory}")
+
+
+def _remove_backup(backup: Path) -> None:
+    backup.unlink()
+    with contextlib.suppress(OSError):
+        backup.parent.rmdir()  # only when that left it empty
+
+
+def backups_of(directory: Path, name: str) -> list[Path]:
+    """The backups of the file ``name`` in ``directory``, oldest first."""
+    try:
+        found = [p for p in directory.iterdir() if _is_backup(p.name, name)]
+    except FileNotFoundError:
+        return []
+    return sorted(found, key=lambda p: p.name)
+
+
+def _is_backup(candidate: str, name: str) -> bool:
+    return candidate.startswith(name + ".") and candidate.endswith(".bak")
+
+
+def _prune(directory: Path, name: str, keep: int) -> None:
+    for old in backups_of(directory, name)[:-keep]:
+        with contextlib.suppress(OSError):
+            old.unlink()
