@@ -222,6 +222,18 @@ async def test_backups_go_next_to_the_file_by_default(
     assert [p.read_text() for p in kept] == [original]
 
 
+async def test_a_change_that_changes_nothing_writes_nothing(
+    backend: EchoBackend, hand_written: Start, tmp_path: Path
+) -> None:
+    original = text_for(backend)
+    gw = await hand_written(original)
+    orders = (await api_call(gw.port, "GET", "/api/routes/%2Fapi%2Forders")).json()
+    resp = await api_call(gw.port, "PUT", "/api/routes/%2Fapi%2Forders", orders)
+    assert resp.status == 200, resp.body
+    assert source_of(gw).read_text() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]  # and no backup
+
+
 async def test_no_backups_with_keep_zero(
     backend: EchoBackend, hand_written: Start, tmp_path: Path
 ) -> None:

@@ -85,6 +85,8 @@ class ConfigFile:
         if (None if previous is None else sha256(previous)) != self.digest:
             raise ChangedOnDisk(str(self.path))
         text = updated_text(None if previous is None else previous.decode(), old, new)
+        if previous is not None and text.encode() == previous:
+            return sha256(previous)  # the change changed nothing in the file
         backups = new.admin.backups
         backup = None
         if previous is not None and backups.keep > 0:
