@@ -293,9 +293,32 @@ def test_an_empty_route_list_gets_its_first_route_on_lines_of_its_own() -> None:
 
 def test_unchanged_values_keep_their_exact_text() -> None:
     text = (
-        '{ "routers": [],\n  "rate_limit" : {"window_type": "SlidingWindow", '
+        '{ "routers": [] ,\n  "rate_limit" : {"window_type": "SlidingWindow", '
         '"requests_per_window": 100, "window_seconds": 60.0} }'
     )
     old = load_config(json.loads(text))
     new = load_config({**json.loads(text), "forwarded_header": True})
     assert updated_text(text, old, new) == text[:-2] + ',\n  "forwarded_header": true }'
+
+
+def test_a_legacy_route_given_new_backends_is_rewritten_in_canonical_form() -> None:
+    text = (
+        '{\n  "routers": [\n    {"external_path": "/l", "internal_path": "/l", "methods": ["GET"], '
+        '"host": "http://a", "port": 1, "retry": {"max_retries": 1}},\n'
+        '    {"external_path": "/k", "internal_path": "/k", "methods": ["GET"], '
+        '"host": "http://a", "port": 1}\n  ]\n}\n'
+    )
+    old = load_config(json.loads(text))
+    data = json.loads(text)
+    data["routers"][0] = {
+        **{k: v for k, v in data["routers"][0].items() if k not in ("host", "port")},
+        "backends": [{"host": "http://a", "port": 1}, {"host": "http://b", "port": 2}],
+    }
+    new = load_config(data)
+    kept = text.splitlines()[3]
+    assert updated_text(text, old, new) == (
+        '{\n  "routers": [\n    {\n      "external_path": "/l",\n      "internal_path": "/l",\n'
+        '      "methods": ["GET"],\n      "backends": [\n        {"host": "http://a", "port": 1},\n'
+        '        {"host": "http://b", "port": 2}\n      ],\n'
+        '      "retry_config": {"max_retries": 1}\n    },\n' + kept + "\n  ]\n}\n"
+    )

@@ -66,6 +66,8 @@ class _Entry:
     start: int
     node: _Node
     lead: str
+    #: Whitespace between the value and the comma after it (none for the last entry).
+    trail: str = ""
 
 
 def _skip(text: str, i: int) -> int:
@@ -99,6 +101,7 @@ def _parse(text: str, i: int) -> _Node:
         node.entries.append(_Entry(key, k, child, text[j:k]))
         n = _skip(text, child.end)
         if text[n] == ",":
+            node.entries[-1].trail = text[child.end : n]
             j = n + 1
             continue
         if text[n] != closer:
@@ -260,7 +263,8 @@ class _Writer:
                 lead = entry.lead
             else:
                 lead = separator
-            out.append(lead + text)
+            trail = "" if entry is None or index == len(parts) - 1 else entry.trail
+            out.append(lead + text + trail)
         tail = node.tail if parts else ""
         if multiline and parts and not entries:
             tail = "\n" + self.line_indent(node.start)
