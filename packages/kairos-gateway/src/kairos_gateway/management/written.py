@@ -19,8 +19,8 @@ edits the author's document only where they differ:
 Every result is checked: parsed and validated, it must give exactly the new
 configuration. A rewritten route that does not (the kairos-rs single-backend form
 given new backends, say) is written in its canonical, defaults-omitted form instead;
-a whole file that does not is written entirely in that form (still never with the
-defaults filled in).
+a whole file that does not is written entirely in that form, and should that fail too
+(a default that depends on another setting), with every setting written out.
 """
 
 from __future__ import annotations
@@ -30,7 +30,14 @@ import types
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from kairos_core import ConfigError, GatewayConfig, Router, load_config, load_router
+from kairos_core import (
+    ConfigError,
+    GatewayConfig,
+    Router,
+    config_to_json,
+    load_config,
+    load_router,
+)
 from kairos_core._model import input_keys
 from pydantic import BaseModel
 
@@ -386,10 +393,13 @@ def _gives(text: str, expected: Any) -> bool:
 def updated_text(text: str | None, old: GatewayConfig, new: GatewayConfig) -> str:
     """The file ``text`` (which gave ``old``) changed to give ``new``, as little as can be.
 
-    With no text (no file yet) or text that cannot be followed, `canonical_text`.
+    With no text (no file yet) or text that cannot be followed, `canonical_text`; should
+    even that not load back to ``new``, every setting written out (`config_to_json`).
     """
     expected = full_data(new)
+    unit = "  "
     if text is not None:
+        unit = _indent_unit(text)
         try:
             start = _skip(text, 0)
             root = _parse(text, start)
@@ -402,5 +412,7 @@ def updated_text(text: str | None, old: GatewayConfig, new: GatewayConfig) -> st
             result = None
         if result is not None and _gives(result, expected):
             return result
-        return canonical_text(new, _indent_unit(text))
-    return canonical_text(new)
+    canonical = canonical_text(new, unit)
+    if _gives(canonical, expected):
+        return canonical
+    return config_to_json(new) + "\n"
