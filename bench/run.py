@@ -32,6 +32,7 @@ import resilience
 import route_match
 import scale
 import tls
+import transform
 import upload
 import websocket
 import workers
@@ -270,14 +271,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary work dir")
     parser.add_argument(
         "--only",
-        choices=(*SECTIONS, "chain", "scale", "websocket", "tls", "upload", "all"),
+        choices=(*SECTIONS, "chain", "scale", "websocket", "tls", "upload", "transform", "all"),
         default="all",
         help="run only the core comparison or the load-balancing, edge-security or workers "
         "section; not part of 'all': 'chain' (the policy chain's A/B, bench/chain.py) and "
         "'scale' (50 to 10,000 client connections, bench/scale.py), 'websocket' (1,000 "
         "WebSocket connections echoing, bench/websocket.py), 'tls' (HTTPS vs plain HTTP "
         "and TLS handshakes, bench/tls.py), 'upload' (1 GiB and 30 x 10 MiB uploads and the "
-        "gateway's memory, bench/upload.py)",
+        "gateway's memory, bench/upload.py), 'transform' (the transform plugin vs a plain "
+        "route, bench/transform.py)",
     )
     parser.add_argument(
         "--baseline", help="with --only chain, scale or upload: the git ref to compare with"
@@ -298,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
             *(["--python-backend"] if args.python_backend else []),
         ]
         return tls.main([*passed, *extra])
+    if args.only == "transform":
+        passed = ["--duration", str(args.duration)]
+        return transform.main([*passed, *(["--quick"] if args.quick else [])])
     if args.only == "upload":
         return upload.main(["--baseline", args.baseline] if args.baseline else [])
     if args.only == "websocket":

@@ -53,7 +53,7 @@ async def test_installed_plugin_and_load_errors(
         catalog = await client.plugins()
         assert (await raw_request(gw.port, "/a")).header("X-Stamp") == "v"
     names = [p.name for p in catalog.plugins]
-    assert names == [*BUILTINS, "stamp"]
+    assert names == [*BUILTINS, "transform", "stamp"]
     stamp = catalog.plugins[-1]
     assert not stamp.builtin
     assert stamp.priority == 700

@@ -61,6 +61,7 @@ async def test_plugins_page_lists_builtins_and_installed(plugin_user: User) -> N
         "client_cert",
         "jwt",
         "rate_limit",
+        "transform",
         "stamp",
     ]
     assert rows["jwt"]["kind"] == "built in"

@@ -160,14 +160,23 @@ class UpstreamRequest:
 
 
 class ResponseHead:
-    """Status and headers of a response on its way to the client (``on_response``)."""
+    """Status and headers of a response on its way to the client (``on_response``);
+    ``from_backend`` tells a backend's response from one of the gateway's own."""
 
-    __slots__ = ("headers", "reason", "status")
+    __slots__ = ("from_backend", "headers", "reason", "status")
 
-    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: list[tuple[str, str]],
+        *,
+        from_backend: bool = False,
+    ) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers
+        self.from_backend = from_backend
 
 
 class Policy:

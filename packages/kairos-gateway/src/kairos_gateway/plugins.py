@@ -38,8 +38,10 @@ from kairos_core import (
     PluginInfo,
     field_errors,
 )
+from kairos_core.transform import TransformConfig
 from pydantic import BaseModel, ValidationError
 
+from ._version import __version__
 from .chain import Policy, declared_phases
 from .policies import (
     BodyLimit,
@@ -49,6 +51,7 @@ from .policies import (
     RateLimitPolicy,
     SecurityHeaders,
 )
+from .policies.transform import transform_policy
 
 if TYPE_CHECKING:
     from .chain import Request
@@ -96,10 +99,25 @@ class Plugin(Generic[C]):
     #: Higher runs first within a phase; ``plugins[].priority`` overrides it.
     priority: int = DEFAULT_PRIORITY
     description: str = ""
+    #: The phases it may act in, when ``policy`` is a factory rather than the class.
+    declares: tuple[str, ...] = ()
 
     def phases(self) -> list[str]:
         policy = self.policy
-        return declared_phases(policy) if isinstance(policy, type) else []
+        return declared_phases(policy) if isinstance(policy, type) else list(self.declares)
+
+
+#: Plugins that come with the gateway, enabled like any installed one.
+BUNDLED: Final[tuple[Plugin[Any], ...]] = (
+    Plugin(
+        name="transform",
+        config=TransformConfig,
+        policy=transform_policy,
+        description="rewrite request headers, path and query, and response headers and "
+        "statuses, with templates (${header.X}, ${claim.sub}, ...)",
+        declares=("before_upstream", "on_response"),
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +148,9 @@ def _discover(group: str) -> tuple[tuple[_Installed, ...], tuple[tuple[str, str]
         if obj.name.replace("-", "_") in {p.name for p in BUILTINS}:
             errors.append((ep.name, "the name of a built-in policy cannot be a plugin's"))
             continue
+        if obj.name in {p.name for p in BUNDLED}:
+            errors.append((ep.name, "a plugin of that name comes with the gateway"))
+            continue
         dist = ep.dist
         found.append(_Installed(obj, dist.name if dist else None, dist.version if dist else None))
     for name, reason in errors:
@@ -149,7 +170,10 @@ class PluginRegistry:
         group: str | None = ENTRY_POINT_GROUP,
     ) -> None:
         installed, errors = _discover(group) if group is not None else ((), ())
-        self._plugins: dict[str, _Installed] = {i.plugin.name: i for i in installed}
+        self._plugins: dict[str, _Installed] = {
+            p.name: _Installed(p, "kairos-gateway", __version__) for p in BUNDLED
+        }
+        self._plugins.update((i.plugin.name, i) for i in installed)
         for plugin in extra:
             self._plugins[plugin.name] = _Installed(plugin, None, None)
         self.errors: dict[str, str] = dict(errors)

@@ -257,7 +257,10 @@ class Responder(httputil.HTTPMessageDelegate):
             # Hooks see what the client will get (hop-by-hop headers gone, the
             # policies' response headers in), before defaults and X-Request-Id.
             head = ResponseHead(
-                status, reason, client_response_pairs(response.headers, self.response_headers)
+                status,
+                reason,
+                client_response_pairs(response.headers, self.response_headers),
+                from_backend=True,
             )
             self._run_on_response(head)
             status, reason = head.status, head.reason
