@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -229,7 +230,7 @@ def test_the_plugin_is_bundled_and_listed() -> None:
     assert "transform" in registry
     info = next(p for p in registry.catalog().plugins if p.name == "transform")
     assert info.package == "kairos-gateway"
-    assert info.phases == ["before_upstream", "on_response"]
+    assert info.phases == ["on_headers", "before_upstream", "on_response"]
 
 
 @pytest.mark.parametrize(
@@ -293,3 +294,57 @@ def test_a_missing_environment_variable_is_named() -> None:
 def test_templates_parse_into_literals_and_variables() -> None:
     assert parse_template("a${path.id}$$b") == (("text", "a"), ("path", "id"), ("text", "$b"))
     assert TransformConfig.model_validate({}).request is None
+
+
+async def test_json_body_fields_are_removed_and_set(
+    backend: EchoBackend, gateway_factory: GatewayFactory
+) -> None:
+    config = {
+        "request": {
+            "json_body": {
+                "remove": ["password", "meta.internal"],
+                "set": {"meta.source": "gateway ${method}", "meta.flags": [1, True], "v": 2},
+            }
+        }
+    }
+    gw = await gateway_factory(
+        cfg(route("/j", "/j", [backend], methods=["POST"], plugins=transform(config)))
+    )
+    body = json.dumps({"user": "ann", "password": "x", "meta": {"internal": 1, "keep": "é"}})
+    resp = await raw_request(
+        gw.port,
+        "/j",
+        method="POST",
+        body=body.encode(),
+        headers=[("Content-Type", "application/json; charset=utf-8")],
+    )
+    echo = resp.json()
+    sent = json.loads(echo["body"].encode("latin-1"))
+    assert sent == {
+        "user": "ann",
+        "meta": {"keep": "é", "source": "gateway POST", "flags": [1, True]},
+        "v": 2,
+    }
+    assert received(echo)["content-length"] == [str(len(echo["body"].encode("latin-1")))]
+
+
+async def test_json_body_edits_leave_other_bodies_and_refuse_bad_json(
+    backend: EchoBackend, gateway_factory: GatewayFactory
+) -> None:
+    config = {"request": {"json_body": {"remove": ["secret"], "max_bytes": 1024}}}
+    gw = await gateway_factory(
+        cfg(route("/j", "/j", [backend], methods=["POST"], plugins=transform(config)))
+    )
+    plain = await raw_request(
+        gw.port, "/j", method="POST", body=b"secret=1", headers=[("Content-Type", "text/plain")]
+    )
+    assert plain.json()["body"] == "secret=1"
+    json_type = [("Content-Type", "application/vnd.api+json")]
+    broken = await raw_request(gw.port, "/j", method="POST", body=b"{nope", headers=json_type)
+    assert broken.status == 400
+    assert broken.json()["detail"] == "the request body is not valid JSON"
+    large = await raw_request(
+        gw.port, "/j", method="POST", body=b'{"a":"' + b"x" * 2000 + b'"}', headers=json_type
+    )
+    assert large.status == 413
+    assert len(backend.requests) == 1  # only the plain one reached it

@@ -19,13 +19,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Final
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, JsonValue, field_validator, model_validator
 
 from ._model import KairosModel
 
 __all__ = [
     "HeaderOps",
     "HeaderReplace",
+    "JsonBodyOps",
     "PathRewrite",
     "QueryOps",
     "RequestTransform",
@@ -172,10 +173,40 @@ class PathRewrite(KairosModel):
         return self
 
 
+def _field_path(value: str) -> str:
+    if not re.fullmatch(r"[^.\s]+(\.[^.\s]+)*", value):
+        raise ValueError(f"{value!r} is not a field path such as 'user.email'")
+    return value
+
+
+FieldPathText = Annotated[str, AfterValidator(_field_path)]
+
+
+class JsonBodyOps(KairosModel):
+    """Fields of a JSON object body (``Content-Type: application/json`` or
+    ``...+json``), by dotted path (``user.email``): ``remove`` them, then ``set`` them
+    (strings may hold templates; missing objects on the way are created). The body is
+    read whole, up to ``max_bytes`` (larger: 413)."""
+
+    remove: list[FieldPathText] = Field(default_factory=list)
+    set: dict[FieldPathText, JsonValue] = Field(default_factory=dict)
+    max_bytes: Annotated[int, Field(ge=1, le=16 * 1024 * 1024)] = 64 * 1024
+
+    @field_validator("set")
+    @classmethod
+    def _templates(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        for item in value.values():
+            if isinstance(item, str):
+                parse_template(item)
+        return value
+
+
 class RequestTransform(KairosModel):
     headers: HeaderOps | None = None
     path: PathRewrite | None = None
     query: QueryOps | None = None
+    #: Edits of a JSON request body; the only operation that reads the body whole.
+    json_body: JsonBodyOps | None = None
 
 
 class StatusMapping(KairosModel):

@@ -115,7 +115,7 @@ BUNDLED: Final[tuple[Plugin[Any], ...]] = (
         policy=transform_policy,
         description="rewrite request headers, path and query, and response headers and "
         "statuses, with templates (${header.X}, ${claim.sub}, ...)",
-        declares=("before_upstream", "on_response"),
+        declares=("on_headers", "before_upstream", "on_response"),
     ),
 )
 

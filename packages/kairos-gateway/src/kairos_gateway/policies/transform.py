@@ -16,16 +16,18 @@ responses, optionally to a problem+json answer of the gateway's own.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Final
+from typing import Any, Final
 from urllib.parse import quote, unquote_plus
 
-from kairos_core import InvalidPath, KairosError, path_problem
+from kairos_core import BadRequest, InvalidPath, KairosError, path_problem
 from kairos_core.transform import (
     HeaderOps,
+    JsonBodyOps,
     QueryOps,
     TransformConfig,
     parse_template,
@@ -36,6 +38,7 @@ from ..chain import Policy, Request, ResponseHead, UpstreamRequest
 __all__ = [
     "BackendStatus",
     "Transform",
+    "TransformJsonBody",
     "TransformRequest",
     "TransformResponse",
     "compile_template",
@@ -245,13 +248,70 @@ class _QueryOps:
         return "&".join(kept)
 
 
+class _JsonBody:
+    """`JsonBodyOps` compiled: dotted paths split, template strings compiled."""
+
+    __slots__ = ("max_bytes", "remove", "set")
+
+    def __init__(self, ops: JsonBodyOps, where: str) -> None:
+        self.max_bytes = ops.max_bytes
+        self.remove = tuple(tuple(path.split(".")) for path in ops.remove)
+        self.set = tuple(
+            (tuple(path.split(".")), compile_template(v, where) if isinstance(v, str) else v)
+            for path, v in ops.set.items()
+        )
+
+    def apply(self, body: bytes, request: Request) -> bytes:
+        try:
+            document = json.loads(body) if body else {}
+        except ValueError:
+            raise BadRequest("the request body is not valid JSON") from None
+        if not isinstance(document, dict):
+            raise BadRequest("the request body is not a JSON object")
+        for path in self.remove:
+            parent = _walk(document, path[:-1], create=False)
+            if parent is not None:
+                parent.pop(path[-1], None)
+        for path, value in self.set:
+            parent = _walk(document, path[:-1], create=True)
+            if parent is None:
+                raise BadRequest(f"the request body's {'.'.join(path[:-1])} is not an object")
+            parent[path[-1]] = value(request) if callable(value) else value
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _walk(
+    document: dict[str, Any], path: tuple[str, ...], *, create: bool
+) -> dict[str, Any] | None:
+    """The object at ``path`` (created on the way with ``create``), or None."""
+    node = document
+    for key in path:
+        child = node.get(key)
+        if child is None and create:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            return None
+        node = child
+    return node
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.partition(";")[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
 class _Compiled(Policy):
     """The compiled ``transform`` settings of one route (see `transform_policy`)."""
 
-    __slots__ = ("path", "query", "request_headers", "response_headers", "statuses")
+    __slots__ = ("json_body", "path", "query", "request_headers", "response_headers", "statuses")
 
     def __init__(self, config: TransformConfig) -> None:
         request, response = config.request, config.response
+        self.json_body = (
+            None
+            if request is None or request.json_body is None
+            else _JsonBody(request.json_body, "request.json_body")
+        )
         self.request_headers = (
             None
             if request is None or request.headers is None
@@ -344,6 +404,29 @@ class Transform(TransformRequest, TransformResponse):
     """Both sides are configured."""
 
 
+class TransformJsonBody(TransformRequest):
+    """The request's JSON body is edited: the body is read whole (``needs_body``), and
+    a JSON body over ``max_bytes`` is refused with 413 before it is read."""
+
+    needs_body = True
+
+    def on_headers(self, request: Request) -> None:
+        assert self.json_body is not None
+        if _is_json(request.headers.get("Content-Type", "")):
+            request.limit_body(self.json_body.max_bytes)
+
+    def before_upstream(self, request: Request, upstream: UpstreamRequest) -> None:
+        super().before_upstream(request, upstream)
+        body = self.json_body
+        assert body is not None
+        if isinstance(upstream.body, bytes) and _is_json(request.headers.get("Content-Type", "")):
+            upstream.body = body.apply(upstream.body, request)
+
+
+class TransformJsonBodyAndResponse(TransformJsonBody, TransformResponse):
+    """A JSON body edit and the response side."""
+
+
 def transform_policy(config: TransformConfig) -> Policy:
     """The policy for ``config``, declaring only the phases it has work in (the chain
     skips the others at no cost)."""
@@ -354,6 +437,10 @@ def transform_policy(config: TransformConfig) -> Policy:
     changes_response = response is not None and (
         response.headers is not None or bool(response.status)
     )
+    if request is not None and request.json_body is not None:
+        if changes_response:
+            return TransformJsonBodyAndResponse(config)
+        return TransformJsonBody(config)
     if changes_request and changes_response:
         return Transform(config)
     if changes_response:
