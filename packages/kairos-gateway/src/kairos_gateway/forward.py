@@ -182,6 +182,134 @@ def _header(headers: Sequence[tuple[str, str]], lower_name: str) -> str | None:
     return None
 
 
+class Tries:
+    """The tries of one request: which backends were tried, the deadline, the budget,
+    and the decisions between tries. `forward` drives it with the pooled client, the
+    WebSocket upgrade with a connection of its own."""
+
+    __slots__ = (
+        "_client_key",
+        "_loop",
+        "deadline",
+        "method",
+        "replayed",
+        "request_id",
+        "rng",
+        "runtime",
+        "tried",
+    )
+
+    def __init__(
+        self,
+        runtime: RouteRuntime,
+        *,
+        method: str,
+        client_ip: str,
+        request_id: str,
+        rng: random.Random,
+    ) -> None:
+        self.runtime = runtime
+        self.method = method
+        self.request_id = request_id
+        self.rng = rng
+        self._loop = loop = asyncio.get_running_loop()
+        total = runtime.total_timeout_s
+        self.deadline = None if total is None else loop.time() + total
+        if runtime.budget is not None:
+            runtime.budget.on_request()
+        self._client_key = client_ip if runtime.balancer.uses_client_key else ""
+        self.tried: list[int] = []
+        self.replayed = False
+
+    def start(self) -> tuple[Attempt, float, float]:
+        """The next attempt, with its connect and read timeouts (cut to what is left of
+        the route's total deadline; past it, `UpstreamTimeout`)."""
+        runtime = self.runtime
+        attempt = _admit(runtime, self._client_key, self.tried)
+        connect_timeout = runtime.connect_timeout_s
+        read_timeout = runtime.read_timeout_s
+        if self.deadline is not None:
+            remaining = self.deadline - self._loop.time()
+            if remaining <= 0:
+                attempt.close()
+                raise UpstreamTimeout("the route's total deadline passed before an answer")
+            connect_timeout = min(connect_timeout, remaining)
+            read_timeout = min(read_timeout, remaining)
+        return attempt, connect_timeout, read_timeout
+
+    async def after_failure(
+        self, attempt: Attempt, exc: UpstreamFailure, upstream: UpstreamRequest | None = None
+    ) -> None:
+        """The try failed: return (after the backoff pause) to try again, or raise the
+        502/504 problem. ``upstream``: the request, whose body must rewind for a retry."""
+        attempt.failed(exc, self.request_id)
+        attempt.close()
+        runtime = self.runtime
+        policy = runtime.retry
+        decision = (
+            "no_policy"
+            if policy is None
+            else policy.decide(
+                self.method,
+                len(self.tried),
+                failed=True,
+                retry_after=None,
+                budget=runtime.budget,
+                now=self._loop.time(),
+                deadline=self.deadline,
+                rng=self.rng,
+            )
+        )
+        if isinstance(decision, float) and (
+            upstream is None or _rewound(upstream, self.request_id)
+        ):
+            self.tried.append(attempt.index)
+            runtime.stats.retry(exc.kind)
+            if decision > 0:
+                await asyncio.sleep(decision)
+            return
+        if decision == "budget_exhausted":
+            runtime.stats.retry(decision)
+        if isinstance(exc, UpstreamTimedOut):
+            raise UpstreamTimeout("the backend did not answer in time") from exc
+        raise UpstreamError("the backend could not be reached or answered badly") from exc
+
+    def retry_status(
+        self,
+        attempt: Attempt,
+        status: int,
+        retry_after: str | None,
+        upstream: UpstreamRequest | None = None,
+    ) -> float | None:
+        """The backend answered ``status`` (already recorded on the attempt): the pause
+        before trying again, or None to keep this answer. The caller drops the answer
+        and closes the attempt at once (a rewound body's old writer must stop before
+        anything else runs), then pauses."""
+        runtime = self.runtime
+        policy = runtime.retry
+        if policy is None or not policy.status_retryable(status):
+            return None
+        decision = policy.decide(
+            self.method,
+            len(self.tried),
+            failed=False,
+            retry_after=retry_after,
+            budget=runtime.budget,
+            now=self._loop.time(),
+            deadline=self.deadline,
+            rng=self.rng,
+        )
+        if isinstance(decision, float) and (
+            upstream is None or _rewound(upstream, self.request_id)
+        ):
+            self.tried.append(attempt.index)
+            runtime.stats.retry(f"status_{status}")
+            return decision
+        if decision == "budget_exhausted":
+            runtime.stats.retry(decision)
+        return None
+
+
 async def forward(
     runtime: RouteRuntime,
     upstream: UpstreamRequest,
@@ -198,28 +326,11 @@ async def forward(
     A failure that is not retried becomes a 502/504 problem (raised); a response, even
     a retryable one, is returned as it is once retries are spent.
     """
-    loop = asyncio.get_running_loop()
-    deadline = None if runtime.total_timeout_s is None else loop.time() + runtime.total_timeout_s
-    policy = runtime.retry
-    budget = runtime.budget
+    tries = Tries(runtime, method=method, client_ip=client_ip, request_id=request_id, rng=rng)
     stats = runtime.stats
-    if budget is not None:
-        budget.on_request()
-    client_key = client_ip if runtime.balancer.uses_client_key else ""
-    tried: list[int] = []
-    replayed = False
     while True:
-        attempt = _admit(runtime, client_key, tried)
+        attempt, connect_timeout, read_timeout = tries.start()
         endpoint = attempt.state.endpoint
-        connect_timeout = runtime.connect_timeout_s
-        read_timeout = runtime.read_timeout_s
-        if deadline is not None:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                attempt.close()
-                raise UpstreamTimeout("the route's total deadline passed before an answer")
-            connect_timeout = min(connect_timeout, remaining)
-            read_timeout = min(read_timeout, remaining)
         try:
             response = await pool.request(
                 endpoint,
@@ -234,9 +345,9 @@ async def forward(
         except UpstreamSaturated as exc:
             # Nothing was sent: another backend may take it, whatever the method.
             attempt.close()
-            stop = _saturated(runtime, tried, attempt.index, budget)
+            stop = _saturated(runtime, tries.tried, attempt.index, runtime.budget)
             if stop is None:
-                tried.append(attempt.index)
+                tries.tried.append(attempt.index)
                 stats.retry(exc.kind)
                 continue
             if stop == "budget_exhausted":
@@ -253,66 +364,28 @@ async def forward(
             raise BadRequest("the request body did not arrive whole") from exc
         except StaleConnection as exc:
             attempt.close()
-            stop = decide_stale(method, replayed, budget)
+            stop = decide_stale(method, tries.replayed, runtime.budget)
             if stop is None and _rewound(upstream, request_id):
-                replayed = True
+                tries.replayed = True
                 stats.retry(exc.kind)
                 continue  # the same backend, at once: it never saw the request
             if stop == "budget_exhausted":
                 stats.retry(stop)
             raise UpstreamError("the backend closed the connection before answering") from exc
         except UpstreamFailure as exc:
-            attempt.failed(exc, request_id)
-            attempt.close()
-            decision = (
-                "no_policy"
-                if policy is None
-                else policy.decide(
-                    method,
-                    len(tried),
-                    failed=True,
-                    retry_after=None,
-                    budget=budget,
-                    now=loop.time(),
-                    deadline=deadline,
-                    rng=rng,
-                )
-            )
-            if isinstance(decision, float) and _rewound(upstream, request_id):
-                tried.append(attempt.index)
-                stats.retry(exc.kind)
-                if decision > 0:
-                    await asyncio.sleep(decision)
-                continue
-            if decision == "budget_exhausted":
-                stats.retry(decision)
-            if isinstance(exc, UpstreamTimedOut):
-                raise UpstreamTimeout("the backend did not answer in time") from exc
-            raise UpstreamError("the backend could not be reached or answered badly") from exc
+            await tries.after_failure(attempt, exc, upstream)
+            continue
         except BaseException:
             attempt.close()
             raise
         status = response.status
         attempt.answered(status)
-        if policy is not None and policy.status_retryable(status):
-            decision = policy.decide(
-                method,
-                len(tried),
-                failed=False,
-                retry_after=_header(response.headers, "retry-after"),
-                budget=budget,
-                now=loop.time(),
-                deadline=deadline,
-                rng=rng,
-            )
-            if isinstance(decision, float) and _rewound(upstream, request_id):
-                response.abort()  # no await since the rewind: the old writer stops here
-                attempt.close()
-                tried.append(attempt.index)
-                stats.retry(f"status_{status}")
-                if decision > 0:
-                    await asyncio.sleep(decision)
-                continue
-            if decision == "budget_exhausted":
-                stats.retry(decision)
+        retry_after = _header(response.headers, "retry-after")
+        pause = tries.retry_status(attempt, status, retry_after, upstream)
+        if pause is not None:
+            response.abort()  # no await since the rewind: the old writer stops here
+            attempt.close()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            continue
         return attempt, response

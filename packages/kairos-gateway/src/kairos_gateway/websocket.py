@@ -39,17 +39,15 @@ from kairos_core import (
     Forbidden,
     KairosError,
     UpstreamError,
-    UpstreamTimeout,
 )
 from tornado.iostream import StreamClosedError
 
 from .chain import Policy, PolicyFailed, ResponseHead, UpstreamRequest
-from .forward import Attempt, _admit
+from .forward import Attempt, Tries
 from .headers import client_response_pairs, upstream_request_headers
 from .messages import Response
 from .respond import CLIENT_CLOSED, Responder
 from .upstream import UpstreamError as UpstreamFailure
-from .upstream import UpstreamTimeout as UpstreamTimedOut
 from .upstream.tunnel import TunnelResponse, open_tunnel
 
 if TYPE_CHECKING:
@@ -247,29 +245,18 @@ def _upstream_request(exchange: Responder, route: RouteRuntime, target: str) -> 
 async def _connect(
     exchange: Responder, route: RouteRuntime, upstream: UpstreamRequest
 ) -> tuple[Attempt, TunnelResponse]:
-    """Try backends as `forward.forward` does, with a connection of the upgrade's own;
-    return the answer that is not retried, with its open attempt."""
-    loop = asyncio.get_running_loop()
-    deadline = None if route.total_timeout_s is None else loop.time() + route.total_timeout_s
-    policy = route.retry
-    budget = route.budget
-    stats = route.stats
-    rng = exchange.host.runtime.rng
-    if budget is not None:
-        budget.on_request()
-    client_key = exchange.client_ip if route.balancer.uses_client_key else ""
-    tried: list[int] = []
+    """Try backends as `forward.forward` does (`forward.Tries`), with a connection of
+    the upgrade's own; return the answer that is not retried, with its open attempt."""
+    tries = Tries(
+        route,
+        method="GET",
+        client_ip=exchange.client_ip,
+        request_id=exchange.request_id,
+        rng=exchange.host.runtime.rng,
+    )
     while True:
-        attempt = _admit(route, client_key, tried)
+        attempt, connect_timeout, read_timeout = tries.start()
         endpoint = attempt.state.endpoint
-        connect_timeout, read_timeout = route.connect_timeout_s, route.read_timeout_s
-        if deadline is not None:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                attempt.close()
-                raise UpstreamTimeout("the route's total deadline passed before an answer")
-            connect_timeout = min(connect_timeout, remaining)
-            read_timeout = min(read_timeout, remaining)
         try:
             response = await open_tunnel(
                 endpoint,
@@ -279,57 +266,18 @@ async def _connect(
                 read_timeout=read_timeout,
             )
         except UpstreamFailure as exc:
-            attempt.failed(exc, exchange.request_id)
-            attempt.close()
-            decision = (
-                "no_policy"
-                if policy is None
-                else policy.decide(
-                    "GET",
-                    len(tried),
-                    failed=True,
-                    retry_after=None,
-                    budget=budget,
-                    now=loop.time(),
-                    deadline=deadline,
-                    rng=rng,
-                )
-            )
-            if isinstance(decision, float):
-                tried.append(attempt.index)
-                stats.retry(exc.kind)
-                if decision > 0:
-                    await asyncio.sleep(decision)
-                continue
-            if decision == "budget_exhausted":
-                stats.retry(decision)
-            if isinstance(exc, UpstreamTimedOut):
-                raise UpstreamTimeout("the backend did not answer in time") from exc
-            raise UpstreamError("the backend could not be reached or answered badly") from exc
+            await tries.after_failure(attempt, exc)
+            continue
         except BaseException:
             attempt.close()
             raise
         attempt.answered(response.status)
-        if policy is not None and policy.status_retryable(response.status):
-            decision = policy.decide(
-                "GET",
-                len(tried),
-                failed=False,
-                retry_after=response.header("retry-after"),
-                budget=budget,
-                now=loop.time(),
-                deadline=deadline,
-                rng=rng,
-            )
-            if isinstance(decision, float):
-                attempt.close()
-                tried.append(attempt.index)
-                stats.retry(f"status_{response.status}")
-                if decision > 0:
-                    await asyncio.sleep(decision)
-                continue
-            if decision == "budget_exhausted":
-                stats.retry(decision)
+        pause = tries.retry_status(attempt, response.status, response.header("retry-after"))
+        if pause is not None:
+            attempt.close()  # a refusal's connection is closed already
+            if pause > 0:
+                await asyncio.sleep(pause)
+            continue
         return attempt, response
 
 
