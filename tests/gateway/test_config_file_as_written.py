@@ -243,7 +243,8 @@ async def test_no_backups_with_keep_zero(
     gw = await hand_written(original)
     body = route("/r", "/r", [backend], methods=["GET"])
     assert (await api_call(gw.port, "POST", "/api/routes", body)).status == 201
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+    # The audit trail keeps its own directory; no backup is made.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".kairos-audit", "config.json"]
 
 
 # The merge on its own, on files of other shapes.

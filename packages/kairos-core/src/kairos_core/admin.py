@@ -28,7 +28,13 @@ from ._model import KairosModel
 from .auth import reveal_secret
 from .roles import MIN_ADMIN_TOKEN_CHARS, AdminTokenConfig, check_token_fields
 
-__all__ = ["MIN_ADMIN_TOKEN_CHARS", "AdminConfig", "ConfigBackups", "parse_listen"]
+__all__ = [
+    "MIN_ADMIN_TOKEN_CHARS",
+    "AdminConfig",
+    "AuditSettings",
+    "ConfigBackups",
+    "parse_listen",
+]
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -58,6 +64,16 @@ class ConfigBackups(KairosModel):
     keep: Annotated[int, Field(ge=0, le=1000)] = 10
 
 
+class AuditSettings(KairosModel):
+    """Where the audit trail and the kept configuration versions live (read at
+    start-up). ``dir`` is relative to the config file's directory; without a config
+    file both are kept in memory."""
+
+    dir: str = ".kairos-audit"
+    keep_entries: Annotated[int, Field(ge=10, le=100_000)] = 1000
+    keep_versions: Annotated[int, Field(ge=1, le=1000)] = 20
+
+
 class AdminConfig(KairosModel):
     """Access to the management API (`/api/...`) and `/metrics`."""
 
@@ -74,6 +90,8 @@ class AdminConfig(KairosModel):
     tokens: list[AdminTokenConfig] = Field(default_factory=list)
     #: Copies of the config file kept when the API, CLI or UI rewrites it.
     backups: ConfigBackups = Field(default_factory=ConfigBackups)
+    #: The audit trail and the versions kept for rollback.
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @field_serializer("token", "token_sha256")
     def _dump_secret(self, value: SecretStr | None, info: SerializationInfo) -> str | None:

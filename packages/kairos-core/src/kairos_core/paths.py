@@ -36,6 +36,7 @@ RESERVED_PATHS: frozenset[str] = frozenset(
         "/ready",
         "/live",
         "/metrics",
+        "/api/audit",
         "/api/backends",
         "/api/plugins",
         "/api/openapi.json",

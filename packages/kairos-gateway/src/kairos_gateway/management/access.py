@@ -89,13 +89,13 @@ def credentials(
 def needed_role(method: str, path: str) -> AdminRole:
     """The least role that may make this management API call.
 
-    Reads are a viewer's; changing routes (and validating one) and reloading are an
-    operator's; the whole configuration and its sections (authentication, limits,
+    Reads are a viewer's; changing routes (and validating one), reloading and rolling
+    back are an operator's; the whole configuration and its sections (authentication, limits,
     CORS, the tokens themselves) are an admin's.
     """
     if method in _READS:
         return "viewer"
-    if path == "/api/config/reload":
+    if path in ("/api/config/reload", "/api/config/rollback"):
         return "operator"
     if path == "/api/config" or path.startswith("/api/config/"):
         return "admin"

@@ -47,8 +47,9 @@ from ..messages import ApiRequest, ApiResponse
 from ..settings import NamedToken
 from . import config_api, routes
 from .access import AdminCredential, authorize, credentials, needed_role
+from .audit import AuditTrail
 from .history import MetricsSampler
-from .live import LiveConfig, Trigger
+from .live import ACTOR, Actor, LiveConfig, Trigger, acting, etag_of
 from .openapi import openapi_document
 from .watcher import FileWatcher
 
@@ -118,6 +119,13 @@ def _ejection(outlier: Outlier, now: float, wall: float) -> dict[str, object]:
     }
 
 
+def _count(name: str, text: str, least: int, most: int) -> int:
+    """A whole number parameter within bounds; 400 otherwise."""
+    if not text.isdigit() or not least <= int(text) <= most:
+        raise BadRequest(f"{name}={text!r} must be a whole number from {least} to {most}")
+    return int(text)
+
+
 def parse_duration(name: str, text: str) -> float:
     """``"10s"``, ``"5m"``, ``"1h"``, ``"1d"`` (or plain seconds) to seconds; 400 if bad."""
     number, unit = (text[:-1], text[-1]) if text and text[-1] in _UNITS else (text, "s")
@@ -147,6 +155,16 @@ class ManagementApi:
         self.sampler = sampler
         self.cluster = cluster
         self.watcher = watcher
+        audit = runtime.snapshot.config.admin.audit
+        file = live.file
+        #: Who changed what, and the versions kept for rollback (set up at start-up).
+        self.audit = AuditTrail(
+            runtime.snapshot,
+            etag_of,
+            directory=None if file is None else file.path.parent / audit.dir,
+            keep_entries=audit.keep_entries,
+            keep_versions=audit.keep_versions,
+        )
         self._admin_token = admin_token
         self._admin_tokens = admin_tokens
         self._started = False
@@ -192,6 +210,7 @@ class ManagementApi:
 
     def applied(self, snapshot: Snapshot) -> None:
         """A new snapshot went live (called by Gateway.activate)."""
+        self.audit.applied(snapshot)
         if self.cluster is not None:
             self.cluster.applied()
         if self._started:
@@ -247,13 +266,15 @@ class ManagementApi:
 
     async def handle(self, request: ApiRequest) -> ApiResponse:
         try:
-            authorize(
+            caller = authorize(
                 request.headers,
                 request.peer_ip,
                 self.credentials(),
                 needed_role(request.method, request.path),
             )
-            return await self._dispatch(request)
+            actor = Actor("loopback" if caller is None else caller.name, request.peer_ip)
+            with acting(actor):
+                return await self._dispatch(request)
         except KairosError as exc:
             return ApiResponse.problem(exc, request.request_id)
 
@@ -286,6 +307,15 @@ class ManagementApi:
         if path == "/api/config/reload":
             _allow(request, ("POST",))
             return await config_api.reload(self, request)
+        if path == "/api/config/versions":
+            _allow(request, _READ)
+            return ApiResponse.json(200, {"versions": self.audit.versions()})
+        if path == "/api/config/rollback":
+            _allow(request, ("POST",))
+            return await self.rollback(request)
+        if path == "/api/audit":
+            _allow(request, _READ)
+            return self.audit_entries(request)
         if path.startswith("/api/config/") and path.count("/") == 3:
             name = path.rsplit("/", 1)[1]
             if _allow(request, (*_READ, "PUT")) == "PUT":
@@ -308,6 +338,39 @@ class ManagementApi:
             _allow(request, _READ)
             return ApiResponse.json(200, openapi_document())
         raise RouteNotFound(f"no management endpoint at {path}")
+
+    def audit_entries(self, request: ApiRequest) -> ApiResponse:
+        """``GET /api/audit?limit=50&before=<id>``: entries, newest first; ``next`` is
+        the ``before`` of the following page (null on the last)."""
+        params = request.query_params()
+        limit = _count("limit", params.get("limit", "50"), 1, 500)
+        before = params.get("before")
+        entries = self.audit.entries(
+            limit=limit + 1,
+            before=None if before is None else _count("before", before, 1, 2**62),
+        )
+        page, more = entries[:limit], len(entries) > limit
+        return ApiResponse.json(
+            200, {"entries": page, "next": page[-1]["id"] if more and page else None}
+        )
+
+    async def rollback(self, request: ApiRequest) -> ApiResponse:
+        """``POST /api/config/rollback`` ``{"version": ...}``: make a kept version live
+        again (saved like any change; ``If-Match`` honoured), recorded as a rollback."""
+        body = request.json()
+        version = body.get("version") if isinstance(body, dict) else None
+        if not isinstance(version, str) or not version:
+            raise BadRequest('send {"version": "<a version from GET /api/config/versions>"}')
+        data = self.audit.version(version)
+        current = ACTOR.get()
+        actor = Actor(current.name if current else "loopback", request.peer_ip, "rollback")
+        with acting(actor):
+            await self.live.change(request.headers, lambda _current: dict(data))
+        return ApiResponse.json(
+            200,
+            {"restored": version.strip('"'), "version": self.live.etag.strip('"')},
+            self.etag_header(),
+        )
 
     def history(self, request: ApiRequest) -> ApiResponse:
         """The totals' history, or with ``route=<label>`` / ``backend=<address>``

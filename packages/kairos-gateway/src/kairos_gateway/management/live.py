@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -49,6 +50,40 @@ ConfigData = dict[str, Any]
 REDACTED = "***"
 #: Tries at a change while other nodes keep changing the cluster's configuration.
 CLUSTER_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who asked for a change (for the audit trail): a token name, ``loopback``,
+    ``file``, ``sighup``, ``cluster``, ``gateway``; from where (an address, or ""); and
+    by what trigger (``api``, ``rollback``, or a reload's `Trigger`)."""
+
+    name: str
+    source: str = ""
+    trigger: str = "api"
+
+
+#: The actor of the changes made in the current task (see `acting`).
+ACTOR: contextvars.ContextVar[Actor | None] = contextvars.ContextVar("kairos_actor", default=None)
+
+
+@contextlib.contextmanager
+def acting(actor: Actor) -> Iterator[None]:
+    """Changes made inside the block are recorded as ``actor``'s."""
+    token = ACTOR.set(actor)
+    try:
+        yield
+    finally:
+        ACTOR.reset(token)
+
+
+#: Who a reload is recorded as, by trigger.
+_RELOAD_ACTORS: dict[str, str] = {
+    "watcher": "file",
+    "sighup": "sighup",
+    "sibling": "file",
+    "cluster": "cluster",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +296,11 @@ class LiveConfig:
 
     def adopt(self, snapshot: Snapshot, trigger: Trigger) -> None:
         """Make a prepared ``snapshot`` live and record it (caller holds `lock`)."""
-        self.runtime.activate(snapshot)
+        if ACTOR.get() is None:
+            with acting(Actor(_RELOAD_ACTORS.get(trigger, trigger), trigger=trigger)):
+                self.runtime.activate(snapshot)
+        else:
+            self.runtime.activate(snapshot)
         self.loaded_at = time.time()
         self.last_reload = ReloadRecord(trigger, True, self.loaded_at)
 
@@ -280,6 +319,12 @@ class LiveConfig:
         In a cluster, every trigger re-reads the cluster's configuration instead (the
         file is only the seed); raises `ServiceUnavailable` when Redis cannot be reached.
         """
+        if ACTOR.get() is None:
+            with acting(Actor(_RELOAD_ACTORS.get(trigger, trigger), trigger=trigger)):
+                return await self._reload(trigger)
+        return await self._reload(trigger)
+
+    async def _reload(self, trigger: Trigger) -> Snapshot | None:
         if self.cluster is not None:
             return await self.cluster.reload()
         file = self.file
