@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from ._model import input_keys
+from ._model import WrongKind, input_keys
 from .errors import ABSENT, FieldError
 
 __all__ = ["field_errors"]
@@ -69,6 +69,10 @@ def _convert(error: ErrorDetails, root: type[BaseModel], conceal: bool = False) 
     value: object = error.get("input", ABSENT)
     if kind == "extra_forbidden":
         return FieldError(loc, _unknown_key_message(loc, root))
+    if isinstance(value, WrongKind):
+        given = "true or false" if isinstance(value.value, bool) else "a string"
+        noun = "an integer" if kind.startswith("int") else "a number"
+        return FieldError(loc, f"must be {noun}, not {given}", value.value)
     if kind == "missing" or isinstance(value, dict):
         value = ABSENT
     if any(part in _SECRET_KEYS for part in loc if isinstance(part, str)):
@@ -83,9 +87,19 @@ def _convert(error: ErrorDetails, root: type[BaseModel], conceal: bool = False) 
     elif kind == "literal_error":
         choices = _literal_choices(loc, root)
         message = f"must be one of: {', '.join(choices)}" if choices else _TYPE_MESSAGES[kind]
+        message += _did_you_mean(value, choices)
     else:
         message = _TYPE_MESSAGES.get(kind, error["msg"])
     return FieldError(loc, message, value)
+
+
+def _did_you_mean(value: object, choices: list[str]) -> str:
+    """``"; did you mean 'round_robin'?"`` for a near miss such as ``"roundrobin"``."""
+    if not isinstance(value, str) or not choices:
+        return ""
+    by_folded = {choice.lower(): choice for choice in choices}
+    near = difflib.get_close_matches(value.lower(), list(by_folded), n=1)
+    return f"; did you mean {by_folded[near[0]]!r}?" if near else ""
 
 
 def _unknown_key_message(loc: tuple[str | int, ...], root: type[BaseModel]) -> str:

@@ -144,8 +144,14 @@ class RateLimitConfig(KairosModel):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+        if value is None:
+            return value
+        if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        try:
+            _ = urlsplit(value).port  # a bad IPv6 literal or port raises here
+        except ValueError as exc:
+            raise ValueError(f"is not a valid URL ({exc})") from None
         return value
 
     @field_validator("sync")
