@@ -41,10 +41,37 @@ EXIT_BIND = 3
 REPEATED_SIGTERM_S = 1.0
 
 
+#: The environment the gateway reads (settings.py), for ``--help``: name, meaning, default.
+ENVIRONMENT = (
+    ("KAIROS_HOST", "address to listen on", "0.0.0.0"),
+    ("KAIROS_PORT", "port to listen on, 0 for any", "5900"),
+    ("KAIROS_CONFIG_PATH", "config file (JSON or YAML)", "./config.json"),
+    ("KAIROS_WORKERS", "worker processes sharing the port, or 'auto'", "1"),
+    ("KAIROS_LOG_LEVEL", "debug, info, warning or error (RUST_LOG as a fallback)", "info"),
+    ("KAIROS_LOG_FORMAT", "json or text", "json"),
+    ("KAIROS_ACCESS_LOG", "'-' (standard output), 'off', or a file path", "-"),
+    ("KAIROS_ADMIN_TOKEN", "bearer token for the management API", "none: loopback only"),
+    ("KAIROS_ADMIN_TOKENS", "named tokens with roles: name:role:token,...", "none"),
+    ("KAIROS_IDLE_TIMEOUT_S", "close idle keep-alive connections after this long", "60"),
+    ("KAIROS_DRAIN_TIMEOUT_S", "on SIGTERM, how long in-flight requests may run", "15"),
+    ("KAIROS_REDIS_URL", "join the cluster sharing this Redis", "none"),
+    ("KAIROS_PLUGIN_SLOW_MS", "log a plugin hook that blocks the loop longer", "50"),
+    ("KAIROS_GC_THRESHOLDS", "garbage collector thresholds, or 'python'", "50000,20,20"),
+)
+
+
+def _epilog() -> str:
+    width = max(len(name) for name, _, _ in ENVIRONMENT)
+    lines = [f"  {name:<{width}}  {meaning} ({default})" for name, meaning, default in ENVIRONMENT]
+    return "environment variables (default in parentheses):\n" + "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kairos-gateway",
         description="Kairos HTTP API gateway. Flags override KAIROS_* environment variables.",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--config", type=Path, help="config file (KAIROS_CONFIG_PATH, ./config.json)")
     p.add_argument("--host", help="address to listen on (KAIROS_HOST, 0.0.0.0)")
