@@ -41,6 +41,7 @@ from .resilience import (
     OutlierDetectionConfig,
 )
 from .route import MAX_BODY_LIMIT, Router, Timeouts
+from .tracing import TracingConfig
 from .validation import auth_errors, duplicate_route_errors
 
 __all__ = [
@@ -108,6 +109,8 @@ class GatewayConfig(KairosModel):
     cluster: ClusterConfig | None = None
     #: Plugins applied to every route (a route's own entries override them by name).
     plugins: PluginEntries | None = None
+    #: W3C trace context to backends, and span export (read at start-up).
+    tracing: TracingConfig | None = None
 
     @field_serializer("jwt_secret")
     def _dump_secret(self, value: SecretStr | None, info: SerializationInfo) -> str | None:

@@ -58,6 +58,7 @@ class AccessLog:
         bytes_out: int,
         client: str,
         scheme: str = "http",
+        trace_id: str = "",
     ) -> None:
         if self._stream is None:
             return
@@ -74,6 +75,7 @@ class AccessLog:
             # quoted and escaped by the json module's own (C) encoder.
             line = (
                 f'{{"time":"{ts}","type":"access","request_id":{_quote(request_id)},'
+                f'"trace_id":"{trace_id}",'
                 f'"method":{_quote(method)},"scheme":"{scheme}","path":{_quote(path)},'
                 f'"route":{_quote(route)},'
                 f'"backend":{_quote(backend)},"status":{status},"duration_ms":{duration_ms},'
@@ -83,7 +85,7 @@ class AccessLog:
             line = (
                 f"{ts} {client} {request_id} {method} {path} {status} {duration_ms}ms "
                 f"in={bytes_in} out={bytes_out} route={route} backend={backend or '-'}"
-                f" scheme={scheme}"
+                f" scheme={scheme} trace_id={trace_id or '-'}"
             )
         pending = self._pending
         pending.append(line)

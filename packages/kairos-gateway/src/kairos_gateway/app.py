@@ -44,6 +44,7 @@ from .server import KairosHTTPServer
 from .settings import HARD_HEADER_LIMIT, GatewaySettings
 from .snapshot import Snapshot
 from .tls import ServerTls
+from .tracing import build_tracer
 from .websocket import OpenWebSockets
 
 if TYPE_CHECKING:
@@ -84,6 +85,10 @@ class Gateway:
         self.max_header_size = settings.max_header_size
         self.health = HealthChecker(rng=runtime.rng)
         self.access_log = access_log or AccessLog.open(settings.access_log, settings.log_format)
+        #: Trace propagation and span export (read at start-up; raises ConfigError when
+        #: an exporter needs the SDK and it is missing).
+        self._tracing = runtime.snapshot.config.tracing
+        self.tracer = build_tracer(self._tracing, worker=worker)
         # The management side: changes (file, API, cluster), metrics history, the API.
         self.live = LiveConfig(runtime, runtime.snapshot.source, on_change=self._config_changed)
         block = runtime.snapshot.config.cluster
@@ -182,6 +187,8 @@ class Gateway:
         config = snapshot.config
         if config.admin.listen != self._admin_listen:
             log.warning("admin.listen changed: the admin listener moves only on a restart")
+        if config.tracing != self._tracing:
+            log.warning("tracing changed: trace propagation and export change only on a restart")
         if config.cluster != self._cluster:
             log.warning("cluster changed: a node joins or leaves a cluster only on a restart")
         if config.listen.startup_fields != self._listen.startup_fields:
@@ -359,6 +366,8 @@ class Gateway:
         if runtime.snapshot.verifier is not None:
             await runtime.snapshot.verifier.close()
         await runtime.aclose()
+        if self.tracer is not None:
+            await self.tracer.aclose()  # sends the spans still queued
         self.access_log.close()
         metrics = runtime.metrics
         if metrics.share is not None:

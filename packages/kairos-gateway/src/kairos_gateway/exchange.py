@@ -102,6 +102,9 @@ class Exchange(Responder):
         self.method = method = start_line.method
         self.headers = headers
         self.request_id = request_id_from(headers)
+        tracer = host.tracer
+        if tracer is not None:
+            self.trace = tracer.begin(method, headers)
         self.peer_ip = cast("HTTPRequestContext", self.conn.context).remote_ip
         self.snapshot = snapshot = host.runtime.snapshot
         self.client_ip = (
@@ -357,6 +360,7 @@ class Exchange(Responder):
             context = cast("HTTPRequestContext", self.conn.context)
             target = match.upstream_path
             stream = self._body_stream
+            trace = self.trace
             body: bytes | RequestBody = b"".join(self._body) if self._body else b""
             if stream is not None:
                 body = stream
@@ -374,6 +378,8 @@ class Exchange(Responder):
                     request_id=self.request_id,
                     trust_forwarded=self.snapshot.is_trusted_proxy(self.peer_ip),
                     forwarded=self.snapshot.config.forwarded_header,
+                    traced=trace is not None,
+                    tracestate=None if trace is None else trace.state,
                 ),
                 body,
                 self.headers.get("Host") if route.preserve_host else None,
@@ -396,6 +402,7 @@ class Exchange(Responder):
                 request_id=self.request_id,
                 pool=pool,
                 rng=self.host.runtime.rng,
+                trace=trace,
             )
             self._attempt = attempt
             self._response = response

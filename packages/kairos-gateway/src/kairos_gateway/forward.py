@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from .breaker import Permit
     from .chain import UpstreamRequest
     from .snapshot import RouteRuntime
+    from .tracing import RequestTrace, TrySpan
 
 __all__ = ["Attempt", "forward"]
 
@@ -59,12 +60,14 @@ log = logging.getLogger("kairos.gateway")
 class Attempt:
     """One try of one request against one backend (see the module docstring)."""
 
-    __slots__ = ("_open", "_sent", "index", "permit", "state")
+    __slots__ = ("_open", "_sent", "index", "permit", "span", "state")
 
     def __init__(self, index: int, state: BackendState, permit: Permit) -> None:
         self.index = index
         self.state = state
         self.permit = permit
+        #: The try's client span, when spans are recorded (ended by `close`).
+        self.span: TrySpan | None = None
         state.inflight += 1
         self._open = True
         self._sent = perf_counter()
@@ -78,6 +81,8 @@ class Attempt:
         state.stats.duration.observe(elapsed)
         state.observe_latency(elapsed, time.monotonic())
         self.permit.response(status)
+        if self.span is not None:
+            self.span.answered(status)
         if status >= 500:
             state.outlier.server_error()
         elif state.outlier.errors:
@@ -87,6 +92,8 @@ class Attempt:
         """The backend failed this try: count it against the backend, its breaker and
         outlier detection."""
         self.permit.failure()
+        if self.span is not None:
+            self.span.failed(exc)
         self.state.stats.error(exc.kind)
         self.state.outlier.failure(exc.kind)
         log.warning(
@@ -108,6 +115,8 @@ class Attempt:
             self._open = False
             self.state.inflight -= 1
             self.permit.release()
+            if self.span is not None:
+                self.span.end()
 
 
 def _admit(runtime: RouteRuntime, client_key: str, tried: Sequence[int]) -> Attempt:
@@ -319,24 +328,30 @@ async def forward(
     request_id: str,
     pool: UpstreamPool,
     rng: random.Random,
+    trace: RequestTrace | None = None,
 ) -> tuple[Attempt, UpstreamResponse]:
     """Try backends until one answers in a way not worth retrying; return that answer
     with its still-open attempt (the caller relays the body, then closes the attempt).
 
     A failure that is not retried becomes a 502/504 problem (raised); a response, even
-    a retryable one, is returned as it is once retries are spent.
+    a retryable one, is returned as it is once retries are spent. With a ``trace``,
+    every try carries a ``traceparent`` of its own.
     """
     tries = Tries(runtime, method=method, client_ip=client_ip, request_id=request_id, rng=rng)
     stats = runtime.stats
     while True:
         attempt, connect_timeout, read_timeout = tries.start()
         endpoint = attempt.state.endpoint
+        headers = [("Host", upstream.host or endpoint.host_header), *upstream.headers]
+        if trace is not None:
+            traceparent, attempt.span = trace.start_try(endpoint, method, upstream.target)
+            headers.append(("Traceparent", traceparent))
         try:
             response = await pool.request(
                 endpoint,
                 method,
                 upstream.target,
-                [("Host", upstream.host or endpoint.host_header), *upstream.headers],
+                headers,
                 upstream.body,
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,

@@ -37,6 +37,9 @@ _REQUEST_DROP = frozenset(
     }
 )
 
+#: With trace propagation the gateway writes these itself (a new span per try).
+_REQUEST_DROP_TRACED = _REQUEST_DROP | {"Traceparent", "Tracestate"}
+
 #: Client-address headers a backend may trust: dropped unless the peer is a trusted
 #: proxy (the gateway's own account is X-Forwarded-For/-Proto/-Host).
 _UNTRUSTED_DROP = frozenset({"Forwarded", "X-Real-Ip"})
@@ -150,6 +153,8 @@ def upstream_request_headers(
     request_id: str,
     trust_forwarded: bool,
     forwarded: bool = False,
+    traced: bool = False,
+    tracestate: str | None = None,
 ) -> list[tuple[str, str]]:
     """Headers to send to the backend for a client request with `incoming` headers,
     without `Host` (it depends on the backend, so it is added per try).
@@ -162,12 +167,17 @@ def upstream_request_headers(
     With ``forwarded`` (the ``forwarded_header`` setting) the gateway writes its own
     `Forwarded` element (`forwarded_element`, ``for`` the socket peer): appended to a
     trusted proxy's elements, or alone in place of a client's.
+
+    With ``traced`` (trace propagation) the client's `traceparent` and `tracestate`
+    are dropped: the gateway sends ``tracestate`` (the client's, checked and bounded)
+    here and a `traceparent` per try (`forward`).
     """
     listed = _connection_tokens(incoming.get("Connection"), normalise=True)
+    drop = _REQUEST_DROP_TRACED if traced else _REQUEST_DROP
     untrusted = _UNTRUSTED_DROP if not trust_forwarded else _FORWARDED if forwarded else _NONE
     out: list[tuple[str, str]] = []
     for name, value in incoming.get_all():
-        if name in _REQUEST_DROP or name in listed or name in untrusted:
+        if name in drop or name in listed or name in untrusted:
             continue
         out.append((name, value))
     prior = incoming.get_list("X-Forwarded-For")
@@ -181,6 +191,8 @@ def upstream_request_headers(
     if client_host:
         out.append(("X-Forwarded-Host", client_host))
     out.append(("X-Request-Id", request_id))
+    if tracestate:
+        out.append(("Tracestate", tracestate))
     if forwarded:
         element = forwarded_element(client_ip, proto, incoming.get("Host"))
         prior = incoming.get_list("Forwarded") if trust_forwarded else []

@@ -15,8 +15,11 @@ from kairos_core import KairosError
 CONTENT_TYPE = "application/problem+json"
 
 
-def render(exc: KairosError, request_id: str) -> tuple[int, Sequence[tuple[str, str]], bytes]:
-    """Status, extra headers and body for `exc`."""
+def render(
+    exc: KairosError, request_id: str, trace_id: str | None = None
+) -> tuple[int, Sequence[tuple[str, str]], bytes]:
+    """Status, extra headers and body for `exc` (with the request's ``trace_id`` when
+    it has one: the trace to look up)."""
     body: dict[str, object] = {
         "type": exc.type,
         "title": exc.title,
@@ -25,4 +28,6 @@ def render(exc: KairosError, request_id: str) -> tuple[int, Sequence[tuple[str, 
         "request_id": request_id,
         **exc.extensions(),
     }
+    if trace_id is not None:
+        body["trace_id"] = trace_id
     return exc.status, exc.headers(), json.dumps(body, separators=(",", ":")).encode()

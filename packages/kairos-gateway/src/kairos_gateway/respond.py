@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from .forward import Attempt
     from .runtime import Runtime
     from .snapshot import RouteRuntime, Snapshot
+    from .tracing import RequestTrace, Tracer
 
 __all__ = ["CLIENT_CLOSED", "Host", "Responder", "body_too_large"]
 
@@ -66,6 +67,8 @@ class Host(Protocol):
     waiting: dict[HTTP1ServerConnection, float]
     draining: bool
     max_header_size: int
+    #: Trace context for every request (None: propagation off).
+    tracer: Tracer | None
 
     @property
     def has_admin_listener(self) -> bool: ...
@@ -117,6 +120,7 @@ class Responder(httputil.HTTPMessageDelegate):
         "server_conn",
         "snapshot",
         "status",
+        "trace",
     )
 
     method: str
@@ -171,6 +175,8 @@ class Responder(httputil.HTTPMessageDelegate):
         self._response: UpstreamResponse | None = None
         self._task: asyncio.Task[None] | None = None
         self._stats: RouteStats | None = None
+        #: The request's trace context (None: propagation off).
+        self.trace: RequestTrace | None = None
 
     # -- what policies see (chain.Request) -----------------------------------------
 
@@ -338,7 +344,12 @@ class Responder(httputil.HTTPMessageDelegate):
         self._send_whole(response.status, response.headers, response.body, close=close)
 
     def _send_error(self, error: KairosError, *, close: bool = False, hooks: bool = True) -> None:
-        status, headers, body = problems.render(error, self.request_id)
+        trace = self.trace
+        if trace is not None:
+            trace.failed(error.type)
+        status, headers, body = problems.render(
+            error, self.request_id, None if trace is None else trace.trace_id
+        )
         self._send_whole(
             status,
             [("Content-Type", problems.CONTENT_TYPE), *headers],
@@ -420,6 +431,7 @@ class Responder(httputil.HTTPMessageDelegate):
         if stats is not None:
             stats.record(self.method, self.status, duration, self.bytes_in, self.bytes_out)
         host = self.host
+        trace = self.trace
         host.access_log.record(
             request_id=self.request_id,
             method=self.method,
@@ -432,7 +444,10 @@ class Responder(httputil.HTTPMessageDelegate):
             bytes_out=self.bytes_out,
             client=self.client_ip,
             scheme=cast("HTTPRequestContext", self.conn.context).protocol,
+            trace_id="" if trace is None else trace.trace_id,
         )
+        if trace is not None:
+            trace.finish(self)
         for policy, hook in self.chain.on_complete:
             try:
                 hook(self)
