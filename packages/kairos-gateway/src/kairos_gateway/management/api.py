@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -51,6 +52,7 @@ from .audit import AuditTrail
 from .history import MetricsSampler
 from .live import ACTOR, Actor, LiveConfig, Trigger, acting, etag_of
 from .openapi import openapi_document
+from .schema_rules import DURATION
 from .watcher import FileWatcher
 
 if TYPE_CHECKING:
@@ -127,7 +129,13 @@ def _count(name: str, text: str, least: int, most: int) -> int:
 
 
 def parse_duration(name: str, text: str) -> float:
-    """``"10s"``, ``"5m"``, ``"1h"``, ``"1d"`` (or plain seconds) to seconds; 400 if bad."""
+    """``"10s"``, ``"5m"``, ``"1h"``, ``"1d"`` (or plain seconds) to seconds; 400 if bad
+    (the document's pattern, `DURATION`, states the same rule)."""
+    if not re.fullmatch(DURATION, text):
+        raise BadRequest(
+            f"{name}={text!r} must be a duration more than 0 and at most 24h, "
+            "such as 30s, 5m, 1h or 1d"
+        )
     number, unit = (text[:-1], text[-1]) if text and text[-1] in _UNITS else (text, "s")
     try:
         value = float(number) * _UNITS[unit]
@@ -377,6 +385,12 @@ class ManagementApi:
         (percent-encoded) one label's coarser history; 404 for a label never seen."""
         sampler = self.sampler
         params = request.query_params()
+        unknown = sorted(set(params) - {"range", "step", *sampler.KINDS})
+        if unknown:
+            raise BadRequest(
+                f"unknown query parameter {unknown[0]!r}; known: range, step, "
+                + ", ".join(sampler.KINDS)
+            )
         labels = [(kind, params[kind]) for kind in sampler.KINDS if kind in params]
         if len(labels) > 1:
             raise BadRequest("give route= or backend=, not both")

@@ -31,6 +31,7 @@ from pydantic.json_schema import models_json_schema
 
 from .. import problems as problem_module
 from .._version import __version__
+from .schema_rules import DURATION, ETAG, narrow
 
 _MODELS: tuple[type[BaseModel], ...] = (
     GatewayConfig,
@@ -81,16 +82,21 @@ def _op(
     body: dict[str, Any] | None = None,
     params: list[dict[str, Any]] | None = None,
     etag: bool = False,
+    operation_id: str | None = None,
+    links: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for status, response in ok.items():
+        if links:
+            response = {**response, "links": links}
         if etag:
             response = {
                 **response,
                 "headers": {
                     "ETag": {
-                        "description": "The configuration version",
-                        "schema": {"type": "string"},
+                        "description": "The configuration version: a hash of the "
+                        "redacted configuration, quoted",
+                        "schema": {"type": "string", "pattern": ETAG},
                     }
                 },
             }
@@ -101,6 +107,8 @@ def _op(
             "content": {problem_module.CONTENT_TYPE: {"schema": _ref(Problem)}},
         }
     operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    if operation_id is not None:
+        operation["operationId"] = operation_id
     if body is not None:
         operation["requestBody"] = {
             "required": True,
@@ -132,22 +140,41 @@ _METHOD = {
     "description": "When several routes share the path: the one serving this method",
     "schema": {"type": "string", "enum": list(HTTP_METHODS)},
 }
-_DURATION = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?[smhd]?$"}
-_HISTORY_ROUTE = {
-    "name": "route",
+_DURATION = {"type": "string", "pattern": DURATION}
+#: ``route=`` or ``backend=`` (not both): one form-exploded object parameter says so.
+_HISTORY_LABEL = {
+    "name": "label",
     "in": "query",
     "required": False,
-    "description": "One route label's history (its template, percent-encoded: "
-    "%2Fapi%2Fusers%2F%7Bid%7D); 404 for a label the gateway has never seen",
-    "schema": {"type": "string", "minLength": 1},
+    "style": "form",
+    "explode": True,
+    "description": "At most one of: route, one route label's history (its template, "
+    "percent-encoded: %2Fapi%2Fusers%2F%7Bid%7D); backend, one backend address's history "
+    "(percent-encoded: http%3A%2F%2F10.0.0.5%3A8080). 404 for a label never seen",
+    "schema": {
+        "type": "object",
+        "properties": {
+            "route": {"type": "string", "minLength": 1},
+            "backend": {"type": "string", "minLength": 1},
+        },
+        "additionalProperties": False,
+        "maxProperties": 1,
+    },
 }
-_HISTORY_BACKEND = {
-    "name": "backend",
-    "in": "query",
-    "required": False,
-    "description": "One backend address's history (percent-encoded: "
-    "http%3A%2F%2F10.0.0.5%3A8080); not with route; 404 for an address never seen",
-    "schema": {"type": "string", "minLength": 1},
+
+
+#: A created or replaced route, followed to the operations on it (stateful clients
+#: and schemathesis' stateful phase use these).
+_ROUTE_LINKS = {
+    name: {
+        "operationId": operation_id,
+        "parameters": {"external_path": "$response.body#/external_path"},
+    }
+    for name, operation_id in (
+        ("GetRoute", "getRoute"),
+        ("ReplaceRoute", "replaceRoute"),
+        ("DeleteRoute", "deleteRoute"),
+    )
 }
 
 
@@ -187,6 +214,8 @@ def openapi_document() -> dict[str, Any]:
                 body=route,
                 params=[_IF_MATCH],
                 etag=True,
+                operation_id="createRoute",
+                links=_ROUTE_LINKS,
             ),
         },
         "/api/routes/validate": {
@@ -199,7 +228,13 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/routes/{external_path}": {
             "parameters": [_EXTERNAL_PATH, _METHOD],
-            "get": _op("One route", {"200": _json(route, "ok")}, errors=(404, 409), etag=True),
+            "get": _op(
+                "One route",
+                {"200": _json(route, "ok")},
+                errors=(404, 409),
+                etag=True,
+                operation_id="getRoute",
+            ),
             "put": _op(
                 "Replace a route",
                 {"200": _json(route, "Replaced")},
@@ -207,6 +242,8 @@ def openapi_document() -> dict[str, Any]:
                 body=route,
                 params=[_IF_MATCH],
                 etag=True,
+                operation_id="replaceRoute",
+                links=_ROUTE_LINKS,
             ),
             "delete": _op(
                 "Delete a route",
@@ -214,6 +251,7 @@ def openapi_document() -> dict[str, Any]:
                 errors=(404, 409, 412, 503),
                 params=[_IF_MATCH],
                 etag=True,
+                operation_id="deleteRoute",
             ),
         },
         "/api/config": {
@@ -261,8 +299,7 @@ def openapi_document() -> dict[str, Any]:
                 params=[
                     {"name": "range", "in": "query", "required": False, "schema": _DURATION},
                     {"name": "step", "in": "query", "required": False, "schema": _DURATION},
-                    _HISTORY_ROUTE,
-                    _HISTORY_BACKEND,
+                    _HISTORY_LABEL,
                 ],
             ),
         },
@@ -290,7 +327,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": top.get("$defs", {}),
+            "schemas": narrow(top.get("$defs", {})),
             "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"adminToken": []}, {}],
