@@ -8,6 +8,7 @@ makes several calls reuses its connection.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -15,7 +16,7 @@ from typing import TypeVar
 import click
 from kairos_client import KairosClient
 
-__all__ = ["Settings", "pass_settings", "run"]
+__all__ = ["Settings", "add_json_option", "pass_settings", "run"]
 
 T = TypeVar("T")
 
@@ -35,6 +36,33 @@ class Settings:
 
 
 pass_settings = click.make_pass_decorator(Settings)
+
+
+def _json_here(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    """``--json`` after the subcommand: this command's settings say JSON."""
+    settings = ctx.find_object(Settings)
+    if value and settings is not None:
+        ctx.obj = dataclasses.replace(settings, json=True)
+
+
+def add_json_option(command: click.Command) -> None:
+    """Give ``command`` and every command below it a ``--json`` of its own, the same
+    as the global one (``kairos routes list --json`` = ``kairos --json routes list``)."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_json_option(sub)
+        return
+    if any("--json" in param.opts for param in command.params):
+        return
+    command.params.append(
+        click.Option(
+            ["--json"],
+            is_flag=True,
+            expose_value=False,
+            callback=_json_here,
+            help="Print JSON for scripts (the same as kairos --json).",
+        )
+    )
 
 
 def run(settings: Settings, work: Callable[[KairosClient], Awaitable[T]]) -> T:

@@ -14,7 +14,7 @@ from typing import Any
 import click
 from kairos_client import DEFAULT_URL, KairosClient
 
-from ._context import Settings
+from ._context import Settings, add_json_option
 from ._version import __version__
 from .commands.config import config
 from .commands.gateway import backends, health, reload, status
@@ -98,6 +98,7 @@ def cli(
 
 
 for command in (status, health, reload, backends, plugins, metrics, routes, config):
+    add_json_option(command)
     cli.add_command(command)
 
 
