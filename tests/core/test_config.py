@@ -102,7 +102,16 @@ def test_defaults() -> None:
             "routers[0].ai_policy: 'ai_policy' is a kairos-rs field that Kairos does not "
             "support yet; remove it",
         ),
-        (config(route(request_transformation={})), "does not support yet"),
+        (
+            config(route(response_transformation={"status_code_mappings": [{"condition": "x"}]})),
+            "routers[0]: response_transformation.status_code_mappings[0].condition is not "
+            "supported",
+        ),
+        (
+            config(route(request_transformation={"headers": [{"action": "drop", "name": "X"}]})),
+            "routers[0]: request_transformation.headers[0].action must be one of add, set, "
+            "remove, replace",
+        ),
         (config(route(), ai={}), "ai: 'ai' is a kairos-rs field"),
         (config(route(protocol="ftp")), "protocol 'ftp' is not supported yet"),
         (config(route(protocol="gopher")), "protocol: must be one of: http, websocket"),

@@ -348,3 +348,32 @@ async def test_json_body_edits_leave_other_bodies_and_refuse_bad_json(
     )
     assert large.status == 413
     assert len(backend.requests) == 1  # only the plain one reached it
+
+
+async def test_kairos_rs_transformation_fields_become_the_plugin(
+    backend: EchoBackend, gateway_factory: GatewayFactory
+) -> None:
+    legacy = route(
+        "/old/{id}",
+        "/legacy/{id}",
+        [backend],
+        request_transformation={
+            "headers": [
+                {"action": "add", "name": "X-Price", "value": "$5"},
+                {"action": "replace", "name": "X-V", "pattern": r"v(\d+)", "replacement": "n$1"},
+                {"action": "remove", "name": "X-Debug"},
+            ],
+            "path": {"pattern": r"/legacy/(\d+)", "replacement": "/v2/${1}"},
+            "query_params": [{"action": "set", "name": "limit", "value": "5"}],
+        },
+        response_transformation={"headers": [{"action": "set", "name": "X-Via", "value": "k"}]},
+    )
+    gw = await gateway_factory(cfg(legacy))
+    resp = await raw_request(gw.port, "/old/7?limit=9", headers=[("X-V", "v3"), ("X-Debug", "1")])
+    echo = resp.json()
+    assert echo["uri"] == "/v2/7?limit=5"
+    got = received(echo)
+    assert got["x-price"] == ["$5"]
+    assert got["x-v"] == ["n3"]
+    assert "x-debug" not in got
+    assert resp.header("X-Via") == "k"

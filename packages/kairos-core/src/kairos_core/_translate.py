@@ -19,9 +19,7 @@ from .errors import ABSENT, FieldError
 
 __all__ = ["field_errors"]
 
-UNSUPPORTED_KAIROS_RS_FIELDS = frozenset(
-    {"ai", "ai_policy", "request_transformation", "response_transformation"}
-)
+UNSUPPORTED_KAIROS_RS_FIELDS = frozenset({"ai", "ai_policy"})
 _SECRET_KEYS = frozenset({"jwt_secret", "secret", "redis_url"})
 #: With ``conceal=True`` (settings of plugins, whose models Kairos does not know): a
 #: value under a key that sounds secret is never echoed.

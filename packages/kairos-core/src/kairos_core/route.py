@@ -22,6 +22,7 @@ from .paths import PathTemplate, parse_external_path, parse_internal_path
 from .plugins import PluginEntries
 from .ratelimit import RateLimitConfig
 from .resilience import CircuitBreakerConfig, HealthCheckConfig, OutlierDetectionConfig
+from .transform import from_kairos_rs
 
 ClaimValue = str | int | bool
 #: Upper bound for any body-size setting (1 GiB): bodies are buffered in memory.
@@ -157,6 +158,10 @@ def _websocket_flag(value: object) -> object:
     return value
 
 
+#: kairos-rs's route fields that become a ``transform`` plugin entry.
+_TRANSFORMATIONS = frozenset({"request_transformation", "response_transformation"})
+
+
 class Router(KairosModel):
     """One route: requests matching ``external_path`` and ``methods`` go to ``backends``.
 
@@ -237,6 +242,28 @@ class Router(KairosModel):
                 if getattr(self, name):
                     raise ValueError(f"{name} needs auth_required: true")
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kairos_rs_transformations(cls, data: Any) -> Any:
+        """kairos-rs's ``request_transformation`` / ``response_transformation`` become
+        the route's ``transform`` plugin entry (docs/transform.md)."""
+        if not isinstance(data, dict) or not _TRANSFORMATIONS & data.keys():
+            return data
+        data = dict(data)
+        config = from_kairos_rs(
+            data.pop("request_transformation", None), data.pop("response_transformation", None)
+        )
+        plugins = data.get("plugins") or []
+        if not isinstance(plugins, list):
+            return data  # the plugins field reports its own error
+        if any(isinstance(p, dict) and p.get("name") == "transform" for p in plugins):
+            raise ValueError(
+                "give request_transformation / response_transformation or a 'transform' "
+                "plugin entry, not both"
+            )
+        data["plugins"] = [*plugins, {"name": "transform", "config": config}]
+        return data
 
     @model_validator(mode="before")
     @classmethod

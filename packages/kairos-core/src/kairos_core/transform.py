@@ -17,7 +17,7 @@ compiles the parsed templates once per snapshot (`kairos_gateway.policies.transf
 from __future__ import annotations
 
 import re
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, Field, JsonValue, field_validator, model_validator
 
@@ -34,6 +34,7 @@ __all__ = [
     "StatusMapping",
     "TemplatePart",
     "TransformConfig",
+    "from_kairos_rs",
     "parse_template",
 ]
 
@@ -237,3 +238,132 @@ class TransformConfig(KairosModel):
 
     request: RequestTransform | None = None
     response: ResponseTransform | None = None
+
+
+# -- kairos-rs's shape --------------------------------------------------------------------
+
+_RUST_GROUP = re.compile(r"\$(?:\{(\w+)\}|(\d+)|([A-Za-z_]\w*))|\$\$|\$")
+
+
+def _literal(value: object, where: str) -> str:
+    """A kairos-rs value (no templates there) as a template: ``$`` doubled."""
+    if not isinstance(value, str):
+        raise ValueError(f"{where} must be a string")
+    return value.replace("$", "$$")
+
+
+def _rust_replacement(value: object, where: str) -> str:
+    """A Rust regex replacement (``$1``, ``${1}``, ``$name``, ``$$``) in Python's
+    group syntax, other text literal."""
+    if not isinstance(value, str):
+        raise ValueError(f"{where} must be a string")
+
+    def convert(found: re.Match[str]) -> str:
+        group = found.group(1) or found.group(2) or found.group(3)
+        if group is None:
+            return "$$"  # "$$" or a lone "$": a literal dollar
+        return f"\\{group}" if group.isdigit() else f"\\g<{group}>"
+
+    return _RUST_GROUP.sub(convert, value.replace("\\", "\\\\"))
+
+
+def _actions(items: object, where: str, allowed: tuple[str, ...]) -> list[dict[str, Any]]:
+    if not isinstance(items, list):
+        raise ValueError(f"{where} must be a list")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}[{i}] must be an object")
+        action = item.get("action")
+        if action not in allowed:
+            raise ValueError(f"{where}[{i}].action must be one of {', '.join(allowed)}")
+        if not isinstance(item.get("name"), str):
+            raise ValueError(f"{where}[{i}].name must be a string")
+        out.append(item)
+    return out
+
+
+def _headers_from_rs(items: object, where: str) -> dict[str, Any]:
+    ops: dict[str, Any] = {}
+    for i, item in enumerate(_actions(items, where, ("add", "set", "remove", "replace"))):
+        name, action, at = item["name"], item["action"], f"{where}[{i}]"
+        if action == "remove":
+            ops.setdefault("remove", []).append(name)
+        elif action == "replace":
+            ops.setdefault("replace", []).append(
+                {
+                    "name": name,
+                    "pattern": item.get("pattern"),
+                    "replacement": _rust_replacement(item.get("replacement", ""), at),
+                }
+            )
+        else:
+            ops.setdefault(action, {})[name] = _literal(item.get("value", ""), f"{at}.value")
+    return ops
+
+
+def from_kairos_rs(request: object, response: object) -> dict[str, Any]:
+    """kairos-rs's ``request_transformation`` / ``response_transformation`` of a route
+    as this plugin's ``config``. Raises `ValueError` naming the kairos-rs field."""
+    config: dict[str, Any] = {}
+    if request is not None:
+        if not isinstance(request, dict):
+            raise ValueError("request_transformation must be an object")
+        unknown = set(request) - {"headers", "path", "query_params"}
+        if unknown:
+            raise ValueError(f"request_transformation.{sorted(unknown)[0]} is not known")
+        side: dict[str, Any] = {}
+        if request.get("headers"):
+            side["headers"] = _headers_from_rs(request["headers"], "request_transformation.headers")
+        path = request.get("path")
+        if path is not None:
+            if not isinstance(path, dict):
+                raise ValueError("request_transformation.path must be an object")
+            side["path"] = {
+                "pattern": path.get("pattern"),
+                "replacement": _rust_replacement(
+                    path.get("replacement"), "request_transformation.path.replacement"
+                ),
+            }
+        if request.get("query_params"):
+            query: dict[str, Any] = {}
+            where = "request_transformation.query_params"
+            for i, item in enumerate(
+                _actions(request["query_params"], where, ("add", "set", "remove"))
+            ):
+                if item["action"] == "remove":
+                    query.setdefault("remove", []).append(item["name"])
+                else:
+                    value = _literal(item.get("value", ""), f"{where}[{i}].value")
+                    query.setdefault(item["action"], {})[item["name"]] = value
+            side["query"] = query
+        config["request"] = side
+    if response is not None:
+        if not isinstance(response, dict):
+            raise ValueError("response_transformation must be an object")
+        unknown = set(response) - {"headers", "status_code_mappings"}
+        if unknown:
+            raise ValueError(f"response_transformation.{sorted(unknown)[0]} is not known")
+        out: dict[str, Any] = {}
+        if response.get("headers"):
+            out["headers"] = _headers_from_rs(
+                response["headers"], "response_transformation.headers"
+            )
+        mappings = response.get("status_code_mappings") or []
+        if not isinstance(mappings, list):
+            raise ValueError("response_transformation.status_code_mappings must be a list")
+        for i, mapping in enumerate(mappings):
+            if not isinstance(mapping, dict):
+                raise ValueError(
+                    f"response_transformation.status_code_mappings[{i}] must be an object"
+                )
+            if mapping.get("condition") is not None:
+                raise ValueError(
+                    f"response_transformation.status_code_mappings[{i}].condition is not "
+                    "supported: map the status unconditionally, or leave the mapping out"
+                )
+            out.setdefault("status", []).append(
+                {"from": mapping.get("from"), "to": mapping.get("to")}
+            )
+        config["response"] = out
+    return config
