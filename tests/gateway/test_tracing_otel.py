@@ -1,0 +1,339 @@
+"""Span export through the OpenTelemetry SDK, received by a real OTLP/HTTP endpoint.
+
+`OtlpReceiver` is a Tornado server on an unused loopback port that accepts
+``POST /v1/traces`` the way a collector does and decodes each
+``ExportTraceServiceRequest`` with opentelemetry-proto; the tests read the spans the
+gateway actually sent over the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from kairos_gateway import __version__
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from tornado import web
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
+
+from tests.conftest import BackendFactory, GatewayFactory
+from tests.support import EchoBackend, ResettingServer, eventually, raw_request, route
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+SPAN = "00f067aa0ba902b7"
+TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])")
+FAST = {"initial_backoff_ms": 1, "max_backoff_ms": 5, "budget_ratio": 1.0}
+
+
+@dataclass
+class Received:
+    span: Span
+    resource: dict[str, Any]
+
+    @property
+    def trace_id(self) -> str:
+        return self.span.trace_id.hex()
+
+    @property
+    def span_id(self) -> str:
+        return self.span.span_id.hex()
+
+    @property
+    def parent_id(self) -> str:
+        return self.span.parent_span_id.hex()
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        return attributes(self.span.attributes)
+
+
+def _value(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    return None if kind is None else getattr(value, kind)
+
+
+def attributes(pairs: Any) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in pairs if isinstance(kv, KeyValue)}
+
+
+@dataclass
+class OtlpReceiver:
+    """An OTLP/HTTP traces endpoint (protobuf), keeping every span it is sent."""
+
+    spans: list[Received] = field(default_factory=list)
+    requests: int = 0
+    content_types: set[str] = field(default_factory=set)
+    port: int = 0
+    _server: HTTPServer | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/traces"
+
+    async def start(self) -> OtlpReceiver:
+        receiver = self
+
+        class Traces(web.RequestHandler):
+            def post(self) -> None:
+                receiver.requests += 1
+                receiver.content_types.add(self.request.headers.get("Content-Type", ""))
+                message = ExportTraceServiceRequest()
+                message.ParseFromString(self.request.body)
+                for resource_spans in message.resource_spans:
+                    resource = attributes(resource_spans.resource.attributes)
+                    for scope_spans in resource_spans.scope_spans:
+                        for span in scope_spans.spans:
+                            receiver.spans.append(Received(span, resource))
+                self.set_header("Content-Type", "application/x-protobuf")
+                self.write(ExportTraceServiceResponse().SerializeToString())
+
+        sock, self.port = bind_unused_port()
+        self._server = HTTPServer(web.Application([(r"/v1/traces", Traces)]))
+        self._server.add_sockets([sock])
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            await self._server.close_all_connections()
+
+    def of_trace(self, trace_id: str) -> list[Received]:
+        return [s for s in self.spans if s.trace_id == trace_id]
+
+    def server_spans(self) -> list[Received]:
+        return [s for s in self.spans if s.span.kind == Span.SPAN_KIND_SERVER]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[OtlpReceiver]:
+    started = await OtlpReceiver().start()
+    yield started
+    await started.stop()
+
+
+@pytest.fixture
+async def dead() -> AsyncIterator[ResettingServer]:
+    server = await ResettingServer().start()
+    yield server
+    await server.stop()
+
+
+def cfg(receiver: OtlpReceiver, *routes: dict[str, Any], **tracing: Any) -> dict[str, Any]:
+    settings = {"exporter": "otlp", "endpoint": receiver.endpoint, "export_interval_ms": 20}
+    return {"version": 1, "routers": list(routes), "tracing": {**settings, **tracing}}
+
+
+def sent_traceparent(backend: EchoBackend, index: int = -1) -> tuple[str, str, str]:
+    values = backend.requests[index].headers.get_list("Traceparent")
+    assert len(values) == 1
+    match = TRACEPARENT.fullmatch(values[0])
+    assert match is not None, values[0]
+    trace_id, span_id, flags = match.groups()
+    return trace_id, span_id, flags
+
+
+async def spans_of(receiver: OtlpReceiver, trace_id: str, count: int) -> list[Received]:
+    """The spans of ``trace_id`` once ``count`` of them have arrived: server first,
+    then the client spans in the order they started."""
+    await eventually(lambda: len(receiver.of_trace(trace_id)) >= count)
+    spans = receiver.of_trace(trace_id)
+    assert len(spans) == count, [s.span.name for s in spans]
+    return sorted(
+        spans, key=lambda s: (s.span.kind != Span.SPAN_KIND_SERVER, s.span.start_time_unix_nano)
+    )
+
+
+async def test_a_continued_trace_exports_a_server_span_and_a_client_span_per_try(
+    backend: EchoBackend, receiver: OtlpReceiver, gateway_factory: GatewayFactory
+) -> None:
+    gw = await gateway_factory(
+        cfg(receiver, route("/users/{id}", "/u/{id}", [backend]), service_name="edge-gw")
+    )
+    resp = await raw_request(
+        gw.port,
+        "/users/7?full=1",
+        headers=[("traceparent", f"00-{TRACE}-{SPAN}-01"), ("User-Agent", "probe/1.0")],
+    )
+    assert resp.status == 200
+    server, client = await spans_of(receiver, TRACE, 2)
+
+    # The server span continues the client's trace, under the client's span.
+    assert (server.span.kind, server.parent_id) == (Span.SPAN_KIND_SERVER, SPAN)
+    assert server.span.name == "GET /users/{id}"  # the route template
+    assert server.attributes == {
+        "http.request.method": "GET",
+        "url.path": "/users/7",
+        "url.scheme": "http",
+        "http.route": "/users/{id}",
+        "http.response.status_code": 200,
+        "server.address": "127.0.0.1",
+        "server.port": gw.port,
+        "network.peer.address": "127.0.0.1",
+        "network.protocol.version": "1.1",
+        "user_agent.original": "probe/1.0",
+        "kairos.request_id": resp.header("X-Request-Id"),
+        "kairos.backend": backend.url,
+    }
+    assert server.span.status.code == Status.STATUS_CODE_UNSET
+
+    # The client span is the server span's child, and the backend's parent.
+    assert (client.span.kind, client.parent_id) == (Span.SPAN_KIND_CLIENT, server.span_id)
+    assert client.span.name == "GET"
+    assert sent_traceparent(backend) == (TRACE, client.span_id, "01")
+    assert client.attributes == {
+        "http.request.method": "GET",
+        "server.address": "127.0.0.1",
+        "server.port": backend.port,
+        "url.full": f"http://127.0.0.1:{backend.port}/u/7",
+        "network.peer.address": "127.0.0.1",
+        "http.response.status_code": 200,
+    }
+    assert server.span.start_time_unix_nano <= client.span.start_time_unix_nano
+    assert client.span.end_time_unix_nano <= server.span.end_time_unix_nano
+
+    # Resource attributes name the service, its version and this process.
+    resource = server.resource
+    assert resource["service.name"] == "edge-gw"
+    assert resource["service.version"] == __version__
+    assert ":" in resource["service.instance.id"]
+    assert resource["kairos.worker"] == 0
+    assert receiver.content_types == {"application/x-protobuf"}
+
+
+async def test_retries_are_sibling_client_spans(
+    backend_factory: BackendFactory, receiver: OtlpReceiver, gateway_factory: GatewayFactory
+) -> None:
+    failing = await backend_factory("failing")
+    good = await backend_factory("good")
+    failing.status = 503
+    gw = await gateway_factory(cfg(receiver, route("/x", "/x", [failing, good], retry_config=FAST)))
+    resp = await raw_request(gw.port, "/x")
+    assert resp.status == 200
+    trace_id = sent_traceparent(good)[0]
+    server, first, second = await spans_of(receiver, trace_id, 3)
+    assert first.parent_id == second.parent_id == server.span_id
+    assert [first.span_id, second.span_id] == [
+        sent_traceparent(failing)[1],
+        sent_traceparent(good)[1],
+    ]
+    assert first.attributes["server.port"] == failing.port
+    assert first.attributes["http.response.status_code"] == 503
+    assert first.attributes["error.type"] == "503"
+    assert first.span.status.code == Status.STATUS_CODE_ERROR
+    assert "http.request.resend_count" not in first.attributes
+    assert second.attributes["server.port"] == good.port
+    assert second.attributes["http.request.resend_count"] == 1
+    assert second.span.status.code == Status.STATUS_CODE_UNSET
+    assert server.attributes["http.response.status_code"] == 200
+    assert first.span.end_time_unix_nano <= second.span.start_time_unix_nano
+
+
+async def test_errors_are_recorded_on_both_spans(
+    receiver: OtlpReceiver, gateway_factory: GatewayFactory, dead: ResettingServer
+) -> None:
+    gw = await gateway_factory(cfg(receiver, route("/x", "/x", [dead])))
+    resp = await raw_request(gw.port, "/x")
+    assert resp.status == 502
+    trace_id = resp.json()["trace_id"]
+    server, client = await spans_of(receiver, trace_id, 2)
+    assert client.span.status.code == Status.STATUS_CODE_ERROR
+    assert client.attributes["error.type"]
+    assert [e.name for e in client.span.events] == ["exception"]
+    assert server.span.status.code == Status.STATUS_CODE_ERROR
+    assert server.attributes["http.response.status_code"] == 502
+    assert server.attributes["error.type"] == "upstream_error"
+
+
+async def test_a_request_no_route_serves_is_a_server_span_named_by_its_method(
+    receiver: OtlpReceiver, backend: EchoBackend, gateway_factory: GatewayFactory
+) -> None:
+    gw = await gateway_factory(cfg(receiver, route("/x", "/x", [backend])))
+    resp = await raw_request(gw.port, "/nope", method="DELETE")
+    assert resp.status == 404
+    (server,) = await spans_of(receiver, resp.json()["trace_id"], 1)
+    assert server.span.name == "DELETE"
+    assert "http.route" not in server.attributes
+    assert server.attributes["http.response.status_code"] == 404
+    assert server.span.status.code == Status.STATUS_CODE_UNSET  # 4xx is not a server error
+
+
+async def test_a_client_that_leaves_mid_response_still_ends_both_spans(
+    backend: EchoBackend,
+    receiver: OtlpReceiver,
+    gateway_factory: GatewayFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gw = await gateway_factory(cfg(receiver, route("/stream", "/stream", [backend])))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"GET /stream HTTP/1.1\r\nHost: gw\r\n\r\n")
+    await reader.readuntil(b"first-chunk;")  # the backend holds the rest back
+    writer.close()
+    await writer.wait_closed()
+    await eventually(lambda: len(receiver.server_spans()) == 1)
+    trace_id = receiver.server_spans()[0].trace_id
+    server, client = await spans_of(receiver, trace_id, 2)
+    assert server.attributes["kairos.client_closed"] is True
+    assert "http.response.status_code" not in server.attributes
+    assert client.attributes["http.response.status_code"] == 200
+    assert client.parent_id == server.span_id
+    assert not [r for r in caplog.records if "already ended" in r.getMessage()]
+
+
+async def test_sampling_follows_the_ratio_and_a_sampled_parent(
+    backend: EchoBackend, receiver: OtlpReceiver, gateway_factory: GatewayFactory
+) -> None:
+    gw = await gateway_factory(cfg(receiver, route("/x", "/x", [backend]), sample_ratio=0))
+    # Ratio 0: new traces are not recorded, and the backend is told so.
+    for _ in range(5):
+        assert (await raw_request(gw.port, "/x")).status == 200
+    assert {sent_traceparent(backend, i)[2] for i in range(5)} == {"00"}
+    # An unsampled parent stays unsampled.
+    unsampled = "1" * 32
+    await raw_request(gw.port, "/x", headers=[("traceparent", f"00-{unsampled}-{SPAN}-00")])
+    assert sent_traceparent(backend) == (unsampled, sent_traceparent(backend)[1], "00")
+    # A sampled parent is honoured whatever the ratio.
+    await raw_request(gw.port, "/x", headers=[("traceparent", f"00-{TRACE}-{SPAN}-01")])
+    assert sent_traceparent(backend)[::2] == (TRACE, "01")
+    server, _client = await spans_of(receiver, TRACE, 2)
+    assert server.parent_id == SPAN
+    # Spans go out in the order they end: nothing else was recorded before these two.
+    assert len(receiver.spans) == 2
+
+
+async def test_a_ratio_keeps_about_that_share_of_new_traces(
+    backend: EchoBackend, receiver: OtlpReceiver, gateway_factory: GatewayFactory
+) -> None:
+    gw = await gateway_factory(cfg(receiver, route("/x", "/x", [backend]), sample_ratio=0.5))
+    for _ in range(60):
+        await raw_request(gw.port, "/x")
+    sampled = {
+        sent_traceparent(backend, i)[0]
+        for i in range(60)
+        if sent_traceparent(backend, i)[2] == "01"
+    }
+    assert 10 <= len(sampled) <= 50  # binomial(60, 0.5): far outside is a broken sampler
+    await eventually(lambda: {s.trace_id for s in receiver.server_spans()} == sampled)
+
+
+async def test_stopping_the_gateway_sends_the_spans_still_queued(
+    backend: EchoBackend, receiver: OtlpReceiver, gateway_factory: GatewayFactory
+) -> None:
+    gw = await gateway_factory(
+        cfg(receiver, route("/x", "/x", [backend]), export_interval_ms=60_000)
+    )
+    for _ in range(3):
+        assert (await raw_request(gw.port, "/x")).status == 200
+    assert receiver.spans == []  # a minute to the next scheduled export
+    await gw.gateway.stop()
+    assert len(receiver.spans) == 6
+    assert len(receiver.server_spans()) == 3
