@@ -21,9 +21,11 @@ from typing import Any, Final, Generic, Self, TypeVar
 from urllib.parse import quote, urlencode
 
 from kairos_core import (
+    AuditPage,
     BackendList,
     ConfigError,
     ConfigStatus,
+    ConfigVersions,
     CorsConfig,
     GatewayConfig,
     HealthStatus,
@@ -35,6 +37,7 @@ from kairos_core import (
     Problem,
     RateLimitConfig,
     ReadyStatus,
+    RollbackResult,
     RouteList,
     Router,
     ValidationResult,
@@ -444,6 +447,25 @@ class KairosClient:
         """`GET /api/plugins`: the built-in policies and the installed plugins, highest
         priority first, and the entry points that failed to load (``.errors``)."""
         return _model(PluginCatalog, await self._send("GET", "/api/plugins"))
+
+    async def audit(self, *, limit: int = 50, before: int | None = None) -> AuditPage:
+        """`GET /api/audit`: configuration changes, newest first (actor, address,
+        trigger, what changed); pass ``before=page.next`` for the following page."""
+        query = {"limit": str(limit), "before": None if before is None else str(before)}
+        return _model(AuditPage, await self._send("GET", "/api/audit", query=query))
+
+    async def config_versions(self) -> ConfigVersions:
+        """`GET /api/config/versions`: the configurations kept for `rollback`."""
+        return _model(ConfigVersions, await self._send("GET", "/api/config/versions"))
+
+    async def rollback(self, version: str, *, if_match: str | None = None) -> RollbackResult:
+        """`POST /api/config/rollback`: make a kept version live again (saved like any
+        change). `NotFound` for a version not kept; `PreconditionFailed` on a stale
+        ``if_match``."""
+        response = await self._send(
+            "POST", "/api/config/rollback", body={"version": version}, if_match=if_match
+        )
+        return _model(RollbackResult, response)
 
     async def openapi(self) -> dict[str, Any]:
         """`GET /api/openapi.json`: the API's OpenAPI 3.1 document (plain JSON data)."""

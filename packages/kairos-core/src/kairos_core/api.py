@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from .cluster import ClusterStatus
 from .config import GatewayConfig
 from .route import Router
 
 __all__ = [
+    "AuditChange",
+    "AuditEntry",
+    "AuditPage",
     "BackendCircuitBreaker",
     "BackendConnections",
     "BackendEjection",
@@ -29,6 +32,8 @@ __all__ = [
     "BackendSummary",
     "ConfigBody",
     "ConfigStatus",
+    "ConfigVersion",
+    "ConfigVersions",
     "FieldErrorBody",
     "HealthStatus",
     "HistoryPoint",
@@ -42,6 +47,7 @@ __all__ = [
     "Rates",
     "ReadyStatus",
     "ReloadStatus",
+    "RollbackResult",
     "RouteList",
     "RouteMetrics",
     "Totals",
@@ -338,6 +344,62 @@ class PluginInfo(_Body):
     version: str | None = None
     #: JSON Schema of the entry's ``config`` (installed plugins).
     config_schema: dict[str, Any] | None = None
+
+
+class AuditChange(_Body):
+    """One thing a change did: a ``route`` ("GET /users/{id}") or a top-level
+    ``setting`` ("rate_limit") ``added``, ``changed`` or ``removed``."""
+
+    route: str | None = None
+    setting: str | None = None
+    change: Literal["added", "changed", "removed"]
+
+    @model_serializer(mode="wrap")
+    def _one_subject(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Exactly one of route / setting is set: the other is left out, not null.
+        data = handler(self)
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if v is not None}
+        return data
+
+
+class AuditEntry(_Body):
+    """`GET /api/audit` entries: a configuration that went live, who and what."""
+
+    id: int
+    at: str
+    actor: str
+    source: str
+    trigger: str
+    previous_version: str
+    version: str
+    changes: list[AuditChange]
+
+
+class AuditPage(_Body):
+    """Entries newest first; ``next`` is the ``before`` of the following page."""
+
+    entries: list[AuditEntry]
+    next: int | None = None
+
+
+class ConfigVersion(_Body):
+    version: str
+    saved_at: str | None = None
+    live: bool
+
+
+class ConfigVersions(_Body):
+    """`GET /api/config/versions`: the kept configurations, newest first."""
+
+    versions: list[ConfigVersion]
+
+
+class RollbackResult(_Body):
+    """`POST /api/config/rollback`: the version restored, and the live one now."""
+
+    restored: str
+    version: str
 
 
 class PluginCatalog(_Body):

@@ -35,12 +35,15 @@ from typing import TYPE_CHECKING
 
 from kairos_core import (
     AdminConfig,
+    AuditPage,
     BackendList,
     BadRequest,
+    ConfigVersions,
     KairosError,
     MethodNotAllowed,
     MetricsHistory,
     MetricsSnapshot,
+    RollbackResult,
     RouteNotFound,
 )
 
@@ -317,7 +320,9 @@ class ManagementApi:
             return await config_api.reload(self, request)
         if path == "/api/config/versions":
             _allow(request, _READ)
-            return ApiResponse.json(200, {"versions": self.audit.versions()})
+            return ApiResponse.model(
+                200, ConfigVersions.model_validate({"versions": self.audit.versions()})
+            )
         if path == "/api/config/rollback":
             _allow(request, ("POST",))
             return await self.rollback(request)
@@ -358,9 +363,8 @@ class ManagementApi:
             before=None if before is None else _count("before", before, 1, 2**62),
         )
         page, more = entries[:limit], len(entries) > limit
-        return ApiResponse.json(
-            200, {"entries": page, "next": page[-1]["id"] if more and page else None}
-        )
+        body = {"entries": page, "next": page[-1]["id"] if more and page else None}
+        return ApiResponse.model(200, AuditPage.model_validate(body))
 
     async def rollback(self, request: ApiRequest) -> ApiResponse:
         """``POST /api/config/rollback`` ``{"version": ...}``: make a kept version live
@@ -374,11 +378,8 @@ class ManagementApi:
         actor = Actor(current.name if current else "loopback", request.peer_ip, "rollback")
         with acting(actor):
             await self.live.change(request.headers, lambda _current: dict(data))
-        return ApiResponse.json(
-            200,
-            {"restored": version.strip('"'), "version": self.live.etag.strip('"')},
-            self.etag_header(),
-        )
+        result = RollbackResult(restored=version.strip('"'), version=self.live.etag.strip('"'))
+        return ApiResponse.model(200, result, self.etag_header())
 
     def history(self, request: ApiRequest) -> ApiResponse:
         """The totals' history, or with ``route=<label>`` / ``backend=<address>``
