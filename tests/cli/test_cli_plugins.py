@@ -51,7 +51,13 @@ async def test_table_json_and_load_errors_as_warnings(
     assert machine.code == 0, machine.stderr
     assert machine.stderr == ""
     data = machine.json()
-    assert [p["name"] for p in data["plugins"]] == [*BUILTINS, "transform", "stamp"]
+    assert [p["name"] for p in data["plugins"]] == [
+        *BUILTINS[:5],
+        "cache",
+        "rate_limit",
+        "transform",
+        "stamp",
+    ]
     stamp = data["plugins"][-1]
     assert (stamp["builtin"], stamp["package"], stamp["version"]) == (False, DISTRIBUTION, VERSION)
     assert stamp["config_schema"]["required"] == ["value"]

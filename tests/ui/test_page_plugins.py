@@ -60,6 +60,7 @@ async def test_plugins_page_lists_builtins_and_installed(plugin_user: User) -> N
         "body_limit",
         "client_cert",
         "jwt",
+        "cache",
         "rate_limit",
         "transform",
         "stamp",

@@ -161,9 +161,10 @@ class UpstreamRequest:
 
 class ResponseHead:
     """Status and headers of a response on its way to the client (``on_response``);
-    ``from_backend`` tells a backend's response from one of the gateway's own."""
+    ``from_backend`` tells a backend's response from one of the gateway's own, whose
+    body a hook may replace by setting ``body`` (a cache serving a stored copy)."""
 
-    __slots__ = ("from_backend", "headers", "reason", "status")
+    __slots__ = ("body", "from_backend", "headers", "reason", "status")
 
     def __init__(
         self,
@@ -177,6 +178,7 @@ class ResponseHead:
         self.reason = reason
         self.headers = headers
         self.from_backend = from_backend
+        self.body: bytes | None = None
 
 
 class Policy:

@@ -38,6 +38,7 @@ from kairos_core import (
     PluginInfo,
     field_errors,
 )
+from kairos_core.cache import CacheConfig
 from kairos_core.transform import TransformConfig
 from pydantic import BaseModel, ValidationError
 
@@ -51,6 +52,7 @@ from .policies import (
     RateLimitPolicy,
     SecurityHeaders,
 )
+from .policies.cache import cache_policy
 from .policies.transform import transform_policy
 
 if TYPE_CHECKING:
@@ -116,6 +118,17 @@ BUNDLED: Final[tuple[Plugin[Any], ...]] = (
         description="rewrite request headers, path and query, and response headers and "
         "statuses, with templates (${header.X}, ${claim.sub}, ...)",
         declares=("on_headers", "before_upstream", "on_response"),
+    ),
+    Plugin(
+        name="cache",
+        config=CacheConfig,
+        policy=cache_policy,
+        # After authentication (a stored response never reaches a client the route
+        # would refuse), before rate limiting (a hit costs the backend nothing).
+        priority=1000,
+        description="RFC 9111 shared response cache (memory or Redis): freshness, Vary, "
+        "revalidation, stale-if-error, request coalescing, purge",
+        declares=("on_request", "before_upstream", "on_response", "on_chunk", "on_complete"),
     ),
 )
 

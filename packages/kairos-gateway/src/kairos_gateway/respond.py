@@ -381,6 +381,8 @@ class Responder(httputil.HTTPMessageDelegate):
                 self._send_error(exc, close=close, hooks=False)
                 return
             status, reason, pairs = head.status, head.reason, head.headers
+            if head.body is not None:
+                body = head.body
         present = {name.lower() for name, _ in pairs} if self._defaults else ()
         pairs += [(n, v) for n, v in self._defaults if n.lower() not in present]
         if status != 204:

@@ -21,6 +21,7 @@ from pathlib import Path
 from kairos_core import GatewayConfig
 
 from .backends import EWMA_DECAY_S, BackendRegistry
+from .cache import close_caches
 from .metrics import GatewayMetrics, PoolGauge
 from .plugins import PluginRegistry
 from .ratelimit import RateLimiters
@@ -153,6 +154,8 @@ class Runtime:
         return out
 
     async def aclose(self) -> None:
-        """Close what the runtime holds open: rate-limit stores, upstream connections."""
+        """Close what the runtime holds open: rate-limit and cache stores, upstream
+        connections."""
         await self.limiters.aclose()
+        await close_caches()
         await self.pool.close()

@@ -1,0 +1,474 @@
+"""The bundled ``cache`` plugin against a real origin that sets the caching headers the
+test asks for and counts what it is asked."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from kairos_core import ConfigError, load_config
+from kairos_gateway import PluginRegistry
+from tornado import web
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
+
+from tests.conftest import GatewayFactory
+from tests.support import eventually, raw_request, route
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b"hello"
+
+
+@dataclass
+class Origin:
+    """Answers ``/<name>`` with ``replies[name]`` (an ``ETag`` it sets makes it answer a
+    matching ``If-None-Match`` with 304), counting requests per name."""
+
+    replies: dict[str, Reply] = field(default_factory=dict)
+    hits: Counter[str] = field(default_factory=Counter)
+    seen: list[dict[str, str]] = field(default_factory=list)
+    #: While set, responses wait for it (coalescing).
+    hold: asyncio.Event | None = None
+    port: int = 0
+    server: HTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def reply(
+        self, name: str, *headers: tuple[str, str], status: int = 200, body: bytes = b""
+    ) -> None:
+        self.replies[name] = Reply(status, list(headers), body or f"body of {name}".encode())
+
+
+class _Handler(web.RequestHandler):
+    def initialize(self, origin: Origin) -> None:
+        self.origin = origin
+
+    def compute_etag(self) -> None:
+        return None  # only the ETags a test sets
+
+    async def get(self, name: str) -> None:
+        origin = self.origin
+        origin.hits[name] += 1
+        origin.seen.append(dict(self.request.headers))
+        if origin.hold is not None:
+            await origin.hold.wait()
+        reply = origin.replies.get(name, Reply(404, [], b"none"))
+        self.set_status(reply.status)
+        named: set[str] = set()
+        for k, v in reply.headers:
+            (self.add_header if k.lower() in named else self.set_header)(k, v)
+            named.add(k.lower())
+        etag = dict((k.lower(), v) for k, v in reply.headers).get("etag")
+        if etag is not None and self.request.headers.get("If-None-Match") == etag:
+            self.set_status(304)
+            self.finish()
+            return
+        body = reply.body
+        if name.startswith("vary"):
+            body += b" for " + self.request.headers.get("Accept-Language", "-").encode()
+        self.finish(body)
+
+    post = get
+
+
+@pytest.fixture
+async def origin() -> AsyncIterator[Origin]:
+    o = Origin()
+    sock, o.port = bind_unused_port()
+    o.server = HTTPServer(web.Application([(r"/(.*)", _Handler, {"origin": o})]))
+    o.server.add_sockets([sock])
+    yield o
+    o.server.stop()
+    await o.server.close_all_connections()
+
+
+def cache(**config: Any) -> list[dict[str, Any]]:
+    return [{"name": "cache", "config": config}]
+
+
+async def gateway(gateway_factory: GatewayFactory, origin: Origin | str, **config: Any) -> int:
+    gw = await gateway_factory(
+        {
+            "version": 1,
+            "routers": [route("/c/{*rest}", "/{*rest}", [origin], plugins=cache(**config))],
+        }
+    )
+    return gw.port
+
+
+async def get(port: int, path: str, *headers: tuple[str, str], method: str = "GET") -> Any:
+    return await raw_request(port, f"/c/{path}", method=method, headers=list(headers))
+
+
+async def test_a_fresh_response_is_served_from_the_cache_with_age_and_x_cache(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("a", ("Cache-Control", "max-age=60"), ("Content-Type", "text/plain"))
+    port = await gateway(gateway_factory, origin)
+    first = await get(port, "a")
+    assert first.status == 200
+    assert first.header("X-Cache") == "MISS"
+    second = await get(port, "a")
+    assert second.status == 200
+    assert second.body == b"body of a"
+    assert second.header("X-Cache") == "HIT"
+    assert second.header("Content-Type") == "text/plain"
+    assert second.header("Age") is not None
+    assert int(second.header("Age")) >= 0
+    assert second.header("Content-Length") == str(len(b"body of a"))
+    assert origin.hits["a"] == 1
+    head = await get(port, "a", method="HEAD")
+    assert head.status == 200
+    assert head.header("X-Cache") == "HIT"
+    assert head.body == b""
+    assert origin.hits["a"] == 1
+
+
+async def test_age_from_upstream_counts_against_freshness(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("old", ("Cache-Control", "max-age=60"), ("Age", "60"))
+    origin.reply("young", ("Cache-Control", "max-age=60"), ("Age", "30"))
+    port = await gateway(gateway_factory, origin)
+    for _ in range(2):
+        await get(port, "old")
+        await get(port, "young")
+    assert origin.hits["old"] == 2
+    assert origin.hits["young"] == 1
+    assert int((await get(port, "young")).header("Age")) >= 30
+
+
+async def test_expires_gives_freshness_and_an_expired_one_none(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply(
+        "later",
+        ("Date", "Mon, 07 Dec 2026 10:00:00 GMT"),
+        ("Expires", "Mon, 07 Dec 2026 10:05:00 GMT"),
+    )
+    origin.reply("past", ("Expires", "Thu, 01 Jan 1970 00:00:00 GMT"))
+    origin.reply("bad", ("Expires", "0"))
+    port = await gateway(gateway_factory, origin)
+    for name in ("later", "past", "bad"):
+        await get(port, name)
+        await get(port, name)
+    assert origin.hits == Counter({"later": 1, "past": 2, "bad": 2})
+
+
+async def test_no_freshness_information_is_not_stored_unless_a_default_ttl_is_set(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("plain")
+    port = await gateway(gateway_factory, origin)
+    await get(port, "plain")
+    assert (await get(port, "plain")).header("X-Cache") == "MISS"
+    assert origin.hits["plain"] == 2
+    port = await gateway(gateway_factory, origin, default_ttl_s=60)
+    await get(port, "plain")
+    assert (await get(port, "plain")).header("X-Cache") == "HIT"
+    assert origin.hits["plain"] == 3
+
+
+async def test_no_store_and_private_responses_are_not_stored(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("nostore", ("Cache-Control", "no-store, max-age=60"))
+    origin.reply("private", ("Cache-Control", "private, max-age=60"))
+    origin.reply("cookie", ("Cache-Control", "max-age=60"), ("Set-Cookie", "s=1"))
+    origin.reply("vary-star", ("Cache-Control", "max-age=60"), ("Vary", "*"))
+    port = await gateway(gateway_factory, origin)
+    for name in ("nostore", "private", "cookie", "vary-star"):
+        await get(port, name)
+        assert (await get(port, name)).header("X-Cache") == "MISS"
+        assert origin.hits[name] == 2
+
+
+async def test_a_client_no_store_bypasses_and_no_cache_reloads(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("a", ("Cache-Control", "max-age=60"))
+    port = await gateway(gateway_factory, origin)
+    assert (await get(port, "a", ("Cache-Control", "no-store"))).header("X-Cache") == "BYPASS"
+    await get(port, "a")
+    assert (await get(port, "a", ("Cache-Control", "no-cache"))).header("X-Cache") == "MISS"
+    assert (await get(port, "a")).header("X-Cache") == "HIT"
+    assert origin.hits["a"] == 3
+
+
+async def test_authorization_is_served_from_the_cache_only_for_public_responses(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("mine", ("Cache-Control", "max-age=60"))
+    origin.reply("shared", ("Cache-Control", "public, max-age=60"))
+    origin.reply("smax", ("Cache-Control", "s-maxage=60"))
+    port = await gateway(gateway_factory, origin)
+    alice = ("Authorization", "Bearer alice")
+    # Stored from an anonymous request, never given to one with credentials.
+    await get(port, "mine")
+    assert (await get(port, "mine")).header("X-Cache") == "HIT"
+    got = await get(port, "mine", alice)
+    assert got.header("X-Cache") == "BYPASS"
+    assert origin.hits["mine"] == 2
+    # A response to a request with credentials is not stored unless it says so.
+    await get(port, "fresh-private", alice)
+    for name in ("shared", "smax"):
+        await get(port, name, alice)
+        again = await get(port, name, ("Authorization", "Bearer bob"))
+        assert again.header("X-Cache") == "HIT", name
+        assert origin.hits[name] == 1
+
+
+async def test_a_private_response_is_not_stored_with_or_without_authorization(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("p", ("Cache-Control", "private, max-age=60"))
+    port = await gateway(gateway_factory, origin)
+    for headers in ([], [("Authorization", "Bearer a")]):
+        await get(port, "p", *headers)
+        await get(port, "p", *headers)
+    assert origin.hits["p"] == 4
+
+
+async def test_a_key_with_the_user_caches_per_caller(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("me", ("Cache-Control", "max-age=60"))
+    port = await gateway(gateway_factory, origin, key={"user": True})
+    alice, bob = ("Authorization", "Bearer alice"), ("Authorization", "Bearer bob")
+    await get(port, "me", alice)
+    assert (await get(port, "me", alice)).header("X-Cache") == "HIT"
+    assert (await get(port, "me", bob)).header("X-Cache") == "MISS"
+    assert origin.hits["me"] == 2
+
+
+async def test_vary_keeps_variants_apart_and_normalises_values(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("vary", ("Cache-Control", "max-age=60"), ("Vary", "Accept-Language"))
+    port = await gateway(gateway_factory, origin)
+    en = await get(port, "vary", ("Accept-Language", "en, fr"))
+    de = await get(port, "vary", ("Accept-Language", "de"))
+    assert en.body.endswith(b"en, fr")
+    assert de.body.endswith(b"de")
+    again = await get(port, "vary", ("Accept-Language", "EN,   FR"))
+    assert again.header("X-Cache") == "HIT"
+    assert again.body.endswith(b"en, fr")
+    assert (await get(port, "vary", ("Accept-Language", "de"))).body.endswith(b"de")
+    assert origin.hits["vary"] == 2
+
+
+async def test_the_key_keeps_selected_query_parameters_and_headers(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("q", ("Cache-Control", "max-age=60"))
+    port = await gateway(gateway_factory, origin, key={"query": ["page"], "headers": ["X-Tenant"]})
+    await get(port, "q?page=1&utm=a")
+    assert (await get(port, "q?utm=b&page=1")).header("X-Cache") == "HIT"
+    assert (await get(port, "q?page=2")).header("X-Cache") == "MISS"
+    assert (await get(port, "q?page=1", ("X-Tenant", "t2"))).header("X-Cache") == "MISS"
+    assert origin.hits["q"] == 3
+
+
+async def test_a_client_revalidating_gets_a_304_from_the_cache(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply(
+        "v",
+        ("Cache-Control", "max-age=60"),
+        ("ETag", '"v1"'),
+        ("Last-Modified", "Mon, 07 Dec 2026 10:00:00 GMT"),
+    )
+    port = await gateway(gateway_factory, origin)
+    await get(port, "v")
+    match = await get(port, "v", ("If-None-Match", 'W/"v1", "v0"'))
+    assert match.status == 304
+    assert match.body == b""
+    assert match.header("ETag") == '"v1"'
+    assert (await get(port, "v", ("If-None-Match", '"v2"'))).status == 200
+    since = await get(port, "v", ("If-Modified-Since", "Mon, 07 Dec 2026 11:00:00 GMT"))
+    assert since.status == 304
+    earlier = await get(port, "v", ("If-Modified-Since", "Mon, 07 Dec 2026 09:00:00 GMT"))
+    assert earlier.status == 200
+    assert origin.hits["v"] == 1
+
+
+async def test_a_stale_entry_is_revalidated_upstream_and_a_304_refreshes_it(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("r", ("Cache-Control", "max-age=0"), ("ETag", '"r1"'), body=b"stored body")
+    port = await gateway(gateway_factory, origin)
+    assert (await get(port, "r")).body == b"stored body"
+    origin.reply("r", ("Cache-Control", "max-age=60"), ("ETag", '"r1"'), body=b"not sent")
+    again = await get(port, "r")
+    assert again.status == 200
+    assert again.body == b"stored body"
+    assert again.header("X-Cache") == "HIT"
+    assert origin.seen[-1].get("If-None-Match") == '"r1"'
+    # The 304's max-age=60 now makes it fresh: no more trips upstream.
+    assert (await get(port, "r")).header("X-Cache") == "HIT"
+    assert origin.hits["r"] == 2
+    conditional = await get(port, "r", ("If-None-Match", '"r1"'))
+    assert conditional.status == 304
+
+
+async def test_a_changed_resource_replaces_the_entry(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("r", ("Cache-Control", "max-age=0"), ("ETag", '"r1"'), body=b"one")
+    port = await gateway(gateway_factory, origin)
+    await get(port, "r")
+    origin.reply("r", ("Cache-Control", "max-age=60"), ("ETag", '"r2"'), body=b"two")
+    assert (await get(port, "r")).body == b"two"
+    hit = await get(port, "r")
+    assert (hit.body, hit.header("X-Cache")) == (b"two", "HIT")
+
+
+async def test_stale_if_error_serves_the_stale_entry_when_the_backend_fails(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("e", ("Cache-Control", "max-age=0, stale-if-error=60"), body=b"good")
+    origin.reply("strict", ("Cache-Control", "max-age=0, must-revalidate, stale-if-error=60"))
+    port = await gateway(gateway_factory, origin)
+    await get(port, "e")
+    await get(port, "strict")
+    origin.reply("e", status=503, body=b"broken")
+    origin.reply("strict", status=503, body=b"broken")
+    stale = await get(port, "e")
+    assert (stale.status, stale.body, stale.header("X-Cache")) == (200, b"good", "STALE")
+    assert (await get(port, "strict")).status == 503
+
+
+async def test_stale_if_error_when_the_backend_is_down(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("e", ("Cache-Control", "max-age=0, stale-if-error=60"), body=b"good")
+    port = await gateway(gateway_factory, origin)
+    await get(port, "e")
+    assert origin.server is not None
+    origin.server.stop()
+    await origin.server.close_all_connections()
+    stale = await get(port, "e")
+    assert stale.status == 200
+    assert stale.body == b"good"
+    assert stale.header("X-Cache") == "STALE"
+    assert stale.header("Content-Length") == "4"
+    assert (await get(port, "other")).status in (502, 503)
+
+
+async def test_concurrent_misses_make_one_upstream_request(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("hot", ("Cache-Control", "max-age=60"), body=b"x" * 10_000)
+    origin.hold = asyncio.Event()
+    port = await gateway(gateway_factory, origin)
+    requests = [asyncio.ensure_future(get(port, "hot")) for _ in range(50)]
+    await eventually(lambda: origin.hits["hot"] == 1)
+    origin.hold.set()
+    responses = await asyncio.gather(*requests)
+    assert origin.hits["hot"] == 1
+    assert all(r.status == 200 and r.body == b"x" * 10_000 for r in responses)
+    labels = Counter(r.header("X-Cache") for r in responses)
+    assert labels["MISS"] == 1
+    assert labels["HIT"] == 49
+
+
+async def test_objects_over_the_size_limit_pass_through_unstored(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("big", ("Cache-Control", "max-age=60"), body=b"b" * 5000)
+    port = await gateway(gateway_factory, origin, max_object_bytes=4096)
+    assert (await get(port, "big")).body == b"b" * 5000
+    assert (await get(port, "big")).header("X-Cache") == "MISS"
+    assert origin.hits["big"] == 2
+
+
+async def test_the_memory_store_evicts_the_least_recently_used(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    for name in ("a", "b", "c"):
+        origin.reply(name, ("Cache-Control", "max-age=60"), body=name.encode() * 700)
+    port = await gateway(gateway_factory, origin, store={"type": "memory", "max_bytes": 2400})
+    await get(port, "a")
+    await get(port, "b")
+    assert (await get(port, "a")).header("X-Cache") == "HIT"  # b is now the oldest used
+    await get(port, "c")
+    assert (await get(port, "a")).header("X-Cache") == "HIT"
+    assert (await get(port, "b")).header("X-Cache") == "MISS"
+
+
+async def test_a_successful_unsafe_request_invalidates_the_entry(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("u", ("Cache-Control", "max-age=60"))
+    port = await gateway(gateway_factory, origin)
+    await get(port, "u")
+    assert (await get(port, "u")).header("X-Cache") == "HIT"
+    await get(port, "u", method="POST")
+    assert (await get(port, "u")).header("X-Cache") == "MISS"
+
+
+def test_settings_errors_name_the_field() -> None:
+    config = load_config(
+        {
+            "version": 1,
+            "routers": [
+                route(
+                    "/a",
+                    "/a",
+                    ["http://127.0.0.1:1"],
+                    plugins=cache(store={"type": "memory", "max_bytes": 10}),
+                )
+            ],
+        }
+    )
+    with pytest.raises(ConfigError) as caught:
+        PluginRegistry(group=None).check(config)
+    assert "routers[0].plugins[0].config.store.memory.max_bytes" in str(caught.value) or (
+        "routers[0].plugins[0].config.store" in str(caught.value)
+    )
+
+
+async def test_stale_while_revalidate_serves_stale_while_one_request_revalidates(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("s", ("Cache-Control", "max-age=0, stale-while-revalidate=60"), body=b"old")
+    port = await gateway(gateway_factory, origin)
+    await get(port, "s")
+    origin.reply("s", ("Cache-Control", "max-age=60"), body=b"new")
+    origin.hold = asyncio.Event()
+    refreshing = asyncio.ensure_future(get(port, "s"))
+    await eventually(lambda: origin.hits["s"] == 2)
+    meanwhile = await get(port, "s")
+    assert (meanwhile.body, meanwhile.header("X-Cache")) == (b"old", "STALE")
+    origin.hold.set()
+    assert (await refreshing).body == b"new"
+    hit = await get(port, "s")
+    assert (hit.body, hit.header("X-Cache")) == (b"new", "HIT")
+    assert origin.hits["s"] == 2
+
+
+def test_the_plugin_is_bundled_and_listed_between_jwt_and_rate_limits() -> None:
+    registry = PluginRegistry(group=None)
+    names = [p.name for p in registry.catalog().plugins]
+    assert names.index("jwt") < names.index("cache") < names.index("rate_limit")
+    info = next(p for p in registry.catalog().plugins if p.name == "cache")
+    assert info.package == "kairos-gateway"
+    assert info.priority == 1000
+    assert info.phases == [
+        "on_request",
+        "before_upstream",
+        "on_response",
+        "on_chunk",
+        "on_complete",
+    ]
