@@ -9,7 +9,7 @@ from nicegui import app, ui
 
 from .auth import install_login
 from .gateway import Gateway
-from .pages import backends, config, dashboard, metrics, plugins, routes
+from .pages import audit, backends, config, dashboard, metrics, plugins, routes
 from .settings import SettingsError, UiSettings
 
 __all__ = ["build", "main"]
@@ -29,6 +29,7 @@ def build(settings: UiSettings) -> Gateway:
     backends.register(settings, gateway)
     config.register(settings, gateway)
     plugins.register(settings, gateway)
+    audit.register(settings, gateway)
     metrics.register(settings, gateway)
 
     @app.on_page_exception

@@ -21,6 +21,7 @@ NAV: tuple[tuple[str, str, str], ...] = (
     ("/config", "Configuration", "tune"),
     ("/plugins", "Plugins", "extension"),
     ("/metrics", "Metrics", "insights"),
+    ("/audit", "Audit", "history"),
 )
 
 
