@@ -16,6 +16,7 @@ from kairos_client import DEFAULT_URL, KairosClient
 
 from ._context import Settings, add_json_option
 from ._version import __version__
+from .commands.cache import cache
 from .commands.config import config
 from .commands.gateway import backends, health, reload, status
 from .commands.metrics import metrics
@@ -97,7 +98,7 @@ def cli(
     )
 
 
-for command in (status, health, reload, backends, plugins, metrics, routes, config):
+for command in (status, health, reload, backends, plugins, metrics, routes, config, cache):
     add_json_option(command)
     cli.add_command(command)
 

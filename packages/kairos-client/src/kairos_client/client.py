@@ -44,6 +44,7 @@ from kairos_core import (
     load_config,
 )
 from kairos_core.auth import REDACTED_CONTEXT
+from kairos_core.cache import CachePurged, CacheStatus
 from pydantic import BaseModel, ValidationError
 from yarl import URL
 
@@ -447,6 +448,20 @@ class KairosClient:
         """`GET /api/plugins`: the built-in policies and the installed plugins, highest
         priority first, and the entry points that failed to load (``.errors``)."""
         return _model(PluginCatalog, await self._send("GET", "/api/plugins"))
+
+    async def cache_stats(self) -> CacheStatus:
+        """`GET /api/cache`: each response cache store's figures (hits, misses, ...)."""
+        return _model(CacheStatus, await self._send("GET", "/api/cache"))
+
+    async def purge_cache(
+        self, *, key: str | None = None, route: str | None = None, tag: str | None = None
+    ) -> CachePurged:
+        """`DELETE /api/cache`: remove cached responses by key, by route (its external
+        path) or by tag; give exactly one. Returns how many entries went."""
+        given = {"key": key, "route": route, "tag": tag}
+        if sum(v is not None for v in given.values()) != 1:
+            raise ValueError("give exactly one of key, route or tag")
+        return _model(CachePurged, await self._send("DELETE", "/api/cache", query=given))
 
     async def audit(self, *, limit: int = 50, before: int | None = None) -> AuditPage:
         """`GET /api/audit`: configuration changes, newest first (actor, address,

@@ -12,7 +12,15 @@ from pydantic import Field
 
 from ._model import KairosModel
 
-__all__ = ["CacheConfig", "CacheKey", "MemoryStore", "RedisStore"]
+__all__ = [
+    "CacheConfig",
+    "CacheKey",
+    "CachePurged",
+    "CacheStatus",
+    "CacheStoreStats",
+    "MemoryStore",
+    "RedisStore",
+]
 
 _HEADER = Annotated[str, Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", max_length=128)]
 
@@ -77,3 +85,32 @@ class CacheConfig(KairosModel):
     statuses: list[Annotated[int, Field(ge=200, le=599)]] = Field(
         default_factory=lambda: [200, 203, 204, 300, 301, 308, 404, 410], max_length=32
     )
+
+
+class CacheStoreStats(KairosModel):
+    """One store's figures (``GET /api/cache``); counters since the process started."""
+
+    store: Literal["memory", "redis"]
+    entries: int
+    #: Held in memory, or written to Redis by this process.
+    bytes: int
+    hits: int
+    misses: int
+    stale: int
+    bypass: int
+    stored: int
+    evictions: int
+    store_errors: int
+
+
+class CacheStatus(KairosModel):
+    stores: list[CacheStoreStats]
+
+
+class CachePurged(KairosModel):
+    """What ``DELETE /api/cache`` removed."""
+
+    purged: int
+    key: str | None = None
+    route: str | None = None
+    tag: str | None = None

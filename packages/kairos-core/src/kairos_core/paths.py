@@ -39,6 +39,7 @@ RESERVED_PATHS: frozenset[str] = frozenset(
         "/api/audit",
         "/api/backends",
         "/api/plugins",
+        "/api/cache",
         "/api/openapi.json",
     }
 )

@@ -22,6 +22,7 @@ from kairos_core import GatewayConfig
 
 from .backends import EWMA_DECAY_S, BackendRegistry
 from .cache import close_caches
+from .cache.metrics import CacheCollector
 from .metrics import GatewayMetrics, PoolGauge
 from .plugins import PluginRegistry
 from .ratelimit import RateLimiters
@@ -46,6 +47,7 @@ class Runtime:
         ewma_decay_s: float = EWMA_DECAY_S,
     ) -> None:
         self.metrics = GatewayMetrics()
+        self.metrics.registry.register(CacheCollector())
         self.rng = random.Random()
         self.registry = BackendRegistry(
             self.metrics, clock=time.monotonic, ewma_decay_s=ewma_decay_s

@@ -49,7 +49,7 @@ from kairos_core import (
 
 from ..messages import ApiRequest, ApiResponse
 from ..settings import NamedToken
-from . import config_api, routes
+from . import cache_api, config_api, routes
 from .access import AdminCredential, authorize, credentials, needed_role
 from .audit import AuditTrail
 from .history import MetricsSampler
@@ -347,6 +347,10 @@ class ManagementApi:
         if path == "/api/plugins":
             _allow(request, _READ)
             return ApiResponse.model(200, self.runtime.plugins.catalog())
+        if path == "/api/cache":
+            if _allow(request, (*_READ, "DELETE")) == "DELETE":
+                return await cache_api.purge_cache(request)
+            return cache_api.cache_figures()
         if path == "/api/openapi.json":
             _allow(request, _READ)
             return ApiResponse.json(200, openapi_document())

@@ -1,0 +1,44 @@
+"""``/api/cache``: the response cache's figures, and purging.
+
+``GET /api/cache`` lists each store in use (memory or Redis) with its counters;
+``DELETE /api/cache?key=K`` | ``?route=/users/{id}`` | ``?tag=T`` removes the matching
+entries from every store in this process (a Redis store for every gateway sharing it)
+and answers ``{"purged": n}``.
+"""
+
+from __future__ import annotations
+
+from kairos_core import BadRequest, ServiceUnavailable
+from kairos_core.cache import CachePurged, CacheStatus
+
+from ..cache import Purge, live_caches
+from ..cache.metrics import cache_stats
+from ..messages import ApiRequest, ApiResponse
+
+__all__ = ["cache_figures", "purge_cache"]
+
+_SELECTORS = ("key", "route", "tag")
+
+
+def cache_figures() -> ApiResponse:
+    return ApiResponse.model(200, CacheStatus.model_validate({"stores": cache_stats()}))
+
+
+async def purge_cache(request: ApiRequest) -> ApiResponse:
+    params = request.query_params()
+    given = {name: params[name] for name in _SELECTORS if params.get(name)}
+    if len(given) != 1:
+        raise BadRequest("give exactly one of key, route or tag (e.g. ?tag=products)")
+    what = Purge(**given)
+    purged = 0
+    failed = []
+    for cache in live_caches():
+        try:
+            purged += await cache.store.purge(what)
+        except Exception as exc:  # a shared store that is down
+            failed.append(f"{cache.describe}: {type(exc).__name__}")
+    if failed:
+        raise ServiceUnavailable(
+            f"purged {purged} entries, but a store failed ({', '.join(failed)}): try again"
+        )
+    return ApiResponse.model(200, CachePurged(purged=purged, **given))
