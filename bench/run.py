@@ -32,6 +32,7 @@ import resilience
 import route_match
 import scale
 import tls
+import tracing
 import transform
 import upload
 import websocket
@@ -271,7 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary work dir")
     parser.add_argument(
         "--only",
-        choices=(*SECTIONS, "chain", "scale", "websocket", "tls", "upload", "transform", "all"),
+        choices=(
+            *SECTIONS,
+            *("chain", "scale", "websocket", "tls", "upload", "transform", "tracing", "all"),
+        ),
         default="all",
         help="run only the core comparison or the load-balancing, edge-security or workers "
         "section; not part of 'all': 'chain' (the policy chain's A/B, bench/chain.py) and "
@@ -279,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         "WebSocket connections echoing, bench/websocket.py), 'tls' (HTTPS vs plain HTTP "
         "and TLS handshakes, bench/tls.py), 'upload' (1 GiB and 30 x 10 MiB uploads and the "
         "gateway's memory, bench/upload.py), 'transform' (the transform plugin vs a plain "
-        "route, bench/transform.py)",
+        "route, bench/transform.py), 'tracing' (trace propagation and span export vs a "
+        "plain gateway, bench/tracing.py)",
     )
     parser.add_argument(
         "--baseline", help="with --only chain, scale or upload: the git ref to compare with"
@@ -303,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only == "transform":
         passed = ["--duration", str(args.duration)]
         return transform.main([*passed, *(["--quick"] if args.quick else [])])
+    if args.only == "tracing":
+        passed = ["--duration", str(args.duration)]
+        return tracing.main([*passed, *(["--quick"] if args.quick else [])])
     if args.only == "upload":
         return upload.main(["--baseline", args.baseline] if args.baseline else [])
     if args.only == "websocket":

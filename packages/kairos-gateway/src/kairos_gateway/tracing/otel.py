@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._version import __version__
@@ -186,7 +187,10 @@ class OtelTracer(Tracer):
             "kairos.worker": 0 if worker is None else worker,
         }
         self._provider = provider = TracerProvider(
-            sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)),
+            # The ratio is applied in `begin`, before any span is made: the SDK is only
+            # asked for the spans of sampled traces (an unsampled one costs what
+            # propagation costs), and follows their parent.
+            sampler=ParentBased(ALWAYS_ON),
             resource=Resource.create(attributes),
             shutdown_on_exit=False,
         )
@@ -205,21 +209,27 @@ class OtelTracer(Tracer):
             )
         )
         self._tracer = provider.get_tracer("kairos-gateway", __version__)
+        self._ratio = config.sample_ratio
         self._closed = False
 
     def begin(self, method: str, headers: HTTPHeaders) -> RequestTrace:
+        """A recording trace when the client's parent is sampled, or for a new trace
+        at ``sample_ratio``; else a propagation-only one with the sampled flag off."""
         fields = headers._as_list
         values = fields.get("Traceparent")
-        if values is None:
+        parent = None if values is None else parse_traceparent(values)
+        state = fields.get("Tracestate") if parent is not None else None
+        tracestate = parse_tracestate(state) if state else None
+        if parent is not None:
+            if parent.sampled:
+                return OtelTrace(self._tracer, method, parent, tracestate)
+            return RequestTrace(parent, tracestate)
+        ratio = self._ratio
+        if ratio >= 1.0 or random.random() < ratio:
             return OtelTrace(self._tracer, method, None, None)
-        parent = parse_traceparent(values)
-        state = fields.get("Tracestate")
-        return OtelTrace(
-            self._tracer,
-            method,
-            parent,
-            parse_tracestate(state) if parent is not None and state else None,
-        )
+        unsampled = RequestTrace(None, None)
+        unsampled.sampled = False
+        return unsampled
 
     async def aclose(self) -> None:
         """Export the spans still queued (within the export timeout), then stop."""
