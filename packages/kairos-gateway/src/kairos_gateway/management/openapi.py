@@ -84,6 +84,7 @@ def _op(
     etag: bool = False,
     operation_id: str | None = None,
     links: dict[str, Any] | None = None,
+    example: object = None,
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for status, response in ok.items():
@@ -110,14 +111,32 @@ def _op(
     if operation_id is not None:
         operation["operationId"] = operation_id
     if body is not None:
-        operation["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": body}},
-        }
+        media: dict[str, Any] = {"schema": body}
+        if example is not None:
+            media["example"] = example
+        operation["requestBody"] = {"required": True, "content": {"application/json": media}}
     if params:
         operation["parameters"] = params
     return operation
 
+
+#: Request examples: valid, and what the docs show.
+_ROUTE_EXAMPLE = {
+    "external_path": "/api/users/{id}",
+    "internal_path": "/users/{id}",
+    "methods": ["GET"],
+    "backends": [{"host": "http://users", "port": 8080}],
+}
+_SECTION_EXAMPLES: dict[str, object] = {
+    "jwt": {
+        "public_key": "-----BEGIN PUBLIC KEY-----\n"
+        "MCowBQYDK2VwAyEArwPf5GQatWJy0+bpQQSttjBe3DvzRigDDRCAlr22meQ=\n"
+        "-----END PUBLIC KEY-----\n",
+        "algorithms": ["EdDSA"],
+    },
+    "rate_limit": {"requests_per_second": 100, "burst_size": 200},
+    "cors": {"allowed_origins": ["https://app.example.com"]},
+}
 
 _IF_MATCH = {
     "name": "If-Match",
@@ -132,6 +151,7 @@ _EXTERNAL_PATH = {
     "required": True,
     "description": "The route's external_path, percent-encoded: %2Fapi%2Fusers%2F%7Bid%7D",
     "schema": {"type": "string"},
+    "example": "/api/users/{id}",
 }
 _METHOD = {
     "name": "method",
@@ -191,6 +211,7 @@ def _section_paths() -> dict[str, Any]:
                 body=schema,
                 params=[_IF_MATCH],
                 etag=True,
+                example=_SECTION_EXAMPLES[name],
             ),
         }
     return out
@@ -214,6 +235,7 @@ def openapi_document() -> dict[str, Any]:
                 body=route,
                 params=[_IF_MATCH],
                 etag=True,
+                example=_ROUTE_EXAMPLE,
                 operation_id="createRoute",
                 links=_ROUTE_LINKS,
             ),
@@ -224,6 +246,7 @@ def openapi_document() -> dict[str, Any]:
                 {"200": _json(_ref(ValidationResult), "valid, and errors with field paths")},
                 errors=(413, 415),
                 body={},
+                example=_ROUTE_EXAMPLE,
             ),
         },
         "/api/routes/{external_path}": {
@@ -242,6 +265,7 @@ def openapi_document() -> dict[str, Any]:
                 body=route,
                 params=[_IF_MATCH],
                 etag=True,
+                example=_ROUTE_EXAMPLE,
                 operation_id="replaceRoute",
                 links=_ROUTE_LINKS,
             ),
@@ -267,6 +291,7 @@ def openapi_document() -> dict[str, Any]:
                 body=config,
                 params=[_IF_MATCH],
                 etag=True,
+                example={"version": 1, "routers": [_ROUTE_EXAMPLE]},
             ),
         },
         **_section_paths(),
