@@ -15,19 +15,19 @@ __all__ = ["origin"]  # the fixture
 async def test_purge_by_route_and_stats(origin: Origin, gateway_factory: GatewayFactory) -> None:
     origin.reply("a", ("Cache-Control", "max-age=60"))
     gw = await gateway_factory(
-        {"version": 1, "routers": [route("/c/{*rest}", "/{*rest}", [origin], plugins=cache())]}
+        {"version": 1, "routers": [route("/cli/{*rest}", "/{*rest}", [origin], plugins=cache())]}
     )
-    await raw_request(gw.port, "/c/a")
-    assert (await raw_request(gw.port, "/c/a")).header("X-Cache") == "HIT"
+    await raw_request(gw.port, "/cli/a")
+    assert (await raw_request(gw.port, "/cli/a")).header("X-Cache") == "HIT"
 
     stats = await kairos("cache", "stats", url=gw.url)
     assert stats.code == 0, stats.stderr
     assert "memory" in stats.stdout
 
-    purged = await kairos("cache", "purge", "--route", "/c/{*rest}", url=gw.url)
+    purged = await kairos("cache", "purge", "--route", "/cli/{*rest}", url=gw.url)
     assert purged.code == 0, purged.stderr
     assert "purged 1 cached responses" in purged.stdout
-    assert (await raw_request(gw.port, "/c/a")).header("X-Cache") == "MISS"
+    assert (await raw_request(gw.port, "/cli/a")).header("X-Cache") == "MISS"
 
     machine = await kairos("--json", "cache", "purge", "--tag", "none", url=gw.url)
     assert json.loads(machine.stdout)["purged"] == 0

@@ -17,10 +17,13 @@ __all__ = ["origin"]  # the fixture
 async def test_purge_by_tag_and_figures(origin: Origin, gateway_factory: GatewayFactory) -> None:
     origin.reply("a", ("Cache-Control", "max-age=60"), ("Cache-Tag", "news"))
     gw = await gateway_factory(
-        {"version": 1, "routers": [route("/c/{*rest}", "/{*rest}", [origin], plugins=cache())]}
+        {
+            "version": 1,
+            "routers": [route("/client-cache/{*rest}", "/{*rest}", [origin], plugins=cache())],
+        }
     )
-    await raw_request(gw.port, "/c/a")
-    assert (await raw_request(gw.port, "/c/a")).header("X-Cache") == "HIT"
+    await raw_request(gw.port, "/client-cache/a")
+    assert (await raw_request(gw.port, "/client-cache/a")).header("X-Cache") == "HIT"
     async with client_for(gw) as client:
         status = await client.cache_stats()
         purged = await client.purge_cache(tag="news")
@@ -31,4 +34,4 @@ async def test_purge_by_tag_and_figures(origin: Origin, gateway_factory: Gateway
     assert isinstance(status, CacheStatus)
     assert any(s.hits >= 1 for s in status.stores)
     assert purged == CachePurged(purged=1, tag="news")
-    assert (await raw_request(gw.port, "/c/a")).header("X-Cache") == "MISS"
+    assert (await raw_request(gw.port, "/client-cache/a")).header("X-Cache") == "MISS"

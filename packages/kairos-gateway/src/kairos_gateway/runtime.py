@@ -21,7 +21,7 @@ from pathlib import Path
 from kairos_core import GatewayConfig
 
 from .backends import EWMA_DECAY_S, BackendRegistry
-from .cache import close_caches
+from .cache import SharedCache, caches_of, close_caches
 from .cache.metrics import CacheCollector
 from .metrics import GatewayMetrics, PoolGauge
 from .plugins import PluginRegistry
@@ -47,7 +47,7 @@ class Runtime:
         ewma_decay_s: float = EWMA_DECAY_S,
     ) -> None:
         self.metrics = GatewayMetrics()
-        self.metrics.registry.register(CacheCollector())
+        self.metrics.registry.register(CacheCollector(self.caches))
         self.rng = random.Random()
         self.registry = BackendRegistry(
             self.metrics, clock=time.monotonic, ewma_decay_s=ewma_decay_s
@@ -155,9 +155,13 @@ class Runtime:
             )
         return out
 
+    def caches(self) -> list[SharedCache]:
+        """The response cache stores the live configuration's routes use."""
+        return caches_of(route.chain for route in self.snapshot.routes)
+
     async def aclose(self) -> None:
         """Close what the runtime holds open: rate-limit and cache stores, upstream
         connections."""
         await self.limiters.aclose()
-        await close_caches()
+        await close_caches(self.caches())
         await self.pool.close()

@@ -2,14 +2,14 @@
 
 Stores are shared: every route (and every configuration snapshot) whose ``cache``
 settings name the same store gets the same `SharedCache`, so a reload keeps what is
-cached. `live_caches` lists the stores in use in this process (purging, metrics).
+cached. `caches_of` finds the stores a snapshot's routes use (purging, metrics).
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from kairos_core.cache import MemoryStore, RedisStore
@@ -23,8 +23,8 @@ __all__ = [
     "Purge",
     "SharedCache",
     "Store",
+    "caches_of",
     "close_caches",
-    "live_caches",
     "shared_cache",
 ]
 
@@ -76,13 +76,20 @@ def shared_cache(config: MemoryStore | RedisStore) -> SharedCache:
     return cache
 
 
-async def close_caches() -> None:
-    """Let pending store writes finish (briefly) and close the shared stores'
-    connections (they reconnect if used again): a gateway stopping leaves none open."""
-    for cache in live_caches():
+def caches_of(chains: Iterable[Any]) -> list[SharedCache]:
+    """The stores the cache policies of these chains use (a snapshot's routes' chains),
+    each once."""
+    found: dict[int, SharedCache] = {}
+    for chain in chains:
+        for policy in chain.policies:
+            cache = getattr(policy, "cache", None)
+            if isinstance(cache, SharedCache):
+                found.setdefault(id(cache), cache)
+    return list(found.values())
+
+
+async def close_caches(caches: Iterable[SharedCache]) -> None:
+    """Let pending store writes finish (briefly) and close the stores' connections
+    (they reconnect if used again): a gateway stopping leaves none open."""
+    for cache in caches:
         await cache.aclose()
-
-
-def live_caches() -> list[SharedCache]:
-    """The stores some live policy uses, in this process."""
-    return list(_LIVE.values())

@@ -1,22 +1,22 @@
 """Prometheus families of the response cache (``kairos_cache_*``), per store, read at
-scrape time from the stores in use in this process."""
+scrape time from the stores the live snapshot's routes use."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import live_caches
+from . import SharedCache
 
 __all__ = ["CacheCollector", "cache_stats"]
 
 
-def cache_stats() -> list[dict[str, object]]:
+def cache_stats(caches: Iterable[SharedCache]) -> list[dict[str, object]]:
     """One row per store: its kind and figures (``GET /api/cache``)."""
     rows: list[dict[str, object]] = []
-    for cache in live_caches():
+    for cache in caches:
         store = cache.store
         s = store.stats
         rows.append(
@@ -48,11 +48,14 @@ _COUNTERS = (
 
 
 class CacheCollector(Collector):
+    def __init__(self, caches: Callable[[], Iterable[SharedCache]]) -> None:
+        self.caches = caches
+
     def describe(self) -> Iterable[Metric]:
         return ()
 
     def collect(self) -> Iterator[Metric]:
-        rows = cache_stats()
+        rows = cache_stats(self.caches())
         if not rows:
             return
         for name, doc in _COUNTERS:

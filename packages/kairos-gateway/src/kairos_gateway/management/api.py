@@ -348,9 +348,10 @@ class ManagementApi:
             _allow(request, _READ)
             return ApiResponse.model(200, self.runtime.plugins.catalog())
         if path == "/api/cache":
+            caches = self.runtime.caches()
             if _allow(request, (*_READ, "DELETE")) == "DELETE":
-                return await cache_api.purge_cache(request)
-            return cache_api.cache_figures()
+                return await cache_api.purge_cache(request, caches)
+            return cache_api.cache_figures(caches)
         if path == "/api/openapi.json":
             _allow(request, _READ)
             return ApiResponse.json(200, openapi_document())

@@ -2,7 +2,8 @@
 
 ``GET /api/cache`` lists each store in use (memory or Redis) with its counters;
 ``DELETE /api/cache?key=K`` | ``?route=/users/{id}`` | ``?tag=T`` removes the matching
-entries from every store in this process (a Redis store for every gateway sharing it)
+entries from every store the live configuration uses (a Redis store for every gateway
+sharing it)
 and answers ``{"purged": n}``.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from kairos_core import BadRequest, ServiceUnavailable
 from kairos_core.cache import CachePurged, CacheStatus
 
-from ..cache import Purge, live_caches
+from ..cache import Purge, SharedCache
 from ..cache.metrics import cache_stats
 from ..messages import ApiRequest, ApiResponse
 
@@ -20,11 +21,11 @@ __all__ = ["cache_figures", "purge_cache"]
 _SELECTORS = ("key", "route", "tag")
 
 
-def cache_figures() -> ApiResponse:
-    return ApiResponse.model(200, CacheStatus.model_validate({"stores": cache_stats()}))
+def cache_figures(caches: list[SharedCache]) -> ApiResponse:
+    return ApiResponse.model(200, CacheStatus.model_validate({"stores": cache_stats(caches)}))
 
 
-async def purge_cache(request: ApiRequest) -> ApiResponse:
+async def purge_cache(request: ApiRequest, caches: list[SharedCache]) -> ApiResponse:
     params = request.query_params()
     given = {name: params[name] for name in _SELECTORS if params.get(name)}
     if len(given) != 1:
@@ -32,7 +33,7 @@ async def purge_cache(request: ApiRequest) -> ApiResponse:
     what = Purge(**given)
     purged = 0
     failed = []
-    for cache in live_caches():
+    for cache in caches:
         try:
             purged += await cache.store.purge(what)
         except Exception as exc:  # a shared store that is down

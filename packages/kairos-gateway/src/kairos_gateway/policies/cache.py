@@ -30,13 +30,21 @@ from urllib.parse import unquote_plus
 from kairos_core.cache import CacheConfig
 
 from ..cache import Entry, Purge, SharedCache, shared_cache
-from ..cache.rfc import directives, freshness, not_modified, seconds, vary_names
+from ..cache.rfc import (
+    directives,
+    freshness,
+    not_modified,
+    parse_date,
+    seconds,
+    vary_names,
+)
 from ..chain import Policy, Request, ResponseHead, UpstreamRequest
 from ..messages import Response
 
 __all__ = ["CachePolicy", "cache_policy"]
 
 _CACHEABLE_METHODS: Final = frozenset({"GET", "HEAD"})
+_UNSAFE: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _ERRORS: Final = frozenset({500, 502, 503, 504})
 _CONDITIONALS: Final = frozenset(
     {"if-none-match", "if-modified-since", "if-match", "if-unmodified-since", "if-range"}
@@ -150,24 +158,30 @@ class CachePolicy(Policy):
         if method not in _CACHEABLE_METHODS:
             return None
         cc = directives(_pairs(headers, "Cache-Control")) if "Cache-Control" in headers else {}
-        if "no-store" in cc:
+        if "no-store" in cc or "Range" in headers:
+            # Ranges go to the backend (partial content is not served from the cache).
             self._bypass(request)
             return None
-        state = _State(self.primary_key(request), MISS)
+        primary = self.primary_key(request)
+        lookup = self._memory
+        credentials = "Authorization" in headers and not self.config.key.user
+        entry = None
+        if lookup is not None:
+            entry = lookup(primary, headers)
+            if entry is not None and not cc and not credentials:
+                # The common hit: nothing in the request to weigh.
+                now = time.time()
+                if entry.fresh(now) and "Pragma" not in headers:
+                    self.stats.hits += 1
+                    return self._answer(request, entry, now, HIT)
+        state = _State(primary, BYPASS if credentials else MISS)
         request.state["cache"] = state
-        if "Authorization" in headers and not self.config.key.user:
-            state.label = BYPASS  # unless the response is public, see _storable
         reload = (
             "no-cache" in cc
             or seconds(cc.get("max-age")) == 0
             or (not cc and "no-cache" in headers.get("Pragma", ""))
         )
-        lookup = self._memory
         if lookup is not None:
-            try:
-                entry = lookup(state.primary, headers)
-            except Exception:
-                entry = None
             return self._decide(request, state, entry, reload, waited=False)
         return self._lookup_then_decide(request, state, reload)
 
@@ -392,7 +406,11 @@ class CachePolicy(Policy):
             if not no_cache or (etag is None and last_modified is None):
                 return None
             ttl = 0
-        age = seconds(next(iter(_get(pairs, "age")), None)) or 0
+        # RFC 9111 4.2.3: the larger of its Age and how far its Date lies in the past.
+        age = float(seconds(next(iter(_get(pairs, "age")), None)) or 0)
+        sent = parse_date(date)
+        if sent is not None:
+            age = max(age, now - sent)
         mine = list(request.response_headers)
         stored: list[tuple[str, str]] = []
         for pair in pairs:
@@ -411,7 +429,7 @@ class CachePolicy(Policy):
             headers=stored,
             body=b"",
             stored_at=now,
-            initial_age=float(age),
+            initial_age=age,
             ttl=float(ttl),
             stale_while_revalidate=float(seconds(cc.get("stale-while-revalidate")) or 0),
             stale_if_error=float(seconds(cc.get("stale-if-error")) or 0),
@@ -452,7 +470,7 @@ class CachePolicy(Policy):
     def on_complete(self, request: Request) -> None:
         state = request.state.get("cache")
         if state is None:
-            if request.method not in _CACHEABLE_METHODS and 200 <= request.status < 400:
+            if request.method in _UNSAFE and 200 <= request.status < 400:
                 self._invalidate(request)
             return
         meta = state.meta
