@@ -4,7 +4,7 @@ rate limiting (edge section), and 2 worker processes vs 1 (workers section).
 
     uv run python bench/run.py [--only core|resilience|edge|workers|all] [--duration 10]
                                [--quick] [--json FILE]
-    uv run python bench/run.py --only chain|scale|websocket|tls   (not part of 'all')
+    uv run python bench/run.py --only chain|scale|websocket|tls|cache   (not part of 'all')
 
 See bench/README.md for what each figure means. Exit codes: 0 when the run completed
 (whatever the PASS/MISS verdicts), 1 when a step failed, 2 when wrk is missing,
@@ -25,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
+import cache
 import chain
 import edge
 import machine
@@ -274,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         choices=(
             *SECTIONS,
-            *("chain", "scale", "websocket", "tls", "upload", "transform", "tracing", "all"),
+            *("chain", "scale", "websocket", "tls", "upload", "transform", "tracing", "cache"),
+            "all",
         ),
         default="all",
         help="run only the core comparison or the load-balancing, edge-security or workers "
@@ -284,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         "and TLS handshakes, bench/tls.py), 'upload' (1 GiB and 30 x 10 MiB uploads and the "
         "gateway's memory, bench/upload.py), 'transform' (the transform plugin vs a plain "
         "route, bench/transform.py), 'tracing' (trace propagation and span export vs a "
-        "plain gateway, bench/tracing.py)",
+        "plain gateway, bench/tracing.py), 'cache' (a cache hit vs the same route proxied, "
+        "bench/cache.py)",
     )
     parser.add_argument(
         "--baseline", help="with --only chain, scale or upload: the git ref to compare with"
@@ -308,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.only == "transform":
         passed = ["--duration", str(args.duration)]
         return transform.main([*passed, *(["--quick"] if args.quick else [])])
+    if args.only == "cache":
+        passed = ["--duration", str(args.duration)]
+        return cache.main([*passed, *(["--quick"] if args.quick else [])])
     if args.only == "tracing":
         passed = ["--duration", str(args.duration)]
         return tracing.main([*passed, *(["--quick"] if args.quick else [])])
