@@ -37,6 +37,7 @@ from wrk import INSTALL_HINT, wrk_path
 
 TARGET_PROPAGATION = 0.97
 TARGET_EXPORTED = 0.80
+MODES = ("plain", "propagation", "exported", "sampled_10")
 
 _SINK = '''"""An OTLP/HTTP traces sink: decodes each export, counts its spans into a file."""
 
@@ -109,7 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="3 s runs, 1 round")
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help=f"comma-separated, from {', '.join(MODES)} ('plain' is always run; "
+        "'plain2', a second plain gateway, shows the spread between two processes)",
+    )
     args = parser.parse_args(argv)
+    modes = ["plain", *(m for m in args.modes.split(",") if m and m != "plain")]
+    unknown = set(modes) - {*MODES, "plain2"}
+    if unknown:
+        parser.error(f"unknown modes: {', '.join(sorted(unknown))}")
     if wrk_path() is None:
         print(INSTALL_HINT, file=sys.stderr)
         return 2
@@ -128,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         route = _route("/users/{id}", backend.port)
         tracing: dict[str, dict[str, object]] = {
             "plain": {"propagate": False},
+            "plain2": {"propagate": False},
             "propagation": {},
             "exported": {
                 "exporter": "otlp",
@@ -143,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             },
         }
         log("tracing: propagation off, propagation, spans exported at 100 % and 10 %")
-        for mode, block in tracing.items():
+        for mode in modes:
+            block = tracing[mode]
             config = {"version": 1, "routers": [route], "tracing": block}
             gateways[mode] = Gateway(workdir, config, name=f"gw-{mode}")
         runs = alternate(
@@ -152,17 +165,24 @@ def main(argv: list[str] | None = None) -> int:
             rounds,
             2 if args.quick else 3,
         )
-        exported = gateways.pop("exported")
-        exported.stop()  # sends what is still queued
-        requests = exported.access_log_lines()
-        spans = sink.spans()
-        lines.append("propagation " + _summary(runs, "plain", "propagation", TARGET_PROPAGATION))
-        lines.append("exported " + _summary(runs, "plain", "exported", TARGET_EXPORTED))
-        lines.append(
-            f"spans received from the 100 % gateway: {spans:,} for {requests:,} requests "
-            f"({spans / max(1, 2 * requests):.1%} of 2 per request)"
-        )
-        lines.append("sampled 10 % " + _summary(runs, "plain", "sampled_10", TARGET_EXPORTED))
+        if "plain2" in runs:
+            lines.append("a second plain gateway " + _summary(runs, "plain", "plain2", 0.97))
+        if "propagation" in runs:
+            lines.append(
+                "propagation " + _summary(runs, "plain", "propagation", TARGET_PROPAGATION)
+            )
+        if "exported" in runs:
+            exported = gateways.pop("exported")
+            exported.stop()  # sends what is still queued
+            requests = exported.access_log_lines()
+            spans = sink.spans()
+            lines.append("exported " + _summary(runs, "plain", "exported", TARGET_EXPORTED))
+            lines.append(
+                f"spans received from the 100 % gateway: {spans:,} for {requests:,} requests "
+                f"({spans / max(1, 2 * requests):.1%} of 2 per request)"
+            )
+        if "sampled_10" in runs:
+            lines.append("sampled 10 % " + _summary(runs, "plain", "sampled_10", TARGET_EXPORTED))
     except BenchError as exc:
         print(f"tracing bench failed: {exc} (work dir kept: {workdir})", file=sys.stderr)
         return 1
