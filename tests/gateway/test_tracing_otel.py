@@ -337,3 +337,20 @@ async def test_stopping_the_gateway_sends_the_spans_still_queued(
     await gw.gateway.stop()
     assert len(receiver.spans) == 6
     assert len(receiver.server_spans()) == 3
+
+
+async def test_with_the_sdk_disabled_by_its_variable_the_gateway_only_propagates(
+    backend: EchoBackend,
+    receiver: OtlpReceiver,
+    gateway_factory: GatewayFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    gw = await gateway_factory(cfg(receiver, route("/x", "/x", [backend])))
+    await raw_request(gw.port, "/x", headers=[("traceparent", f"00-{TRACE}-{SPAN}-01")])
+    assert sent_traceparent(backend)[::2] == (TRACE, "01")
+    assert sent_traceparent(backend)[1] != SPAN
+    await raw_request(gw.port, "/x")
+    assert sent_traceparent(backend)[0] not in (TRACE, "0" * 32)
+    await gw.gateway.stop()  # would send anything queued
+    assert receiver.requests == 0

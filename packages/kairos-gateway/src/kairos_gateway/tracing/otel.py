@@ -1,7 +1,8 @@
 """Spans through the OpenTelemetry SDK, exported as OTLP/HTTP (the ``otel`` extra).
 
-One `TracerProvider` per gateway process: a parent-based ratio sampler (a client's
-sampled flag is followed; new traces are kept at ``sample_ratio``), a
+One `TracerProvider` per gateway process: parent-based ratio sampling (a client's
+sampled flag is followed; new traces are drawn at ``sample_ratio`` in `OtelTracer.begin`,
+before any span is made), a
 `BatchSpanProcessor` sending protobuf to ``endpoint`` from its own thread, and the
 resource attributes ``service.name``, ``service.version``, ``service.instance.id``
 (host and pid) and ``kairos.worker``.
@@ -16,6 +17,7 @@ own set the span's status to ERROR with ``error.type``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import socket
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
     from ..upstream import Endpoint, UpstreamError
 
 __all__ = ["OtelTracer"]
+
+log = logging.getLogger("kairos.gateway")
 
 _SERVER = SpanKind.SERVER
 _CLIENT = SpanKind.CLIENT
@@ -209,12 +213,19 @@ class OtelTracer(Tracer):
             )
         )
         self._tracer = provider.get_tracer("kairos-gateway", __version__)
+        #: OTEL_SDK_DISABLED=true gives a tracer that records nothing (and whose spans
+        #: have no ids): then the gateway only propagates.
+        self._recording = not isinstance(self._tracer, trace_api.NoOpTracer)
+        if not self._recording:
+            log.warning("OTEL_SDK_DISABLED is set: trace context propagated, no span exported")
         self._ratio = config.sample_ratio
         self._closed = False
 
     def begin(self, method: str, headers: HTTPHeaders) -> RequestTrace:
         """A recording trace when the client's parent is sampled, or for a new trace
         at ``sample_ratio``; else a propagation-only one with the sampled flag off."""
+        if not self._recording:
+            return super().begin(method, headers)
         fields = headers._as_list
         values = fields.get("Traceparent")
         parent = None if values is None else parse_traceparent(values)
