@@ -232,7 +232,7 @@ class CachePolicy(Policy):
             return self._answer(request, entry, now, STALE)
         if inflight is not None and not waited and state.label != BYPASS:
             return self._wait(request, state, inflight, reload)
-        if inflight is None and state.label != BYPASS:
+        if inflight is None and state.label != BYPASS and request.method == "GET":
             state.leader = True
             self.cache.inflight[state.primary] = asyncio.get_running_loop().create_future()
         if entry is not None:
