@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from kairos_gateway.management import api
 from kairos_gateway.management.schema_rules import DURATION, ETAG, HOST, PATH
 
 from tests.conftest import GatewayFactory
@@ -135,3 +136,20 @@ async def test_a_route_created_is_followed_by_the_declared_links(
     path = created.json()["external_path"]  # what $response.body#/external_path names
     got = await raw_request(gw.port, "/api/routes/" + quote(path, safe=""))
     assert got.status == 200
+
+
+async def test_every_management_endpoint_is_in_the_document(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gw = await gateway_factory({"version": 1, "routers": []})
+    doc = (await raw_request(gw.port, "/api/openapi.json")).json()
+    served = set(re.findall(r'path == "(/api/[^"]+)"', Path(api.__file__).read_text()))
+    assert "/api/audit" in served
+    assert served - set(doc["paths"]) == set()
+
+
+async def test_a_cache_purge_refuses_an_unknown_parameter(gateway_factory: GatewayFactory) -> None:
+    gw = await gateway_factory({"version": 1, "routers": []})
+    resp = await raw_request(gw.port, "/api/cache?tag=a&colour=blue", method="DELETE")
+    assert resp.status == 400
+    assert "colour" in resp.json()["detail"]

@@ -27,6 +27,9 @@ def cache_figures(caches: list[SharedCache]) -> ApiResponse:
 
 async def purge_cache(request: ApiRequest, caches: list[SharedCache]) -> ApiResponse:
     params = request.query_params()
+    unknown = sorted(set(params) - set(_SELECTORS))
+    if unknown:
+        raise BadRequest(f"unknown query parameter {unknown[0]!r}; known: key, route, tag")
     given = {name: params[name] for name in _SELECTORS if params.get(name)}
     if len(given) != 1:
         raise BadRequest("give exactly one of key, route or tag (e.g. ?tag=products)")

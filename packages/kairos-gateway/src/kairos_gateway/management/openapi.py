@@ -12,8 +12,10 @@ from typing import Any
 
 from kairos_core import (
     HTTP_METHODS,
+    AuditPage,
     BackendList,
     ConfigStatus,
+    ConfigVersions,
     CorsConfig,
     GatewayConfig,
     JwtConfig,
@@ -22,10 +24,12 @@ from kairos_core import (
     PluginCatalog,
     Problem,
     RateLimitConfig,
+    RollbackResult,
     RouteList,
     Router,
     ValidationResult,
 )
+from kairos_core.cache import CachePurged, CacheStatus
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
@@ -47,6 +51,11 @@ _MODELS: tuple[type[BaseModel], ...] = (
     MetricsHistory,
     BackendList,
     PluginCatalog,
+    ConfigVersions,
+    RollbackResult,
+    AuditPage,
+    CacheStatus,
+    CachePurged,
 )
 _ERRORS = {
     400: "Malformed JSON or query parameter",
@@ -119,6 +128,42 @@ def _op(
         operation["parameters"] = params
     return operation
 
+
+#: ``key=``, ``route=`` or ``tag=``: exactly one, as one form-exploded object parameter.
+_CACHE_SELECTOR = {
+    "name": "selector",
+    "in": "query",
+    "required": True,
+    "style": "form",
+    "explode": True,
+    "description": "Exactly one of: key (one cache key), route (a route template's "
+    "entries, percent-encoded), tag (the entries carrying a tag)",
+    "schema": {
+        "type": "object",
+        "properties": {
+            name: {"type": "string", "minLength": 1} for name in ("key", "route", "tag")
+        },
+        "additionalProperties": False,
+        "minProperties": 1,
+        "maxProperties": 1,
+    },
+}
+_AUDIT_PARAMS = [
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": "Entries per page (default 50)",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+    },
+    {
+        "name": "before",
+        "in": "query",
+        "required": False,
+        "description": "The next page: the `next` of the previous one",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 2**62},
+    },
+]
 
 #: Request examples: valid, and what the docs show.
 _ROUTE_EXAMPLE = {
@@ -310,6 +355,46 @@ def openapi_document() -> dict[str, Any]:
                 errors=(409, 412, 413, 422),
                 params=[_IF_MATCH],
                 etag=True,
+            ),
+        },
+        "/api/config/versions": {
+            "get": _op(
+                "The configuration versions kept for rollback, newest first",
+                {"200": _json(_ref(ConfigVersions), "ok")},
+            ),
+        },
+        "/api/config/rollback": {
+            "post": _op(
+                "Make a kept version live again (saved like any change; recorded as a "
+                "rollback); 404 for a version not kept",
+                {"200": _json(_ref(RollbackResult), "Rolled back")},
+                errors=(400, 404, 409, 412, 413, 415, 422, 503),
+                body={
+                    "type": "object",
+                    "properties": {"version": {"type": "string", "minLength": 1}},
+                    "required": ["version"],
+                },
+                params=[_IF_MATCH],
+                etag=True,
+            ),
+        },
+        "/api/audit": {
+            "get": _op(
+                "The audit trail: who changed what, newest first, in pages",
+                {"200": _json(_ref(AuditPage), "ok")},
+                errors=(400,),
+                params=_AUDIT_PARAMS,
+            ),
+        },
+        "/api/cache": {
+            "get": _op(
+                "The response cache's stores and counters", {"200": _json(_ref(CacheStatus), "ok")}
+            ),
+            "delete": _op(
+                "Purge cache entries by key, route or tag from every store in use",
+                {"200": _json(_ref(CachePurged), "Purged")},
+                errors=(400, 503),
+                params=[_CACHE_SELECTOR],
             ),
         },
         "/api/metrics": {
