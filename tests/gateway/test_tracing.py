@@ -4,12 +4,15 @@ test_tracing_otel.py)."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import re
 from typing import Any
 
 import pytest
 from kairos_core import ConfigError, load_config
+from kairos_gateway import AccessLog
 from kairos_gateway.tracing import build_tracer
 from kairos_gateway.tracing.context import (
     MAX_TRACESTATE,
@@ -263,3 +266,38 @@ async def test_with_propagation_off_trace_headers_pass_as_sent(
     assert last_access(gw)["trace_id"] == ""
     missing = await raw_request(gw.port, "/nope")
     assert "trace_id" not in missing.json()
+
+
+def test_the_text_access_log_carries_the_trace_id() -> None:
+    buffer = io.BytesIO()
+    log = AccessLog(buffer, "text")
+    common: dict[str, Any] = {
+        "request_id": "r1",
+        "method": "GET",
+        "path": "/x",
+        "route": "/x",
+        "backend": "",
+        "status": 200,
+        "duration_s": 0.001,
+        "bytes_in": 0,
+        "bytes_out": 2,
+        "client": "127.0.0.1",
+    }
+    log.record(**common, trace_id=TRACE)
+    log.record(**common)
+    log.flush()
+    first, second = buffer.getvalue().decode().splitlines()
+    assert first.endswith(f" trace_id={TRACE}")
+    assert second.endswith(" trace_id=-")
+
+
+async def test_a_tracing_change_applies_on_restart_and_says_so(
+    backend: EchoBackend, gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="kairos.gateway")
+    gw = await gateway_factory(cfg(route("/x", "/x", [backend])))
+    gw.gateway.apply(load_config(cfg(route("/x", "/x", [backend]), tracing={"propagate": False})))
+    assert any("tracing changed" in r.getMessage() for r in caplog.records)
+    await raw_request(gw.port, "/x", headers=[("traceparent", PARENT)])
+    trace_id, span_id, _ = upstream_traceparent(backend)
+    assert (trace_id, span_id != SPAN) == (TRACE, True)  # still propagating until a restart
