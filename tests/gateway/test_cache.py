@@ -82,6 +82,7 @@ class _Handler(web.RequestHandler):
         self.finish(body)
 
     post = get
+    head = get
 
 
 @pytest.fixture
@@ -485,3 +486,29 @@ async def test_range_requests_go_to_the_backend(
     ranged = await get(port, "r", ("Range", "bytes=0-1"))
     assert ranged.header("X-Cache") == "BYPASS"
     assert origin.hits["r"] == 2
+
+
+async def test_a_no_cache_response_is_revalidated_before_every_use(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("n", ("Cache-Control", "no-cache"), ("ETag", '"n1"'), body=b"kept")
+    port = await gateway(gateway_factory, origin)
+    await get(port, "n")
+    for _ in range(2):
+        again = await get(port, "n")
+        assert (again.status, again.body, again.header("X-Cache")) == (200, b"kept", "HIT")
+        assert origin.seen[-1].get("If-None-Match") == '"n1"'
+    assert origin.hits["n"] == 3
+
+
+async def test_a_head_miss_is_not_stored_and_a_get_fills_what_head_reads(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("h", ("Cache-Control", "max-age=60"))
+    port = await gateway(gateway_factory, origin)
+    assert (await get(port, "h", method="HEAD")).header("X-Cache") == "MISS"
+    assert (await get(port, "h", method="HEAD")).header("X-Cache") == "MISS"
+    await get(port, "h")
+    head = await get(port, "h", method="HEAD")
+    assert (head.header("X-Cache"), head.body) == ("HIT", b"")
+    assert head.header("Content-Length") == str(len(b"body of h"))
