@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import jwt
 import pytest
 from kairos_core import ConfigError, load_config
 from kairos_gateway import PluginRegistry
@@ -512,3 +513,26 @@ async def test_a_head_miss_is_not_stored_and_a_get_fills_what_head_reads(
     head = await get(port, "h", method="HEAD")
     assert (head.header("X-Cache"), head.body) == ("HIT", b"")
     assert head.header("Content-Length") == str(len(b"body of h"))
+
+
+async def test_authentication_runs_before_the_cache(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    secret = "a-cache-test-secret-of-32-bytes-long!"
+    origin.reply("p", ("Cache-Control", "public, max-age=60"))
+    gw = await gateway_factory(
+        {
+            "version": 1,
+            "jwt_secret": secret,
+            "routers": [
+                route("/c/{*rest}", "/{*rest}", [origin], auth_required=True, plugins=cache())
+            ],
+        }
+    )
+    token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 300}, secret, "HS256")
+    bearer = ("Authorization", f"Bearer {token}")
+    await get(gw.port, "p", bearer)
+    assert (await get(gw.port, "p", bearer)).header("X-Cache") == "HIT"
+    refused = await get(gw.port, "p")
+    assert refused.status == 401
+    assert refused.header("X-Cache") is None
