@@ -16,6 +16,7 @@ from kairos_client import DEFAULT_URL, KairosClient
 
 from ._context import Settings, add_json_option
 from ._version import __version__
+from .commands.audit import audit, rollback, versions
 from .commands.cache import cache
 from .commands.config import config
 from .commands.gateway import backends, health, reload, status
@@ -98,7 +99,9 @@ def cli(
     )
 
 
-for command in (status, health, reload, backends, plugins, metrics, routes, config, cache):
+config.add_command(versions)
+config.add_command(rollback)
+for command in (status, health, reload, backends, plugins, metrics, routes, config, cache, audit):
     add_json_option(command)
     cli.add_command(command)
 
