@@ -16,12 +16,17 @@ from typing import Any
 
 import pytest
 from kairos_gateway import __version__
+from kairos_gateway.tracing.otlp import encode, encode_attributes
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags
+from opentelemetry.trace import Status as SdkStatus
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
@@ -354,3 +359,60 @@ async def test_with_the_sdk_disabled_by_its_variable_the_gateway_only_propagates
     assert sent_traceparent(backend)[0] not in (TRACE, "0" * 32)
     await gw.gateway.stop()  # would send anything queued
     assert receiver.requests == 0
+
+
+def test_the_encoding_is_what_opentelemetry_proto_reads() -> None:
+    resource = {"service.name": "gw", "kairos.worker": 3}
+    parent = SpanContext(int(TRACE, 16), int(SPAN, 16), True, TraceFlags(1))
+    span = ReadableSpan(
+        "GET /users/{id}",
+        SpanContext(int(TRACE, 16), 0x1122334455667788, False, TraceFlags(1)),
+        parent,
+        Resource.create(resource),
+        {"s": "ünïcode", "i": 7, "neg": -2, "big": 2**62, "b": True, "f": 0.25, "kairos.worker": 3},
+        (
+            Event(
+                "exception",
+                {"exception.message": "boom", "i": 7},
+                timestamp=1_700_000_000_000_000_001,
+            ),
+        ),
+        (),
+        SpanKind.CLIENT,
+        None,
+        SdkStatus(StatusCode.ERROR, "connect"),
+        1_700_000_000_000_000_000,
+        1_700_000_000_123_456_789,
+    )
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(encode([span, span], encode_attributes(b"\x0a", resource), b""))
+    (resource_spans,) = request.resource_spans
+    assert attributes(resource_spans.resource.attributes) == resource
+    decoded = resource_spans.scope_spans[0].spans
+    assert len(decoded) == 2
+    got = decoded[0]
+    assert (got.trace_id.hex(), got.span_id.hex(), got.parent_span_id.hex()) == (
+        TRACE,
+        "1122334455667788",
+        SPAN,
+    )
+    assert (got.name, got.kind) == ("GET /users/{id}", Span.SPAN_KIND_CLIENT)
+    assert (got.start_time_unix_nano, got.end_time_unix_nano) == (
+        1_700_000_000_000_000_000,
+        1_700_000_000_123_456_789,
+    )
+    assert attributes(got.attributes) == {
+        "s": "ünïcode",
+        "i": 7,
+        "neg": -2,
+        "big": 2**62,
+        "b": True,
+        "f": 0.25,
+        "kairos.worker": 3,  # as in the resource: each kept in its own place
+    }
+    assert attributes(decoded[1].attributes) == attributes(got.attributes)
+    (event,) = got.events
+    assert (event.name, event.time_unix_nano) == ("exception", 1_700_000_000_000_000_001)
+    assert attributes(event.attributes) == {"exception.message": "boom", "i": 7}
+    assert (got.status.code, got.status.message) == (Status.STATUS_CODE_ERROR, "connect")
+    assert got.flags == 0x301  # sampled, parent known to be remote

@@ -1,15 +1,25 @@
-"""Spans through the OpenTelemetry SDK, exported as OTLP/HTTP (the ``otel`` extra).
+"""Spans recorded for the OpenTelemetry SDK and exported as OTLP/HTTP (the ``otel`` extra).
 
-One `TracerProvider` per gateway process: parent-based ratio sampling (a client's
-sampled flag is followed; new traces are drawn at ``sample_ratio`` in `OtelTracer.begin`,
-before any span is made), a
-`BatchSpanProcessor` sending protobuf to ``endpoint`` from its own thread, and the
-resource attributes ``service.name``, ``service.version``, ``service.instance.id``
-(host and pid) and ``kairos.worker``.
+One exporting pipeline per gateway process, made of the SDK's parts: a
+`BatchSpanProcessor` (queue, batches, its own thread, flush on shutdown) fed with the
+SDK's `ReadableSpan`s, a `Resource` (``service.name``, ``service.version``,
+``service.instance.id`` as host and pid, ``kairos.worker``), and `otlp.OtlpHttpExporter`
+sending protobuf to ``endpoint``.
 
-Spans follow the HTTP semantic conventions: a SERVER span per request named
+The spans of a request are recorded by the gateway itself rather than through the SDK's
+`Tracer`: their shape is fixed (one SERVER span, a CLIENT span per try), so each is a few
+fields filled as the exchange goes and turned into one `ReadableSpan` when it ends. The
+SDK's general `Tracer` (sampler, context objects, attribute validation, a lock per span)
+and its generic OTLP encoder cost about 45 us and 40 us per span, as much CPU as the
+gateway spends on the whole request; this costs a small fraction (docs/benchmarks.md).
+
+Sampling is parent-based with a ratio: a client's sampled flag is followed; a new trace
+is drawn at ``sample_ratio`` in `OtelTracer.begin`, before anything is recorded (an
+unsampled request costs what propagation costs).
+
+Spans follow the HTTP semantic conventions: the SERVER span is named
 ``{method} {route template}`` (``{method}`` alone when no route matched), a CLIENT span
-per try named ``{method}``, child of the server span; a retried try has
+per try is named ``{method}`` and is the server span's child; a retried try has
 ``http.request.resend_count``. A 5xx answer, a failed try and a problem of the gateway's
 own set the span's status to ERROR with ``error.type``.
 """
@@ -21,20 +31,21 @@ import logging
 import os
 import random
 import socket
+import time
+import traceback
 from typing import TYPE_CHECKING, Any
 
 from kairos_core.tracing import TracingConfig
-from opentelemetry import trace as trace_api
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from .._version import __version__
 from . import RequestTrace, Tracer
 from .context import TraceParent, parse_traceparent, parse_tracestate
+from .otlp import OtlpHttpExporter
 
 if TYPE_CHECKING:
     from tornado.httputil import HTTPHeaders
@@ -48,8 +59,24 @@ log = logging.getLogger("kairos.gateway")
 
 _SERVER = SpanKind.SERVER
 _CLIENT = SpanKind.CLIENT
-_ERROR = StatusCode.ERROR
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSET = Status(StatusCode.UNSET)
+_ERROR = Status(StatusCode.ERROR)
 _CLIENT_CLOSED = 499
+_NO_EVENTS: tuple[Event, ...] = ()
+
+
+class _Pipeline:
+    """What every span of the process shares: where it goes and what it describes."""
+
+    __slots__ = ("processor", "resource", "scope")
+
+    def __init__(
+        self, processor: BatchSpanProcessor, resource: Resource, scope: InstrumentationScope
+    ) -> None:
+        self.processor = processor
+        self.resource = resource
+        self.scope = scope
 
 
 class _Try:
@@ -57,64 +84,96 @@ class _Try:
     or with the server span if the exchange is over first (the last try is closed
     after the response was written)."""
 
-    __slots__ = ("_open", "span")
+    __slots__ = ("_open", "attributes", "events", "parent", "pipeline", "span_id", "start")
 
-    def __init__(self, span: trace_api.Span) -> None:
-        self.span = span
+    def __init__(
+        self,
+        pipeline: _Pipeline,
+        parent: SpanContext,
+        span_id: int,
+        attributes: dict[str, Any],
+    ) -> None:
+        self.pipeline = pipeline
+        self.parent = parent
+        self.span_id = span_id
+        self.attributes = attributes
+        self.events: list[Event] | None = None
+        self.start = time.time_ns()
         self._open = True
 
     def answered(self, status: int) -> None:
-        span = self.span
-        span.set_attribute("http.response.status_code", status)
+        attributes = self.attributes
+        attributes["http.response.status_code"] = status
         if status >= 500:
-            span.set_attribute("error.type", str(status))
-            span.set_status(_ERROR)
+            attributes["error.type"] = str(status)
 
     def failed(self, exc: UpstreamError) -> None:
-        span = self.span
-        span.set_attribute("error.type", exc.kind)
-        span.record_exception(exc)
-        span.set_status(Status(_ERROR, str(exc) or exc.kind))
+        self.attributes["error.type"] = exc.kind
+        self.events = [_exception_event(exc)]
 
     def end(self) -> None:
-        if self._open:
-            self._open = False
-            self.span.end()
+        if not self._open:
+            return
+        self._open = False
+        parent = self.parent
+        attributes = self.attributes
+        error = attributes.get("error.type")
+        self.pipeline.processor.on_end(
+            ReadableSpan(
+                attributes["http.request.method"],
+                SpanContext(parent.trace_id, self.span_id, False, _SAMPLED),
+                parent,
+                self.pipeline.resource,
+                attributes,
+                self.events or _NO_EVENTS,
+                (),
+                _CLIENT,
+                None,
+                _UNSET if error is None else Status(StatusCode.ERROR, error),
+                self.start,
+                time.time_ns(),
+                self.pipeline.scope,
+            )
+        )
+
+
+def _exception_event(exc: BaseException) -> Event:
+    return Event(
+        "exception",
+        {
+            "exception.type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "exception.message": str(exc),
+            "exception.stacktrace": "".join(traceback.format_exception(exc)),
+        },
+    )
 
 
 class OtelTrace(RequestTrace):
     """A request's SERVER span, and its tries' CLIENT spans."""
 
-    __slots__ = ("_context", "_error", "_last", "_method", "_span", "_tracer", "_tries")
+    __slots__ = ("_context", "_error", "_last", "_method", "_parent", "_pipeline", "_start")
 
     def __init__(
         self,
-        tracer: trace_api.Tracer,
+        pipeline: _Pipeline,
         method: str,
         parent: TraceParent | None,
         state: str | None,
     ) -> None:
-        context = None
-        if parent is not None:
-            remote = trace_api.SpanContext(
-                int(parent.trace_id, 16),
-                int(parent.span_id, 16),
-                is_remote=True,
-                trace_flags=trace_api.TraceFlags(1 if parent.sampled else 0),
-            )
-            context = trace_api.set_span_in_context(trace_api.NonRecordingSpan(remote))
-        self._tracer = tracer
+        self._pipeline = pipeline
         self._method = method
-        self._span = span = tracer.start_span(
-            method, context, _SERVER, {"http.request.method": method}
-        )
-        self._context = trace_api.set_span_in_context(span)
-        own = span.get_span_context()
-        self._trace_id = f"{own.trace_id:032x}"
-        self.sampled = own.trace_flags.sampled
+        self._start = time.time_ns()
+        if parent is None:
+            trace_id = random.getrandbits(128) or 1
+            self._parent: SpanContext | None = None
+        else:
+            trace_id = int(parent.trace_id, 16)
+            self._parent = SpanContext(trace_id, int(parent.span_id, 16), True, _SAMPLED)
+        self._context = SpanContext(trace_id, random.getrandbits(64) or 1, False, _SAMPLED)
+        self._trace_id = f"{trace_id:032x}"
+        self.sampled = True
         self.state = state
         self._error: str | None = None
-        self._tries = 0
         self._last: _Try | None = None
 
     def start_try(self, endpoint: Endpoint, method: str, target: str) -> tuple[str, _Try]:
@@ -125,14 +184,14 @@ class OtelTrace(RequestTrace):
             "url.full": endpoint.label + target.partition("?")[0],
             "network.peer.address": endpoint.host,
         }
-        if self._tries:
-            attributes["http.request.resend_count"] = self._tries
-        self._tries += 1
-        span = self._tracer.start_span(method, self._context, _CLIENT, attributes)
-        own = span.get_span_context()
-        flags = "01" if self.sampled else "00"
-        self._last = last = _Try(span)
-        return f"00-{self._trace_id}-{own.span_id:016x}-{flags}", last
+        last = self._last
+        if last is not None:
+            attributes["http.request.resend_count"] = (
+                last.attributes.get("http.request.resend_count", 0) + 1
+            )
+        span_id = random.getrandbits(64) or 1
+        self._last = attempt = _Try(self._pipeline, self._context, span_id, attributes)
+        return f"00-{self._trace_id}-{span_id:016x}-01", attempt
 
     def failed(self, error_type: str) -> None:
         self._error = error_type
@@ -140,20 +199,17 @@ class OtelTrace(RequestTrace):
     def finish(self, request: Request) -> None:
         if self._last is not None:
             self._last.end()  # a child ends before its parent
-        span = self._span
-        if not span.is_recording():
-            span.end()
-            return
         route = request.route
         status = request.status
+        headers = request.headers
         attributes: dict[str, Any] = {
+            "http.request.method": self._method,
             "url.path": request.path,
             "url.scheme": "https" if request.https else "http",
-            "network.peer.address": request.client_ip,
-            "network.protocol.version": "1.1",
-            "kairos.request_id": request.request_id,
         }
-        host = request.headers.get("Host")
+        if route is not None:
+            attributes["http.route"] = route.template
+        host = headers.get("Host")
         if host:
             name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
             if name and port.isdigit():
@@ -161,23 +217,41 @@ class OtelTrace(RequestTrace):
                 attributes["server.port"] = int(port)
             else:
                 attributes["server.address"] = host
-        agent = request.headers.get("User-Agent")
+        attributes["network.peer.address"] = request.client_ip
+        attributes["network.protocol.version"] = "1.1"
+        agent = headers.get("User-Agent")
         if agent:
             attributes["user_agent.original"] = agent
-        if route is not None:
-            attributes["http.route"] = route.template
-            span.update_name(f"{self._method} {route.template}")
+        attributes["kairos.request_id"] = request.request_id
         if request.backend:
             attributes["kairos.backend"] = request.backend
+        outcome = _UNSET
         if status == _CLIENT_CLOSED:
             attributes["kairos.client_closed"] = True
         elif status:
             attributes["http.response.status_code"] = status
             if status >= 500:
-                attributes["error.type"] = self._error or str(status)
-                span.set_status(Status(_ERROR, self._error))
-        span.set_attributes(attributes)
-        span.end()
+                error = self._error or str(status)
+                attributes["error.type"] = error
+                outcome = _ERROR if self._error is None else Status(StatusCode.ERROR, error)
+        pipeline = self._pipeline
+        pipeline.processor.on_end(
+            ReadableSpan(
+                self._method if route is None else f"{self._method} {route.template}",
+                self._context,
+                self._parent,
+                pipeline.resource,
+                attributes,
+                _NO_EVENTS,
+                (),
+                _SERVER,
+                None,
+                outcome,
+                self._start,
+                time.time_ns(),
+                pipeline.scope,
+            )
+        )
 
 
 class OtelTracer(Tracer):
@@ -190,36 +264,29 @@ class OtelTracer(Tracer):
             "service.instance.id": f"{socket.gethostname()}:{os.getpid()}",
             "kairos.worker": 0 if worker is None else worker,
         }
-        self._provider = provider = TracerProvider(
-            # The ratio is applied in `begin`, before any span is made: the SDK is only
-            # asked for the spans of sampled traces (an unsampled one costs what
-            # propagation costs), and follows their parent.
-            sampler=ParentBased(ALWAYS_ON),
-            resource=Resource.create(attributes),
-            shutdown_on_exit=False,
+        resource = Resource.create(attributes)
+        scope = InstrumentationScope("kairos-gateway", __version__)
+        exporter = OtlpHttpExporter(
+            config.endpoint,
+            resource=dict(resource.attributes),
+            scope=("kairos-gateway", __version__),
+            headers=config.headers,
+            timeout_s=config.export_timeout_ms / 1000,
         )
-        exporter = OTLPSpanExporter(
-            endpoint=config.endpoint,
-            headers=dict(config.headers) or None,
-            timeout=config.export_timeout_ms / 1000,
+        self._processor = processor = BatchSpanProcessor(
+            exporter,
+            max_queue_size=config.max_queue,
+            schedule_delay_millis=config.export_interval_ms,
+            max_export_batch_size=min(config.max_export_batch, config.max_queue),
+            export_timeout_millis=config.export_timeout_ms,
         )
-        provider.add_span_processor(
-            BatchSpanProcessor(
-                exporter,
-                max_queue_size=config.max_queue,
-                schedule_delay_millis=config.export_interval_ms,
-                max_export_batch_size=min(config.max_export_batch, config.max_queue),
-                export_timeout_millis=config.export_timeout_ms,
-            )
-        )
-        self._tracer = provider.get_tracer("kairos-gateway", __version__)
-        #: OTEL_SDK_DISABLED=true gives a tracer that records nothing (and whose spans
-        #: have no ids): then the gateway only propagates.
-        self._recording = not isinstance(self._tracer, trace_api.NoOpTracer)
-        if not self._recording:
-            log.warning("OTEL_SDK_DISABLED is set: trace context propagated, no span exported")
+        self._pipeline = _Pipeline(processor, resource, scope)
         self._ratio = config.sample_ratio
         self._closed = False
+        #: The SDK's own switch (OTEL_SDK_DISABLED=true): then the gateway only propagates.
+        self._recording = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
+        if not self._recording:
+            log.warning("OTEL_SDK_DISABLED is set: trace context propagated, no span exported")
 
     def begin(self, method: str, headers: HTTPHeaders) -> RequestTrace:
         """A recording trace when the client's parent is sampled, or for a new trace
@@ -233,11 +300,11 @@ class OtelTracer(Tracer):
         tracestate = parse_tracestate(state) if state else None
         if parent is not None:
             if parent.sampled:
-                return OtelTrace(self._tracer, method, parent, tracestate)
+                return OtelTrace(self._pipeline, method, parent, tracestate)
             return RequestTrace(parent, tracestate)
         ratio = self._ratio
         if ratio >= 1.0 or random.random() < ratio:
-            return OtelTrace(self._tracer, method, None, None)
+            return OtelTrace(self._pipeline, method, None, None)
         unsampled = RequestTrace(None, None)
         unsampled.sampled = False
         return unsampled
@@ -247,4 +314,4 @@ class OtelTracer(Tracer):
         if self._closed:
             return
         self._closed = True
-        await asyncio.to_thread(self._provider.shutdown)
+        await asyncio.to_thread(self._processor.shutdown)
