@@ -88,6 +88,7 @@ async def test_purge_reaches_a_redis_store(
     store = {"type": "redis", "url": redis_server.url, "prefix": "purge:"}
     port = await two_routes(gateway_factory, origin, store=store)
     await raw_request(port, "/c/a", host="api.example")
+
     async def stored() -> bool:
         got = await raw_request(port, "/c/a", host="api.example")
         return got.header("X-Cache") == "HIT"
