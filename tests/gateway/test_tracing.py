@@ -32,7 +32,8 @@ FAST = {"initial_backoff_ms": 1, "max_backoff_ms": 5, "budget_ratio": 1.0}
 
 
 def cfg(*routes: dict[str, Any], **top: Any) -> dict[str, Any]:
-    return {"version": 1, "routers": list(routes), **top}
+    """A config with a ``tracing`` block (propagation on) unless ``top`` gives one."""
+    return {"version": 1, "routers": list(routes), "tracing": {}, **top}
 
 
 def sent_headers(backend: EchoBackend, index: int = -1) -> dict[str, list[str]]:
@@ -118,9 +119,21 @@ def test_a_long_tracestate_loses_its_long_members_then_its_last_ones() -> None:
     assert members == small[: len(members)]  # the first ones, in order
 
 
-def test_propagation_is_on_by_default_and_can_be_turned_off() -> None:
-    assert build_tracer(None) is not None
+def test_propagation_is_off_without_a_tracing_block() -> None:
+    assert build_tracer(None) is None
+    assert build_tracer(load_config(cfg()).tracing) is not None
     assert build_tracer(load_config(cfg(tracing={"propagate": False})).tracing) is None
+
+
+async def test_without_a_tracing_block_trace_headers_pass_as_sent(
+    backend: EchoBackend, gateway_factory: GatewayFactory
+) -> None:
+    gw = await gateway_factory({"version": 1, "routers": [route("/x", "/x", [backend])]})
+    resp = await raw_request(gw.port, "/x", headers=[("traceparent", PARENT)])
+    assert resp.status == 200
+    assert sent_headers(backend)["traceparent"] == [PARENT]
+    missing = await raw_request(gw.port, "/nope")
+    assert "trace_id" not in missing.json()
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
 """`TracingConfig`: W3C Trace Context propagation and span export (the ``tracing`` block).
 
-Propagation is on by default and costs next to nothing: every request gets a trace id
-(the client's, from a valid ``traceparent``, or a new one) written to the access log and
-to problem bodies, and every try upstream carries a ``traceparent`` of its own. Spans are
+Propagation is on with the block (off without it; ``"tracing": {}`` is enough): every
+request gets a trace id (the client's, from a valid ``traceparent``, or a new one)
+written to the access log and to problem bodies, and every try upstream carries a
+``traceparent`` of its own. Spans are
 recorded and exported only with ``exporter: "otlp"``, which needs the OpenTelemetry SDK
 (``pip install 'kairos-gateway[otel]'``). The block is read at start-up.
 """

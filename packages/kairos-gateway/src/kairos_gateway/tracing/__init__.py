@@ -97,9 +97,11 @@ class Tracer:
 
 
 def build_tracer(config: TracingConfig | None, *, worker: int | None = None) -> Tracer | None:
-    """The process's tracer for ``config`` (None: propagation off). Raises `ConfigError`
-    when an exporter is asked for and the OpenTelemetry SDK is not installed."""
-    config = config or TracingConfig()
+    """The process's tracer for ``config`` (None: no ``tracing`` block, or propagation
+    off). Raises `ConfigError` when an exporter is asked for and the OpenTelemetry SDK
+    is not installed."""
+    if config is None:
+        return None  # off by default: the plain path pays nothing for tracing
     if config.exporter == "none":
         return Tracer() if config.propagate else None
     try:
