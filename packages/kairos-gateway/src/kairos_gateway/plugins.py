@@ -133,6 +133,9 @@ BUNDLED: Final[tuple[Plugin[Any], ...]] = (
 )
 
 
+_BUNDLED_NAMES: Final = frozenset(p.name for p in BUNDLED)
+
+
 @dataclass(frozen=True, slots=True)
 class _Installed:
     plugin: Plugin[Any]
@@ -266,9 +269,10 @@ class PluginRegistry:
     # -- the request path ------------------------------------------------------------
 
     def wrap(self, policy: Policy, phase: str) -> Callable[..., Any]:
-        """``policy``'s hook for ``phase``; a plugin's is timed (see `slow_s`)."""
+        """``policy``'s hook for ``phase``; an installed plugin's is timed (see
+        `slow_s`); the gateway's own (built-in policies, bundled plugins) are not."""
         hook: Callable[..., Any] = getattr(policy, phase)
-        if isinstance(policy, BUILTINS):
+        if isinstance(policy, BUILTINS) or policy.name in _BUNDLED_NAMES:
             return hook
         slow_s = self.slow_s
         name = policy.name
