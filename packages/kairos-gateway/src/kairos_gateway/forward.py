@@ -287,13 +287,13 @@ class Tries:
         self,
         attempt: Attempt,
         status: int,
-        retry_after: str | None,
+        headers: Sequence[tuple[str, str]],
         upstream: UpstreamRequest | None = None,
     ) -> float | None:
-        """The backend answered ``status`` (already recorded on the attempt): the pause
-        before trying again, or None to keep this answer. The caller drops the answer
-        and closes the attempt at once (a rewound body's old writer must stop before
-        anything else runs), then pauses."""
+        """The backend answered ``status`` with ``headers`` (already recorded on the
+        attempt): the pause before trying again, or None to keep this answer. The
+        caller drops the answer and closes the attempt at once (a rewound body's old
+        writer must stop before anything else runs), then pauses."""
         runtime = self.runtime
         policy = runtime.retry
         if policy is None or not policy.status_retryable(status):
@@ -302,7 +302,7 @@ class Tries:
             self.method,
             len(self.tried),
             failed=False,
-            retry_after=retry_after,
+            retry_after=_header(headers, "retry-after"),
             budget=runtime.budget,
             now=self._loop.time(),
             deadline=self.deadline,
@@ -395,8 +395,7 @@ async def forward(
             raise
         status = response.status
         attempt.answered(status)
-        retry_after = _header(response.headers, "retry-after")
-        pause = tries.retry_status(attempt, status, retry_after, upstream)
+        pause = tries.retry_status(attempt, status, response.headers, upstream)
         if pause is not None:
             response.abort()  # no await since the rewind: the old writer stops here
             attempt.close()

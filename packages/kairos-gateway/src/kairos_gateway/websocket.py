@@ -272,7 +272,7 @@ async def _connect(
             attempt.close()
             raise
         attempt.answered(response.status)
-        pause = tries.retry_status(attempt, response.status, response.header("retry-after"))
+        pause = tries.retry_status(attempt, response.status, response.headers)
         if pause is not None:
             attempt.close()  # a refusal's connection is closed already
             if pause > 0:
