@@ -91,6 +91,18 @@ DURATION_BUCKETS: tuple[float, ...] = (
 )
 
 
+def cumulative_buckets(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, int]]:
+    """Per-bucket ``counts`` (one more than ``bounds``, the last for +Inf) as the
+    cumulative ``(le, count)`` pairs Prometheus exports."""
+    out: list[tuple[str, int]] = []
+    running = 0
+    for bound, count in zip(bounds, counts, strict=False):
+        running += count
+        out.append((repr(bound), running))
+    out.append(("+Inf", running + counts[-1]))
+    return out
+
+
 class Histogram:
     """Cumulative-on-export histogram: `observe` is one bisect and two additions."""
 
@@ -105,13 +117,7 @@ class Histogram:
         self.sum += value
 
     def buckets(self) -> list[tuple[str, int]]:
-        out: list[tuple[str, int]] = []
-        running = 0
-        for bound, count in zip(DURATION_BUCKETS, self.counts, strict=False):
-            running += count
-            out.append((repr(bound), running))
-        out.append(("+Inf", running + self.counts[-1]))
-        return out
+        return cumulative_buckets(DURATION_BUCKETS, self.counts)
 
 
 class RouteStats:
@@ -202,13 +208,7 @@ class WebSocketStats:
         self.bytes_down += bytes_down
 
     def duration_buckets(self) -> list[tuple[str, int]]:
-        out: list[tuple[str, int]] = []
-        running = 0
-        for bound, count in zip(SESSION_BUCKETS, self.durations, strict=False):
-            running += count
-            out.append((repr(bound), running))
-        out.append(("+Inf", running + self.durations[-1]))
-        return out
+        return cumulative_buckets(SESSION_BUCKETS, self.durations)
 
 
 class BackendStats:
