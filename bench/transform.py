@@ -14,16 +14,9 @@ Target: the transform route at >= 0.93x the plain route's req/s.
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import sys
-import tempfile
-from pathlib import Path
 
-from chain import _route, _summary, alternate
-from procs import BenchError, log, probe
-from targets import BACKEND_PATH, Backend, Gateway
-from wrk import INSTALL_HINT, wrk_path
+from plugin_route import compare
 
 TARGET = 0.93
 
@@ -44,49 +37,15 @@ TRANSFORM = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--quick", action="store_true", help="3 s runs, 1 round")
-    args = parser.parse_args(argv)
-    if wrk_path() is None:
-        print(INSTALL_HINT, file=sys.stderr)
-        return 2
-    duration = 3 if args.quick else args.duration
-    rounds = 1 if args.quick else args.rounds
-    workdir = Path(tempfile.mkdtemp(prefix="kairos-bench-transform-"))
-    backend: Backend | None = None
-    gateway: Gateway | None = None
-    try:
-        backend = Backend(workdir, name="transform-backend")
-        probe(f"http://127.0.0.1:{backend.port}{BACKEND_PATH}")
-        transformed = _route("/transform/{id}", backend.port)
-        transformed["plugins"] = [TRANSFORM]
-        config = {"version": 1, "routers": [_route("/plain/{id}", backend.port), transformed]}
-        log("transform: 4 header operations + a path rewrite vs the plain route, one gateway")
-        gateway = Gateway(workdir, config, name="gw-transform")
-        runs = alternate(
-            {
-                "plain": (gateway.url_for("/plain/123"), gateway.pid),
-                "transform": (gateway.url_for("/transform/123"), gateway.pid),
-            },
-            duration,
-            rounds,
-            2 if args.quick else 3,
-        )
-        line = "transform route " + _summary(runs, "plain", "transform", TARGET)
-    except BenchError as exc:
-        print(f"transform bench failed: {exc} (work dir kept: {workdir})", file=sys.stderr)
-        return 1
-    finally:
-        if gateway is not None:
-            gateway.stop()
-        if backend is not None:
-            backend.stop()
-    print(f"\nTransform section (wrk -t1 -c50, {duration}s x {rounds} rounds)")
-    print("  " + line)
-    shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return compare(
+        argv,
+        description=__doc__.split("\n\n")[0],
+        section="transform route",
+        name="transform",
+        plugin=TRANSFORM,
+        target=TARGET,
+        labels=("plain", "transform"),
+    )
 
 
 if __name__ == "__main__":
