@@ -122,11 +122,6 @@ class RequestBody:
         """Could the body be sent again from its first byte?"""
         return self._sent == 0 or self._kept is not None
 
-    @property
-    def complete(self) -> bool:
-        """Has the whole body been read by the upstream side?"""
-        return self._ended and not self._pending and self._error is None
-
     async def read(self) -> bytes:
         """The next chunk to send upstream, ``b""`` at the end; raises `BodyFailed`."""
         while True:
