@@ -45,7 +45,7 @@ RESERVED_PATHS: frozenset[str] = frozenset(
 )
 """Paths the gateway serves itself; a route may not use them."""
 
-RESERVED_PREFIXES: tuple[str, ...] = ("/api/routes", "/api/config", "/api/metrics")
+RESERVED_PREFIXES: tuple[str, ...] = ("/api/routes", "/api/config", "/api/metrics", "/api/ai")
 """Management API roots: a route may be neither one of these nor anything under them."""
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

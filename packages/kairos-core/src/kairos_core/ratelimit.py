@@ -23,7 +23,13 @@ from pydantic import (
 
 from ._model import KairosModel, aliased
 
-__all__ = ["BATCHED_ALGORITHMS", "RateLimitAlgorithm", "RateLimitConfig", "redact_url"]
+__all__ = [
+    "BATCHED_ALGORITHMS",
+    "RateLimitAlgorithm",
+    "RateLimitConfig",
+    "client_key",
+    "redact_url",
+]
 
 RateLimitAlgorithm = Literal["fixed_window", "sliding_window", "token_bucket"]
 #: The algorithms ``sync: "batched"`` supports: both can hand out a chunk of requests
@@ -58,6 +64,18 @@ def redact_url(url: str) -> str:
         host = f"[{host}]"
     port = f":{parts.port}" if parts.port is not None else ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+def client_key(value: object) -> str:
+    """A rate limit's ``key`` setting (who a client is), kairos-rs's spellings mapped;
+    raises `ValueError` listing the accepted values."""
+    if isinstance(value, dict) and "Composite" in value:
+        raise ValueError("the Composite strategy is not supported")
+    if isinstance(value, str):
+        value = _KAIROS_RS_STRATEGIES.get(value, value)
+        if value in _KEYS or _HEADER_KEY.fullmatch(value):
+            return value
+    raise ValueError(f"must be one of: {', '.join(_KEYS)}, or header:<name>")
 
 
 class RateLimitConfig(KairosModel):
@@ -126,13 +144,7 @@ class RateLimitConfig(KairosModel):
     @field_validator("key", mode="before")
     @classmethod
     def _key(cls, value: object) -> object:
-        if isinstance(value, dict) and "Composite" in value:
-            raise ValueError("the Composite strategy is not supported")
-        if isinstance(value, str):
-            value = _KAIROS_RS_STRATEGIES.get(value, value)
-            if value in _KEYS or _HEADER_KEY.fullmatch(value):
-                return value
-        raise ValueError(f"must be one of: {', '.join(_KEYS)}, or header:<name>")
+        return client_key(value)
 
     @field_validator("name")
     @classmethod

@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from ._model import KairosModel, aliased
+from .ai import ai_entry
 from .auth import check_forward_claims
 from .backend import Backend
 from .edge import CorsConfig
@@ -173,7 +174,9 @@ class Router(KairosModel):
     internal_path: str
     methods: Annotated[list[Annotated[HttpMethod, BeforeValidator(_upper)]], Field(min_length=1)]
     auth_required: bool = False
-    backends: Annotated[list[Backend], Field(min_length=1)]
+    #: At least one, except on a route the ``ai`` plugin answers (its providers are
+    #: its upstreams).
+    backends: list[Backend] = Field(default_factory=list)
     load_balancing_strategy: LoadBalancingStrategy = "round_robin"
     retry_config: RetryConfig | None = aliased("retry_config", "retry", default=None)
     timeouts: RouteTimeouts | None = None
@@ -234,6 +237,15 @@ class Router(KairosModel):
     @classmethod
     def _forward_claims(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         return None if value is None else check_forward_claims(value)
+
+    @model_validator(mode="after")
+    def _needs_backends(self) -> Router:
+        if not self.backends and not ai_entry(self.plugins):
+            raise ValueError(
+                "backends: give at least one backend (only a route with the ai plugin may "
+                "have none)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _claims_need_auth(self) -> Router:

@@ -14,7 +14,7 @@ from ._version import __version__
 from .accesslog import AccessLog
 from .app import Gateway
 from .chain import Policy, Request, ResponseHead, UpstreamRequest
-from .messages import Response
+from .messages import Response, StreamedResponse
 from .plugins import Plugin, PluginRegistry
 from .runtime import Runtime
 from .settings import GatewaySettings, SettingsError
@@ -31,6 +31,7 @@ __all__ = [
     "ResponseHead",
     "Runtime",
     "SettingsError",
+    "StreamedResponse",
     "UpstreamRequest",
     "__version__",
 ]

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from kairos_core import KairosError
 from tornado.httputil import HTTPHeaders
 
-from .messages import Response
+from .messages import Response, StreamedResponse
 
 if TYPE_CHECKING:
     from kairos_core import CompiledRoute
@@ -64,7 +64,7 @@ PHASES: Final = (
     "on_complete",
 )
 
-Answer = Response | None
+Answer = Response | StreamedResponse | None
 MaybeAsync = Answer | Awaitable[Answer]
 
 

@@ -43,7 +43,7 @@ from .chain import Policy, PolicyFailed, UpstreamRequest
 from .forward import forward
 from .headers import client_address, request_id_from, upstream_request_headers
 from .http1 import head_problem
-from .messages import MAX_API_BODY, ApiRequest, ApiResponse, Response
+from .messages import MAX_API_BODY, ApiRequest, ApiResponse, Response, StreamedResponse
 from .metrics import MANAGEMENT, UNMATCHED
 from .respond import CLIENT_CLOSED, Host, Responder, body_too_large
 
@@ -57,6 +57,8 @@ __all__ = ["CLIENT_CLOSED", "Exchange", "Host"]
 log = logging.getLogger("kairos.gateway")
 
 _OPS_METHODS = frozenset({"GET", "HEAD"})
+#: What a policy hook may return besides None or an awaitable of one of these.
+_ANSWERS = (Response, StreamedResponse)
 
 
 def _reserved(path: str) -> bool:
@@ -352,10 +354,10 @@ class Exchange(Responder):
             for policy, hook in chain.on_request:  # noqa: B007 (read in except)
                 answer = hook(self)
                 if answer is not None:
-                    if not isinstance(answer, Response):
+                    if not isinstance(answer, _ANSWERS):
                         answer = await answer
                     if answer is not None:
-                        self._send(answer)
+                        await self._answer(answer)
                         return
             context = cast("HTTPRequestContext", self.conn.context)
             target = match.upstream_path
@@ -387,10 +389,10 @@ class Exchange(Responder):
             for policy, hook in chain.before_upstream:  # noqa: B007 (read in except)
                 answer = hook(self, upstream)
                 if answer is not None:
-                    if not isinstance(answer, Response):
+                    if not isinstance(answer, _ANSWERS):
                         answer = await answer
                     if answer is not None:
-                        self._send(answer)
+                        await self._answer(answer)
                         return
             policy = None
             pool = self.host.runtime.pool
@@ -439,6 +441,13 @@ class Exchange(Responder):
                 self._send_error(error, hooks=False)
             else:
                 self._cut()
+
+    async def _answer(self, answer: Response | StreamedResponse) -> None:
+        """Send a policy's early answer, whole or streamed."""
+        if isinstance(answer, StreamedResponse):
+            await self._send_streamed(answer)
+        else:
+            self._send(answer)
 
     def _client_closed(self) -> None:
         if self._done:

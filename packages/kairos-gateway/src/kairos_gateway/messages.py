@@ -8,7 +8,7 @@ each of them can depend on it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -25,6 +25,7 @@ __all__ = [
     "ApiResponse",
     "OpsHandler",
     "Response",
+    "StreamedResponse",
     "UnsupportedMediaType",
 ]
 
@@ -126,6 +127,23 @@ class ApiResponse:
 
 #: A whole response of the gateway's own (a policy's early answer, for one).
 Response = ApiResponse
+
+
+@dataclass(slots=True)
+class StreamedResponse:
+    """A policy's answer whose body is produced over time (server-sent events relayed
+    from a provider): written as it comes, chunked, with flow control.
+
+    ``body`` is closed (``aclose``) however the exchange ends, the client leaving
+    included, so a generator can release what it holds in a ``finally``. An exception
+    it raises once the head is out cuts the connection: the client sees the response
+    incomplete.
+    """
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: AsyncIterator[bytes]
+
 
 #: A gateway endpoint (`/health`, ...): takes the request, returns status, content
 #: type and body; may raise a `KairosError` (rendered as a problem).

@@ -27,7 +27,7 @@ from collections.abc import Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast
 
 from kairos_core import (
     ConfigError,
@@ -38,11 +38,13 @@ from kairos_core import (
     PluginInfo,
     field_errors,
 )
+from kairos_core.ai import AiConfig
 from kairos_core.cache import CacheConfig
 from kairos_core.transform import TransformConfig
 from pydantic import BaseModel, ValidationError
 
 from ._version import __version__
+from .ai import ai_policy
 from .chain import Policy, declared_phases
 from .policies import (
     BodyLimit,
@@ -54,11 +56,12 @@ from .policies import (
 )
 from .policies.cache import cache_policy
 from .policies.transform import transform_policy
+from .services import PluginServices
 
 if TYPE_CHECKING:
     from .chain import Request
 
-__all__ = ["DEFAULT_PRIORITY", "ENTRY_POINT_GROUP", "Plugin", "PluginRegistry"]
+__all__ = ["DEFAULT_PRIORITY", "ENTRY_POINT_GROUP", "Plugin", "PluginRegistry", "PluginServices"]
 
 log = logging.getLogger("kairos.gateway")
 
@@ -96,13 +99,17 @@ class Plugin(Generic[C]):
     name: str
     #: The settings model: ``plugins[].config`` is validated against it.
     config: type[C]
-    #: Built as ``policy(settings)`` for every route the plugin applies to.
-    policy: Callable[[C], Policy]
+    #: Built as ``policy(settings)`` for every route the plugin applies to (with
+    #: ``services``: ``policy(settings, services)``).
+    policy: Callable[[C], Policy] | Callable[[C, PluginServices], Policy]
     #: Higher runs first within a phase; ``plugins[].priority`` overrides it.
     priority: int = DEFAULT_PRIORITY
     description: str = ""
     #: The phases it may act in, when ``policy`` is a factory rather than the class.
     declares: tuple[str, ...] = ()
+    #: Built as ``policy(settings, services)``: the plugin gets the gateway's
+    #: `PluginServices` (its upstream pool, state kept across snapshots).
+    services: bool = False
 
     def phases(self) -> list[str]:
         policy = self.policy
@@ -118,6 +125,19 @@ BUNDLED: Final[tuple[Plugin[Any], ...]] = (
         description="rewrite request headers, path and query, and response headers and "
         "statuses, with templates (${header.X}, ${claim.sub}, ...)",
         declares=("on_headers", "before_upstream", "on_response"),
+    ),
+    Plugin(
+        name="ai",
+        config=AiConfig,
+        policy=ai_policy,
+        # Last of the bundled: after authentication, rate limits and the cache, it
+        # answers every request itself.
+        priority=500,
+        description="OpenAI-compatible endpoint in front of LLM providers (OpenAI, "
+        "Anthropic, any OpenAI-compatible server): model aliases, fallback, streaming, "
+        "token accounting and limits, prompt guards",
+        declares=("on_headers", "before_upstream"),
+        services=True,
     ),
     Plugin(
         name="cache",
@@ -228,13 +248,25 @@ class PluginRegistry:
         if errors:
             raise ConfigError(errors)
 
-    def policies(self, entries: Iterable[tuple[FieldPath, PluginConfig]]) -> list[Policy]:
-        """New policy instances for a route's enabled entries (see `effective_plugins`)."""
+    def policies(
+        self,
+        entries: Iterable[tuple[FieldPath, PluginConfig]],
+        services: PluginServices | None = None,
+    ) -> list[Policy]:
+        """New policy instances for a route's enabled entries (see `effective_plugins`);
+        ``services`` go to the plugins that ask for them."""
         out: list[Policy] = []
         for path, entry in entries:
             plugin, settings = self._settings(path, entry)
             try:
-                policy = plugin.policy(settings)
+                if plugin.services:
+                    if services is None:
+                        raise RuntimeError("it needs the gateway's services")
+                    policy = cast(Callable[[Any, PluginServices], Policy], plugin.policy)(
+                        settings, services
+                    )
+                else:
+                    policy = cast(Callable[[Any], Policy], plugin.policy)(settings)
             except Exception as exc:
                 raise ConfigError(
                     [FieldError((*path, "config"), f"plugin {entry.name!r} refused it: {exc}")]

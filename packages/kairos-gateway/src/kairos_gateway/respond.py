@@ -30,7 +30,7 @@ from .headers import (
     complete_response_headers,
     fill_headers,
 )
-from .messages import ApiRequest, ApiResponse, OpsHandler, Response
+from .messages import ApiRequest, ApiResponse, OpsHandler, Response, StreamedResponse
 from .metrics import UNMATCHED, RouteStats
 from .upstream import UpstreamError as UpstreamFailure
 from .upstream import UpstreamResponse
@@ -332,6 +332,66 @@ class Responder(httputil.HTTPMessageDelegate):
                 if isinstance(exc, KairosError):
                     raise
                 raise self._policy_failed(policy) from exc
+
+    async def _send_streamed(self, response: StreamedResponse) -> None:
+        """Write a policy's streamed answer: the head (through ``on_response``), then
+        each chunk as ``body`` yields it (through ``on_chunk``), waiting for the client
+        to take each one."""
+        body = response.body
+        try:
+            try:
+                reason = HTTPStatus(response.status).phrase
+            except ValueError:
+                reason = ""
+            head = ResponseHead(
+                response.status, reason, [*response.headers, *self.response_headers]
+            )
+            if self.chain.on_response:
+                try:
+                    self._run_on_response(head)
+                except KairosError as exc:
+                    self._send_error(exc, hooks=False)
+                    return
+            headers = complete_response_headers(
+                head.headers,
+                request_id=self.request_id,
+                close=self.host.draining,
+                defaults=self._defaults,
+            )
+            self.status = head.status
+            conn = self.conn
+            filters = self.chain.on_chunk
+            start = httputil.ResponseStartLine("HTTP/1.1", head.status, head.reason)
+            try:
+                await conn.write_headers(start, headers)
+                if self.method != "HEAD":
+                    async for chunk in body:
+                        if filters:
+                            chunk = self._filter(chunk)
+                        if chunk:
+                            self.bytes_out += len(chunk)
+                            await conn.write(chunk)
+                    if filters and (tail := self._filter(b"")):
+                        self.bytes_out += len(tail)
+                        await conn.write(tail)
+                conn.finish()
+            except StreamClosedError:
+                self.status = CLIENT_CLOSED
+            except Exception:
+                # The body failed with the head already out: the client sees the
+                # response incomplete.
+                log.warning(
+                    "streamed response broke off",
+                    extra={"fields": {"request_id": self.request_id}},
+                    exc_info=True,
+                )
+                self._cut()
+                return
+            self._complete()
+        finally:
+            close = getattr(body, "aclose", None)
+            if close is not None:
+                await close()
 
     # -- responses -----------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from .cache.metrics import CacheCollector
 from .metrics import GatewayMetrics, PoolGauge
 from .plugins import PluginRegistry
 from .ratelimit import RateLimiters
+from .services import PluginServices
 from .snapshot import Snapshot, build_snapshot
 from .upstream import UpstreamPool
 
@@ -57,6 +58,9 @@ class Runtime:
         self.metrics.rate_limit_store_errors = lambda: self.limiters.store_errors
         self.plugins = plugins if plugins is not None else PluginRegistry()
         self.pool = UpstreamPool()
+        self.services = PluginServices(
+            pool=self.pool, clock=time.monotonic, metrics=self.metrics.registry
+        )
         self.metrics.pool_gauges = self._pool_gauges
         self._observers: list[SnapshotObserver] = []
         #: The live configuration; replaced only by `activate`.
@@ -66,6 +70,7 @@ class Runtime:
             registry=self.registry,
             limiters=self.limiters,
             plugins=self.plugins,
+            services=self.services,
             source=source,
             rng=self.rng,
         )
@@ -88,6 +93,7 @@ class Runtime:
             registry=self.registry,
             limiters=self.limiters,
             plugins=self.plugins,
+            services=self.services,
             generation=current.generation + 1,
             source=current.source if source is None else source,
             previous=current,
@@ -163,5 +169,10 @@ class Runtime:
         """Close what the runtime holds open: rate-limit and cache stores, upstream
         connections."""
         await self.limiters.aclose()
+        for close in self.services.closers:
+            try:
+                await close()
+            except Exception:
+                log.exception("a plugin's store failed to close")
         await close_caches(self.caches())
         await self.pool.close()

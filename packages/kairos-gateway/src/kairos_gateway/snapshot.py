@@ -62,6 +62,7 @@ from .policies import (
 )
 from .ratelimit import RateLimiter, RateLimiters
 from .retry import RetryBudget, RetryPolicy
+from .services import PluginServices
 from .upstream import Endpoint, PoolLimits
 from .upstream.tls import TlsFileError, client_ssl_context
 
@@ -144,7 +145,7 @@ class Snapshot:
         return [
             runtime.route.template
             for runtime in self.routes
-            if all(state.down() for state in runtime.backends)
+            if runtime.backends and all(state.down() for state in runtime.backends)
         ]
 
     def routes_of(self, endpoint: Endpoint) -> list[str]:
@@ -271,6 +272,7 @@ def build_snapshot(
     registry: BackendRegistry,
     limiters: RateLimiters,
     plugins: PluginRegistry,
+    services: PluginServices | None = None,
     generation: int = 1,
     source: Path | None = None,
     previous: Snapshot | None = None,
@@ -331,7 +333,7 @@ def build_snapshot(
             policies.append(_jwt_policy(verifier, jwt, router))
         if limiter is not None:
             policies.append(RateLimitPolicy(limiter, template=compiled.template, stats=stats))
-        policies += plugins.policies(config.plugins_for(compiled.index))
+        policies += plugins.policies(config.plugins_for(compiled.index), services)
         for backend, state in zip(router.backends, states, strict=True):
             known = targets.get(state.endpoint)
             if backend.health_check_path and (known is None or known.path is None):

@@ -46,7 +46,9 @@ from kairos_core import (
     RollbackResult,
     RouteNotFound,
 )
+from kairos_core.ai import AiUsageReport
 
+from ..ai import usage_report
 from ..messages import ApiRequest, ApiResponse
 from ..settings import NamedToken
 from . import cache_api, config_api, routes
@@ -352,6 +354,14 @@ class ManagementApi:
             if _allow(request, (*_READ, "DELETE")) == "DELETE":
                 return await cache_api.purge_cache(request, caches)
             return cache_api.cache_figures(caches)
+        if path == "/api/ai/usage":
+            _allow(request, _READ)
+            report = usage_report(self.runtime.services) or {
+                "usage": [],
+                "minutes": [],
+                "targets": [],
+            }
+            return ApiResponse.model(200, AiUsageReport.model_validate(report))
         if path == "/api/openapi.json":
             _allow(request, _READ)
             return ApiResponse.json(200, openapi_document())

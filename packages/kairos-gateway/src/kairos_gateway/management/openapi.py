@@ -29,6 +29,7 @@ from kairos_core import (
     Router,
     ValidationResult,
 )
+from kairos_core.ai import AiUsageReport
 from kairos_core.cache import CachePurged, CacheStatus
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -56,6 +57,7 @@ _MODELS: tuple[type[BaseModel], ...] = (
     AuditPage,
     CacheStatus,
     CachePurged,
+    AiUsageReport,
 )
 _ERRORS = {
     400: "Malformed JSON or query parameter",
@@ -384,6 +386,13 @@ def openapi_document() -> dict[str, Any]:
                 {"200": _json(_ref(AuditPage), "ok")},
                 errors=(400,),
                 params=_AUDIT_PARAMS,
+            ),
+        },
+        "/api/ai/usage": {
+            "get": _op(
+                "AI gateway usage: tokens, cost, errors and fallbacks per route, consumer, "
+                "provider and model; the last hour by minute; each target's breaker",
+                {"200": _json(_ref(AiUsageReport), "ok")},
             ),
         },
         "/api/cache": {
