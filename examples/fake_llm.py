@@ -777,8 +777,10 @@ async def main() -> None:
     )
     parser.add_argument("--api-key", help="require this key (Bearer / x-api-key)")
     parser.add_argument("--reply", default=DEFAULT_REPLY, help="the answer to every prompt")
+    parser.add_argument("--quiet", action="store_true", help="no access line per request")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")  # one access line per request
+    level = logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s")  # one access line per request
     fake = FakeLLM(
         reply=args.reply,
         delay_s=args.delay_ms / 1000,

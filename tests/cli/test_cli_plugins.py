@@ -57,8 +57,9 @@ async def test_table_json_and_load_errors_as_warnings(
         "rate_limit",
         "transform",
         "stamp",
+        "ai",
     ]
-    stamp = data["plugins"][-1]
+    stamp = data["plugins"][-2]
     assert (stamp["builtin"], stamp["package"], stamp["version"]) == (False, DISTRIBUTION, VERSION)
     assert stamp["config_schema"]["required"] == ["value"]
     assert list(data["errors"]) == ["broken"]

@@ -53,9 +53,10 @@ async def test_installed_plugin_and_load_errors(
         catalog = await client.plugins()
         assert (await raw_request(gw.port, "/a")).header("X-Stamp") == "v"
     names = [p.name for p in catalog.plugins]
-    # Bundled plugins sit among the built-ins by priority (cache: 1000, transform: 800).
-    assert names == [*BUILTINS[:5], "cache", "rate_limit", "transform", "stamp"]
-    stamp = catalog.plugins[-1]
+    # Bundled plugins sit among the built-ins by priority (cache: 1000, transform: 800,
+    # ai: 500).
+    assert names == [*BUILTINS[:5], "cache", "rate_limit", "transform", "stamp", "ai"]
+    stamp = catalog.plugins[-2]
     assert not stamp.builtin
     assert stamp.priority == 700
     assert stamp.phases == ["on_response"]

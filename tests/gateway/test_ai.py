@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
-from multidict import CIMultiDict
 import pytest
 from kairos_core import ConfigError, load_config
+from kairos_gateway.ai import AiPolicy
+from multidict import CIMultiDict
 
 from tests.ai_support import ai_route, content_of, load_fake_llm, provider, sse_events
 from tests.conftest import GatewayFactory, RunningGateway
@@ -52,8 +53,50 @@ def chat(model: str = "fast", text: str = "Say hello to me", **extra: Any) -> di
     return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
 
 
+_OPENED: list[RunningGateway] = []
+
+
+@pytest.fixture(autouse=True)
+async def _calls_at_rest(gateway_factory: GatewayFactory) -> AsyncIterator[None]:
+    """After every test (its gateways still running): no target has a call in flight
+    and no upstream connection is still checked out."""
+    yield
+    opened = list(_OPENED)
+    _OPENED.clear()
+    for gw in opened:
+        await _at_rest(gw)
+
+
+async def _at_rest(gw: RunningGateway) -> None:
+    runtime = gw.gateway.runtime
+    state = runtime.services.kept.get("ai")
+    if state is None:
+        return
+    targets = state.targets()
+    await eventually(lambda: all(t.inflight == 0 for t in targets.values()), timeout=2)
+    pool = runtime.pool
+
+    def busy() -> int:
+        stats = [pool.endpoint_stats(p.endpoint) for p in _providers(runtime)]
+        return sum(s.busy for s in stats if s is not None)
+
+    await eventually(lambda: busy() == 0, timeout=2)
+
+
+def _providers(runtime: Any) -> list[Any]:
+    return [
+        provider
+        for route in runtime.snapshot.routes
+        for policy in route.chain.policies
+        if isinstance(policy, AiPolicy)
+        for provider in policy.providers.values()
+    ]
+
+
 async def gateway_for(factory: GatewayFactory, config: dict[str, Any]) -> RunningGateway:
-    return await factory({"version": 1, "routers": [ai_route(config)]})
+    gw = await factory({"version": 1, "routers": [ai_route(config)]})
+    _OPENED.append(gw)
+    return gw
 
 
 async def post(
@@ -342,7 +385,8 @@ async def test_a_client_that_asked_for_usage_gets_the_usage_chunk(
     )
     _, chunks = await stream(session, gw, chat(stream_options={"include_usage": True}))
     usage = [json.loads(c)["usage"] for c in chunks[:-1] if '"usage"' in c]
-    assert usage and usage[-1]["completion_tokens"] == WORDS
+    assert usage
+    assert usage[-1]["completion_tokens"] == WORDS
 
 
 async def test_a_client_leaving_cancels_the_provider_call(
@@ -743,7 +787,7 @@ def test_a_route_without_backends_needs_the_ai_plugin() -> None:
     )
     load_config({"version": 1, "routers": [route]})
     plain = {**route, "plugins": []}
-    with pytest.raises(ConfigError, match="at least one backend"):
+    with pytest.raises(ConfigError, match=r"routers\[0\]\.backends: field required"):
         load_config({"version": 1, "routers": [plain]})
 
 

@@ -5,35 +5,15 @@ server on a free port, a real aiohttp client."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import aiohttp
 import pytest
 
+from tests.ai_support import load_fake_llm
 from tests.support import eventually, unused_port
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_fake_llm() -> ModuleType:
-    """examples/fake_llm.py as a module (examples/ is not a package)."""
-    name = "kairos_examples_fake_llm"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / "fake_llm.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
-
 
 fake_llm = load_fake_llm()
 REPLY = fake_llm.DEFAULT_REPLY

@@ -64,6 +64,7 @@ async def test_plugins_page_lists_builtins_and_installed(plugin_user: User) -> N
         "rate_limit",
         "transform",
         "stamp",
+        "ai",
     ]
     assert rows["jwt"]["kind"] == "built in"
     assert rows["jwt"]["phases"] == "on_request, before_upstream"

@@ -16,6 +16,7 @@ from kairos_client import DEFAULT_URL, KairosClient
 
 from ._context import Settings, add_json_option
 from ._version import __version__
+from .commands.ai import ai
 from .commands.audit import audit, rollback, versions
 from .commands.cache import cache
 from .commands.config import config
@@ -101,7 +102,19 @@ def cli(
 
 config.add_command(versions)
 config.add_command(rollback)
-for command in (status, health, reload, backends, plugins, metrics, routes, config, cache, audit):
+for command in (
+    status,
+    health,
+    reload,
+    backends,
+    plugins,
+    metrics,
+    routes,
+    config,
+    cache,
+    ai,
+    audit,
+):
     add_json_option(command)
     cli.add_command(command)
 

@@ -43,6 +43,7 @@ from kairos_core import (
     ValidationResult,
     load_config,
 )
+from kairos_core.ai import AiUsageReport
 from kairos_core.auth import REDACTED_CONTEXT
 from kairos_core.cache import CachePurged, CacheStatus
 from pydantic import BaseModel, ValidationError
@@ -462,6 +463,12 @@ class KairosClient:
         if sum(v is not None for v in given.values()) != 1:
             raise ValueError("give exactly one of key, route or tag")
         return _model(CachePurged, await self._send("DELETE", "/api/cache", query=given))
+
+    async def ai_usage(self) -> AiUsageReport:
+        """`GET /api/ai/usage`: the AI gateway's tokens, cost, errors and fallbacks per
+        route, consumer, provider and model, the last hour by minute, and each target's
+        breaker and latency (empty when no route uses the ai plugin)."""
+        return _model(AiUsageReport, await self._send("GET", "/api/ai/usage"))
 
     async def audit(self, *, limit: int = 50, before: int | None = None) -> AuditPage:
         """`GET /api/audit`: configuration changes, newest first (actor, address,

@@ -7,7 +7,9 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import (
     BeforeValidator,
     Field,
+    ModelWrapValidatorHandler,
     SerializerFunctionWrapHandler,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_serializer,
@@ -238,14 +240,40 @@ class Router(KairosModel):
     def _forward_claims(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         return None if value is None else check_forward_claims(value)
 
-    @model_validator(mode="after")
-    def _needs_backends(self) -> Router:
-        if not self.backends and not ai_entry(self.plugins):
-            raise ValueError(
-                "backends: give at least one backend (only a route with the ai plugin may "
-                "have none)"
+    @model_validator(mode="wrap")
+    @classmethod
+    def _needs_backends(cls, data: Any, handler: ModelWrapValidatorHandler[Router]) -> Router:
+        """``backends`` must not be empty unless the route enables the ``ai`` plugin.
+        Reported on the field, as pydantic's own ``min_length`` would, and alongside
+        the route's other errors."""
+        errors: list[Any] = []
+        router: Router | None = None
+        try:
+            router = handler(data)
+        except ValidationError as exc:
+            errors = list(exc.errors())
+        if router is not None:
+            if router.backends or ai_entry(router.plugins):
+                return router
+        elif (
+            not isinstance(data, dict)
+            or data.get("backends")
+            or "host" in data
+            or ai_entry(data.get("plugins") if isinstance(data.get("plugins"), list) else None)
+        ):
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        if isinstance(data, dict) and "backends" in data:
+            errors.append(
+                {
+                    "type": "too_short",
+                    "loc": ("backends",),
+                    "input": data["backends"],
+                    "ctx": {"field_type": "List", "min_length": 1, "actual_length": 0},
+                }
             )
-        return self
+        else:
+            errors.append({"type": "missing", "loc": ("backends",), "input": data})
+        raise ValidationError.from_exception_data(cls.__name__, errors)
 
     @model_validator(mode="after")
     def _claims_need_auth(self) -> Router:

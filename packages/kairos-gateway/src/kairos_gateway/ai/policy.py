@@ -23,7 +23,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from time import perf_counter
@@ -141,15 +141,26 @@ def _header(headers: list[tuple[str, str]], name: str) -> str | None:
     return None
 
 
-async def _read_all(response: UpstreamResponse, limit: int) -> bytes:
+async def _read_all(response: UpstreamResponse, limit: int, label: str) -> bytes:
+    """The whole body (at most ``limit`` bytes); the response is aborted on any
+    failure, cancellation included, so its connection is never left checked out."""
     parts: list[bytes] = []
     size = 0
-    while chunk := await response.read():
-        size += len(chunk)
-        if size > limit:
-            response.abort()
-            raise UpstreamError(f"the provider's answer is larger than {limit} bytes")
-        parts.append(chunk)
+    try:
+        while chunk := await response.read():
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamError(f"{label}'s answer is larger than {limit} bytes")
+            parts.append(chunk)
+    except UpstreamTimedOut:
+        response.abort()
+        raise UpstreamTimeout(f"{label} stopped sending its answer") from None
+    except UpstreamFailure:
+        response.abort()
+        raise UpstreamError(f"{label}'s answer broke off") from None
+    except BaseException:
+        response.abort()
+        raise
     return b"".join(parts)
 
 
@@ -373,7 +384,7 @@ class AiPolicy(Policy):
                 raise KairosError("the token-limit store is unavailable")
             reset = max(1, int(result.retry_after_s + 0.999))
             raise TokenLimitExceeded(
-                f"{key}'s tokens per {result.window} are used up ({result.used} of "
+                f"this consumer's tokens per {result.window} are used up ({result.used} of "
                 f"{result.limit}; this call needs about {tokens})",
                 retry_after_s=result.retry_after_s,
                 extra_headers=[
@@ -534,9 +545,8 @@ class AiPolicy(Policy):
                 await self._settle(call, 0)
                 return answer
             if call.stream:
-                return StreamedResponse(
-                    200, list(_SSE), self._relay(request, call, choice, response)
-                )
+                relay = _Relay(self._relay(call, choice, response), self, call, choice, response)
+                return StreamedResponse(200, list(_SSE), relay)
             try:
                 return await self._whole(call, choice, response)
             finally:
@@ -555,8 +565,8 @@ class AiPolicy(Policy):
         """A provider's error answer as the client gets it: OpenAI's error shape, the
         key scrubbed, ``Retry-After`` kept."""
         try:
-            raw = await _read_all(response, _ERROR_BODY_MAX)
-        except (UpstreamFailure, UpstreamError):
+            raw = await _read_all(response, _ERROR_BODY_MAX, choice.label)
+        except KairosError:
             raw = b""
         text = choice.provider.scrub(raw.decode("utf-8", "replace"))
         try:
@@ -572,7 +582,7 @@ class AiPolicy(Policy):
         return Response.json(response.status, document, extra)
 
     async def _whole(self, call: _Call, choice: _Choice, response: UpstreamResponse) -> Response:
-        raw = await _read_all(response, self.config.limits.max_response_bytes)
+        raw = await _read_all(response, self.config.limits.max_response_bytes, choice.label)
         try:
             document = json.loads(raw)
         except ValueError:
@@ -595,8 +605,8 @@ class AiPolicy(Policy):
         return Response(200, body, list(_JSON))
 
     async def _relay(
-        self, request: Request, call: _Call, choice: _Choice, response: UpstreamResponse
-    ) -> AsyncIterator[bytes]:
+        self, call: _Call, choice: _Choice, response: UpstreamResponse
+    ) -> AsyncGenerator[bytes, None]:
         """The provider's stream as chat-completion chunks, event by event."""
         reader = sse.SseReader()
         translator = (
@@ -670,6 +680,15 @@ class AiPolicy(Policy):
                 self.state.usage.error(call.series)
             await self._settle(call, prompt + completion)
 
+    async def _abandon(self, call: _Call, choice: _Choice, response: UpstreamResponse) -> None:
+        """A streamed answer that was never relayed (the response was refused or the
+        client left first): release the call."""
+        response.abort()
+        choice.state.inflight -= 1
+        if call.series is not None:
+            self.state.usage.error(call.series)
+        await self._settle(call, 0)
+
     def _account(
         self,
         call: _Call,
@@ -694,6 +713,40 @@ class AiPolicy(Policy):
         self.state.usage.tokens(
             series, call.model, call.consumer, prompt, completion, estimated=estimated, cost=price
         )
+
+
+class _Relay:
+    """The stream a `StreamedResponse` writes: ``relay`` (an async generator), and the
+    release of the call when it is closed without having been iterated (an async
+    generator never started runs none of its ``finally``)."""
+
+    __slots__ = ("_args", "_policy", "_relay", "_started")
+
+    def __init__(
+        self,
+        relay: AsyncGenerator[bytes, None],
+        policy: AiPolicy,
+        call: _Call,
+        choice: _Choice,
+        response: UpstreamResponse,
+    ) -> None:
+        self._relay = relay
+        self._policy = policy
+        self._args = (call, choice, response)
+        self._started = False
+
+    def __aiter__(self) -> _Relay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        self._started = True
+        return await anext(self._relay)
+
+    async def aclose(self) -> None:
+        if not self._started:
+            self._started = True
+            await self._policy._abandon(*self._args)
+        await self._relay.aclose()
 
 
 def _completion_texts(document: Any) -> list[str]:
