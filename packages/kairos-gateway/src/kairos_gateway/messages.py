@@ -1,5 +1,6 @@
 """Buffered requests and whole responses: what the gateway's own endpoints take and
-give (the management API, `/health` and friends) and what a policy answers with.
+give (the management API, `/health` and friends) and what a policy answers with; and
+`ApiStream`, the one management answer that is not whole (`GET /api/events`).
 
 A leaf module: it knows nothing of the exchange, the management API or the app, so
 each of them can depend on it.
@@ -8,7 +9,7 @@ each of them can depend on it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -23,6 +24,7 @@ __all__ = [
     "MAX_API_BODY",
     "ApiRequest",
     "ApiResponse",
+    "ApiStream",
     "OpsHandler",
     "Response",
     "UnsupportedMediaType",
@@ -122,6 +124,17 @@ class ApiResponse:
             document["errors"] = [e.as_dict() for e in error.errors]
             body = json.dumps(document, separators=(",", ":")).encode()
         return cls(status, body, [("Content-Type", problems.CONTENT_TYPE), *headers])
+
+
+@dataclass(slots=True)
+class ApiStream:
+    """A response written as it is produced: ``chunks`` until it ends; ``close`` is
+    called once it has, however it ended (the client gone included)."""
+
+    headers: list[tuple[str, str]]
+    chunks: AsyncIterator[bytes]
+    close: Callable[[], None]
+    status: int = 200
 
 
 #: A whole response of the gateway's own (a policy's early answer, for one).

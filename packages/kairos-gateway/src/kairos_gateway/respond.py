@@ -10,6 +10,7 @@ it, choosing its handler, the proxy task.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Callable, Mapping, Sequence
@@ -30,14 +31,12 @@ from .headers import (
     complete_response_headers,
     fill_headers,
 )
-from .messages import ApiRequest, ApiResponse, OpsHandler, Response
+from .messages import ApiRequest, ApiResponse, ApiStream, OpsHandler, Response
 from .metrics import UNMATCHED, RouteStats
 from .upstream import UpstreamError as UpstreamFailure
 from .upstream import UpstreamResponse
 
 if TYPE_CHECKING:
-    import asyncio
-
     from kairos_core import CompiledRoute
     from tornado.httpserver import _HTTPRequestContext as HTTPRequestContext
 
@@ -55,6 +54,9 @@ log = logging.getLogger("kairos.gateway")
 # Status recorded when the client disconnects before its response was complete
 # (nginx's convention; never sent on the wire).
 CLIENT_CLOSED = 499
+#: Seconds a streamed answer's write may wait for a client that does not read, before
+#: the connection is cut (a stalled client must not hold its stream forever).
+STREAM_WRITE_TIMEOUT_S = 10.0
 
 
 class Host(Protocol):
@@ -72,7 +74,7 @@ class Host(Protocol):
 
     @property
     def has_admin_listener(self) -> bool: ...
-    async def handle_management(self, request: ApiRequest) -> ApiResponse: ...
+    async def handle_management(self, request: ApiRequest) -> ApiResponse | ApiStream: ...
     def request_started(self) -> None: ...
     def request_finished(self) -> None: ...
 
@@ -397,6 +399,41 @@ class Responder(httputil.HTTPMessageDelegate):
             start, fill_headers(pairs), body if self.method != "HEAD" and body else None
         )
         self.conn.finish()
+        self._complete()
+
+    async def _send_stream(self, stream: ApiStream) -> None:
+        """Write a streamed answer (`GET /api/events`) chunk by chunk until it ends;
+        a client that goes away cancels the task (`Exchange._client_closed`)."""
+        conn = self.conn
+        # An open stream is no request being worked on: it stays out of the
+        # active-requests gauge (the dashboard's "in flight now").
+        metrics = self.host.runtime.metrics
+        metrics.active_requests -= 1
+        pairs = [*stream.headers, *self.response_headers]
+        present = {name.lower() for name, _ in pairs} if self._defaults else ()
+        pairs += [(n, v) for n, v in self._defaults if n.lower() not in present]
+        pairs.append(("X-Request-Id", self.request_id))
+        if self.host.draining:
+            pairs.append(("Connection", "close"))
+        self.status = stream.status
+        reason = HTTPStatus(stream.status).phrase
+        start = httputil.ResponseStartLine("HTTP/1.1", stream.status, reason)
+        try:
+            # No Content-Length: Tornado sends HTTP/1.1 chunked (HTTP/1.0: until close).
+            conn.write_headers(start, fill_headers(pairs))
+            async for chunk in stream.chunks:
+                self.bytes_out += len(chunk)
+                async with asyncio.timeout(STREAM_WRITE_TIMEOUT_S):
+                    await conn.write(chunk)
+            conn.finish()
+        except StreamClosedError:
+            self.status = CLIENT_CLOSED
+        except TimeoutError:
+            self.status = CLIENT_CLOSED
+            conn.close()
+        finally:
+            stream.close()
+            metrics.active_requests += 1
         self._complete()
 
     def _cut(self) -> None:
