@@ -278,9 +278,8 @@ async def test_viewers_may_subscribe_callers_without_a_token_may_not_and_no_secr
         )
         assert denied.status == 403
         # ... but sees the admin's change, including a new secret, without the secret.
-        config = (
-            await api_call(gw.port, "GET", "/api/config", headers=[("Authorization", f"Bearer {ADMIN}")])
-        ).json()
+        as_admin = [("Authorization", f"Bearer {ADMIN}")]
+        config = (await api_call(gw.port, "GET", "/api/config", headers=as_admin)).json()
         # A new secret (versions hash the redacted configuration, so a secret alone
         # changes no version) with a route.
         config["jwt_secret"] = NEW_SECRET
@@ -330,14 +329,16 @@ async def test_last_event_id_replays_what_was_missed_and_a_foreign_one_resets(
     async with subscribe(gw, {"Last-Event-ID": seen.id}) as events:
         first = await events.next()
         second = await events.next()
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     assert [first.data["changes"][0]["change"], second.data["changes"][0]["change"]] == [
         "added",
         "removed",
     ]
     async with subscribe(gw, {"Last-Event-ID": "0badc0de-3"}) as events:
         reset = await events.next()
-    assert reset is not None and reset.type == "reset"
+    assert reset is not None
+    assert reset.type == "reset"
 
 
 async def test_a_subscriber_that_falls_behind_gets_lagged_and_its_stream_ends() -> None:
@@ -346,7 +347,8 @@ async def test_a_subscriber_that_falls_behind_gets_lagged_and_its_stream_ends() 
     for n in range(5):
         bus.publish("config.applied", {"n": n})
     lagged = await slow.next(1)
-    assert lagged is not None and lagged.type == "lagged"
+    assert lagged is not None
+    assert lagged.type == "lagged"
     with pytest.raises(EOFError):
         await slow.next(1)
     # Reconnecting from the last event read replays what the ring still has.
