@@ -19,6 +19,7 @@ from ._version import __version__
 from .commands.audit import audit, rollback, versions
 from .commands.cache import cache
 from .commands.config import config
+from .commands.events import events
 from .commands.gateway import backends, health, reload, status
 from .commands.metrics import metrics
 from .commands.plugins import plugins
@@ -89,7 +90,8 @@ def cli(
     json_output: bool,
     debug: bool,
 ) -> None:
-    """Manage a running Kairos gateway: status, routes, configuration, metrics, plugins."""
+    """Manage a running Kairos gateway: status, routes, configuration, metrics, plugins,
+    live events."""
     try:
         KairosClient(url, token, timeout)  # checks the URL; opens nothing
     except ValueError as exc:
@@ -101,7 +103,19 @@ def cli(
 
 config.add_command(versions)
 config.add_command(rollback)
-for command in (status, health, reload, backends, plugins, metrics, routes, config, cache, audit):
+for command in (
+    status,
+    health,
+    reload,
+    backends,
+    plugins,
+    metrics,
+    routes,
+    config,
+    cache,
+    audit,
+    events,
+):
     add_json_option(command)
     cli.add_command(command)
 

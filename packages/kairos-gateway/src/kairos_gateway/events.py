@@ -110,13 +110,12 @@ class Subscription:
             except TimeoutError:
                 return None
             if not self._queue:
-                raise EOFError  # woken by close
+                raise EOFError  # woken by close, nothing left
         return self._queue.popleft()
 
     def close(self) -> None:
-        """End the stream (the bus closed); what is queued is dropped."""
+        """End the stream: `next` gives what is queued still, then raises `EOFError`."""
         self.closed = True
-        self._queue.clear()
         self._wake.set()
         self._bus.unsubscribe(self)
 
