@@ -70,7 +70,6 @@ def test_the_header_says_reconnecting_while_the_stream_is_down(
     screen.open("/")
     screen.wait_for(lambda: _indicator(screen) == "● live")
     assert stack.gateway is not None
-    asyncio.run_coroutine_threadsafe(
-        stack.gateway.stop(drain_timeout_s=1), stack.loop
-    ).result(START_TIMEOUT_S)
+    stopping = asyncio.run_coroutine_threadsafe(stack.gateway.stop(drain_timeout_s=1), stack.loop)
+    stopping.result(START_TIMEOUT_S)
     screen.wait_for(lambda: _indicator(screen) == "reconnecting…")
