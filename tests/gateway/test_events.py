@@ -259,6 +259,19 @@ async def test_the_metrics_tick_runs_only_while_someone_subscribes(
     assert not bus.watched.is_set()
 
 
+async def test_an_idle_stream_carries_keep_alive_comments(
+    backend: EchoBackend, gateway_factory: GatewayFactory
+) -> None:
+    gw = await gateway_factory({"version": 1, "routers": [route("/a", "/a", [backend])]})
+    gw.gateway.management.heartbeat_s = 0.05
+    async with subscribe(gw) as events:
+        # The first tick comes at once, the next a second later: comments in between.
+        await events.wait_for("metrics", timeout=2)
+        await events.wait_for("metrics", timeout=2)
+        assert events.raw[:2] == ["retry: 2000", ": kairos events"]
+        assert ": keep-alive" in events.raw
+
+
 # -- access and secrets ----------------------------------------------------------------
 
 
