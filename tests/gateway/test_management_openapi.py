@@ -50,6 +50,7 @@ async def test_document_is_openapi_3_1_from_the_models(gateway_factory: GatewayF
         "/api/metrics/history",
         "/api/backends",
         "/api/plugins",
+        "/api/events",
     ):
         assert path in doc["paths"], path
 
@@ -65,6 +66,8 @@ def _run(document: dict[str, Any], base_url: str) -> list[str]:
     ]
     for result in schema.get_all_operations():
         operation = result.ok()
+        if operation.label == "GET /api/events":
+            continue  # a stream open until shutdown (tests/gateway/test_events.py)
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
             @given(case=operation.as_strategy(generation_mode=mode))

@@ -20,6 +20,7 @@ from .commands.ai import ai
 from .commands.audit import audit, rollback, versions
 from .commands.cache import cache
 from .commands.config import config
+from .commands.events import events
 from .commands.gateway import backends, health, reload, status
 from .commands.metrics import metrics
 from .commands.plugins import plugins
@@ -90,7 +91,8 @@ def cli(
     json_output: bool,
     debug: bool,
 ) -> None:
-    """Manage a running Kairos gateway: status, routes, configuration, metrics, plugins."""
+    """Manage a running Kairos gateway: status, routes, configuration, metrics, plugins,
+    live events."""
     try:
         KairosClient(url, token, timeout)  # checks the URL; opens nothing
     except ValueError as exc:
@@ -114,6 +116,7 @@ for command in (
     cache,
     ai,
     audit,
+    events,
 ):
     add_json_option(command)
     cli.add_command(command)

@@ -3,7 +3,8 @@
     async with KairosClient("http://localhost:5900", token="...") as client:
         print((await client.health()).version)
 
-Results are kairos-core models (`Router`, `GatewayConfig`, `ConfigStatus`, ...); errors
+Results are kairos-core models (`Router`, `GatewayConfig`, `ConfigStatus`, ...), and
+`client.events()` the live events (`EventStream` of `GatewayEvent`); errors
 are `KairosClientError` subclasses (see `kairos_client.errors`); `transport` is the seam
 to test code that uses the client without a gateway.
 """
@@ -26,10 +27,13 @@ from .errors import (
     Unauthorized,
     ValidationFailed,
 )
+from .events import EventStream, GatewayEvent
 from .transport import (
     AiohttpTransport,
     MockTransport,
     RawResponse,
+    RawStream,
+    StreamingTransport,
     Transport,
     TransportRequest,
 )
@@ -40,7 +44,9 @@ __all__ = [
     "ApiError",
     "BadRequest",
     "Conflict",
+    "EventStream",
     "Forbidden",
+    "GatewayEvent",
     "GatewayTimeout",
     "GatewayUnavailable",
     "InvalidResponse",
@@ -51,8 +57,10 @@ __all__ = [
     "PreconditionFailed",
     "RateLimited",
     "RawResponse",
+    "RawStream",
     "RouteInput",
     "ServerError",
+    "StreamingTransport",
     "Transport",
     "TransportRequest",
     "Unauthorized",

@@ -51,7 +51,8 @@ from yarl import URL
 
 from ._version import __version__
 from .errors import GatewayTimeout, GatewayUnavailable, InvalidResponse, error_for
-from .transport import AiohttpTransport, RawResponse, Transport
+from .events import EventStream
+from .transport import AiohttpTransport, RawResponse, StreamingTransport, Transport
 
 __all__ = [
     "DEFAULT_URL",
@@ -488,6 +489,37 @@ class KairosClient:
             "POST", "/api/config/rollback", body={"version": version}, if_match=if_match
         )
         return _model(RollbackResult, response)
+
+    def events(
+        self, *, last_event_id: str | None = None, read_timeout: float = 45.0
+    ) -> EventStream:
+        """`GET /api/events`: the gateway's live events, as an async iterator of
+        `GatewayEvent` (see `kairos_client.events` for what ends it and how to resume)::
+
+            async with client.events() as stream:
+                async for event in stream:
+                    ...
+
+        Opening raises as any call does (`GatewayUnavailable`, `Unauthorized`, ...;
+        503 `ServerError` when the gateway has all the streams it allows). It never
+        reconnects by itself; ``last_event_id`` resumes after that event."""
+        transport = self._transport
+        if not isinstance(transport, StreamingTransport):
+            raise TypeError(f"{type(transport).__name__} cannot stream: it has no stream()")
+        if not read_timeout > 0:
+            raise ValueError(f"read_timeout must be more than 0 seconds, got {read_timeout!r}")
+        headers = {"Accept": "text/event-stream", "User-Agent": f"kairos-client/{__version__}"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return EventStream(
+            transport,
+            self.base_url + "/api/events",
+            headers,
+            open_timeout=self.timeout,
+            read_timeout=read_timeout,
+            problem=_problem,
+            last_event_id=last_event_id,
+        )
 
     async def openapi(self) -> dict[str, Any]:
         """`GET /api/openapi.json`: the API's OpenAPI 3.1 document (plain JSON data)."""

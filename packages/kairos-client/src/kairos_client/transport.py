@@ -3,7 +3,9 @@
 The client applies the policy (URLs, auth header, timeouts, retries, error mapping,
 parsing into models) and calls `Transport.send` once per attempt. `AiohttpTransport`
 is the default; `MockTransport` answers from a function in memory, so code that uses
-the client can be tested without a gateway.
+the client can be tested without a gateway. Both also open streams
+(`StreamingTransport.stream`, for `KairosClient.events`): the answer's head at once,
+then its body line by line as it arrives.
 
 A transport reports a failure to reach the server by raising `GatewayUnavailable` (or
 `GatewayTimeout`); any HTTP answer, error statuses included, is a `RawResponse`.
@@ -12,8 +14,8 @@ A transport reports a failure to reach the server by raising `GatewayUnavailable
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -26,6 +28,8 @@ __all__ = [
     "AiohttpTransport",
     "MockTransport",
     "RawResponse",
+    "RawStream",
+    "StreamingTransport",
     "Transport",
     "TransportRequest",
 ]
@@ -83,6 +87,32 @@ class Transport(Protocol):
 
     async def aclose(self) -> None:
         """Release connections; the client calls it when it closes."""
+        ...
+
+
+class RawStream(Protocol):
+    """An answer whose body is read as it arrives (an event stream)."""
+
+    status: int
+    headers: Mapping[str, str]
+
+    async def readline(self) -> bytes:
+        """The next line, with its ``\\n``; ``b""`` when the body has ended. Raises
+        `GatewayUnavailable` when the connection breaks, `GatewayTimeout` when nothing
+        arrived within the stream's read timeout."""
+        ...
+
+    async def read(self) -> bytes:
+        """The rest of the body, whole (for an error answer)."""
+        ...
+
+
+@runtime_checkable
+class StreamingTransport(Protocol):
+    def stream(
+        self, url: str, headers: Mapping[str, str], *, read_timeout: float
+    ) -> AbstractAsyncContextManager[RawStream]:
+        """``GET url`` and hold the answer open while the ``async with`` lasts."""
         ...
 
 
@@ -148,11 +178,61 @@ class AiohttpTransport:
                 content = await response.read()
                 return RawResponse(response.status, dict(response.headers.items()), content)
 
+    @asynccontextmanager
+    async def stream(
+        self, url: str, headers: Mapping[str, str], *, read_timeout: float
+    ) -> AsyncIterator[RawStream]:
+        session = self._session_now()
+        # No total timeout (the stream lasts); a read timeout notices a dead one.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeout.sock_connect, sock_read=read_timeout
+        )
+        with _map_aiohttp_errors("GET", url):
+            async with session.get(
+                URL(url, encoded=True),
+                headers=dict(headers),
+                allow_redirects=False,
+                timeout=timeout,
+            ) as response:
+                yield _AiohttpStream(response, url)
+
     async def aclose(self) -> None:
         session = self._session
         if session is not None and self._owns_session and not session.closed:
             await session.close()
         self._session = None if self._owns_session else session
+
+
+class _AiohttpStream:
+    def __init__(self, response: aiohttp.ClientResponse, url: str) -> None:
+        self._response = response
+        self._url = url
+        self.status = response.status
+        self.headers: Mapping[str, str] = dict(response.headers.items())
+
+    async def readline(self) -> bytes:
+        with _map_aiohttp_errors("GET", self._url):
+            return await self._response.content.readline()
+
+    async def read(self) -> bytes:
+        with _map_aiohttp_errors("GET", self._url):
+            return await self._response.read()
+
+
+class _BodyStream:
+    """A whole `RawResponse` read as a stream (`MockTransport`)."""
+
+    def __init__(self, response: RawResponse) -> None:
+        self.status = response.status
+        self.headers = response.headers
+        self._lines = response.body.splitlines(keepends=True)
+
+    async def readline(self) -> bytes:
+        return self._lines.pop(0) if self._lines else b""
+
+    async def read(self) -> bytes:
+        rest, self._lines = b"".join(self._lines), []
+        return rest
 
 
 Handler = Callable[[TransportRequest], RawResponse | Awaitable[RawResponse]]
@@ -182,6 +262,14 @@ class MockTransport:
         self.requests.append(request)
         result = self.handler(request)
         return result if isinstance(result, RawResponse) else await result
+
+    @asynccontextmanager
+    async def stream(
+        self, url: str, headers: Mapping[str, str], *, read_timeout: float
+    ) -> AsyncIterator[RawStream]:
+        """The handler's answer to ``GET url``, its body given line by line (a whole
+        event stream written out in advance, then its end)."""
+        yield _BodyStream(await self.send("GET", url, headers, None))
 
     async def aclose(self) -> None:
         self.closed = True

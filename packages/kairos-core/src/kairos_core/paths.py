@@ -40,6 +40,7 @@ RESERVED_PATHS: frozenset[str] = frozenset(
         "/api/backends",
         "/api/plugins",
         "/api/cache",
+        "/api/events",
         "/api/openapi.json",
     }
 )

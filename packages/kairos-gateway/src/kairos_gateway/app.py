@@ -7,9 +7,10 @@ the cluster node, the file watcher, the metrics sampler and the `ManagementApi`.
 depend on the runtime, never on this module.
 
 Lifecycle: `start()` binds (or adopts) the listening sockets and begins serving;
-`stop()` drains: it stops accepting, closes idle keep-alive connections, lets in-flight
-requests finish within the drain timeout, then closes what is left, the upstream pool
-and the access log, in that order. `Gateway` is also an async context manager.
+`stop()` drains: it stops accepting, closes idle keep-alive connections and ends the
+event streams, lets in-flight requests finish within the drain timeout, then closes
+what is left, the upstream pool and the access log, in that order. `Gateway` is also
+an async context manager.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ from . import ops
 from .accesslog import AccessLog
 from .backends import EWMA_DECAY_S
 from .cluster import with_redis_url
+from .events import EventBus
 from .health import HealthChecker
 from .management import LiveConfig, ManagementApi, MetricsSampler
 from .management.watcher import FileWatcher
-from .messages import ApiRequest, ApiResponse, OpsHandler
+from .messages import ApiRequest, ApiResponse, OpsHandler, StreamedResponse
 from .metrics_share import MetricsShare
 from .plugins import PluginRegistry
 from .redirect import RedirectServer
@@ -111,6 +113,8 @@ class Gateway:
             step_s=settings.metrics_history_step_s,
             retention_s=settings.metrics_retention_s,
         )
+        #: Live events (`GET /api/events`): this process's own (per worker).
+        self.events = EventBus()
         self.management = ManagementApi(
             runtime,
             self.live,
@@ -119,7 +123,9 @@ class Gateway:
             sampler=sampler,
             cluster=self.cluster,
             watcher=watcher,
+            events=self.events,
         )
+        self.health.on_flip = self.management.feed.health_changed
         self.ops: dict[str, OpsHandler] = ops.build(self)
         self.ops["/metrics"] = self.management.guard_metrics(self.ops["/metrics"])
         runtime.observe(self._activated)
@@ -158,7 +164,7 @@ class Gateway:
         """The live configuration (the runtime's)."""
         return self.runtime.snapshot
 
-    async def handle_management(self, request: ApiRequest) -> ApiResponse:
+    async def handle_management(self, request: ApiRequest) -> ApiResponse | StreamedResponse:
         return await self.management.handle(request)
 
     def uptime_s(self) -> float:
@@ -335,6 +341,9 @@ class Gateway:
             redirect.stop()
         for conn in list(self.waiting):
             conn.stream.close()
+        # Event streams never end by themselves: end them now, so they do not hold up
+        # the drain (their clients reconnect to another instance).
+        self.events.close()
         if self.inflight > 0:
             log.info("draining", extra={"fields": {"in_flight": self.inflight}})
             try:

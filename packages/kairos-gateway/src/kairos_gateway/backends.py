@@ -19,7 +19,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Callable, Collection, Iterable, Iterator
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from kairos_core import (
     Backend,
@@ -36,6 +36,7 @@ from .upstream import Endpoint
 __all__ = [
     "DEFAULT_RTT_S",
     "EWMA_DECAY_S",
+    "BackendListener",
     "BackendRegistry",
     "BackendSettings",
     "BackendState",
@@ -225,6 +226,13 @@ class BackendSettings(NamedTuple):
     groups: tuple[Group, ...]
 
 
+class BackendListener(Protocol):
+    """Told of a backend's breaker and ejection transitions (the live event feed)."""
+
+    def breaker_changed(self, state: BackendState, old: str, new: str) -> None: ...
+    def ejection_changed(self, state: BackendState) -> None: ...
+
+
 class BackendRegistry:
     """The `BackendState` of every configured backend, kept across snapshots.
 
@@ -247,6 +255,8 @@ class BackendRegistry:
         self._ewma_decay_s = ewma_decay_s
         self._states: dict[Endpoint, BackendState] = {}
         metrics.ejected_gauges = self._ejected_gauges
+        #: Told of breaker and ejection transitions (None: nobody listens).
+        self.listener: BackendListener | None = None
 
     def state(
         self,
@@ -267,12 +277,23 @@ class BackendRegistry:
             return found
         address = backend.address
         stats = self._metrics.backend(address)
+        log_change = _breaker_logger(address)
+
+        def breaker_changed(old: str, new: str) -> None:
+            log_change(old, new)
+            if self.listener is not None:
+                self.listener.breaker_changed(created, old, new)
+
+        def ejection_changed() -> None:
+            if self.listener is not None:
+                self.listener.ejection_changed(created)
+
         created = BackendState(
             address,
             endpoint,
             stats,
-            CircuitBreaker(breaker, clock=self._clock, on_change=_breaker_logger(address)),
-            Outlier(address, outlier, stats, clock=self._clock),
+            CircuitBreaker(breaker, clock=self._clock, on_change=breaker_changed),
+            Outlier(address, outlier, stats, clock=self._clock, on_change=ejection_changed),
             now=self._clock(),
             ewma_decay_s=self._ewma_decay_s,
         )

@@ -43,7 +43,13 @@ from .chain import Policy, PolicyFailed, UpstreamRequest
 from .forward import forward
 from .headers import client_address, request_id_from, upstream_request_headers
 from .http1 import head_problem
-from .messages import MAX_API_BODY, ApiRequest, ApiResponse, Response, StreamedResponse
+from .messages import (
+    MAX_API_BODY,
+    ApiRequest,
+    ApiResponse,
+    Response,
+    StreamedResponse,
+)
 from .metrics import MANAGEMENT, UNMATCHED
 from .respond import CLIENT_CLOSED, Host, Responder, body_too_large
 
@@ -339,6 +345,10 @@ class Exchange(Responder):
             response = ApiResponse.problem(
                 KairosError("the gateway failed to handle the request"), self.request_id
             )
+        if isinstance(response, StreamedResponse):
+            self.conn.set_close_callback(self._client_closed)
+            await self._send_streamed(response)
+            return
         self._send(response)
 
     # -- the proxy -----------------------------------------------------------------

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from ._version import __version__
@@ -63,8 +63,15 @@ def _settle(permit: Permit | None, passed: bool) -> None:
             permit.failure()
 
 
+#: Called with the backend and the failed probe's error when a check flips ``healthy``.
+HealthListener = Callable[["BackendState", str | None], None]
+
+
 class HealthChecker:
-    def __init__(self, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, *, rng: random.Random | None = None, on_flip: HealthListener | None = None
+    ) -> None:
+        self.on_flip = on_flip
         # No idle connections: each probe connects afresh, so it checks that the backend
         # accepts connections, and never fails on a connection the backend timed out.
         self._pool = UpstreamPool(max_idle_per_endpoint=0)
@@ -118,6 +125,8 @@ class HealthChecker:
                     log.info("backend healthy again", extra={"fields": fields})
                 else:
                     log.warning("backend unhealthy", extra={"fields": {**fields, "error": error}})
+                if self.on_flip is not None:
+                    self.on_flip(state, error)
             await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
 
     async def _watch_breaker(self, target: HealthTarget) -> None:

@@ -1,5 +1,7 @@
 """Buffered requests and whole responses: what the gateway's own endpoints take and
-give (the management API, `/health` and friends) and what a policy answers with.
+give (the management API, `/health` and friends) and what a policy answers with; and
+`StreamedResponse`, an answer written as it is produced (a policy's LLM stream,
+`GET /api/events`).
 
 A leaf module: it knows nothing of the exchange, the management API or the app, so
 each of them can depend on it.
@@ -131,18 +133,22 @@ Response = ApiResponse
 
 @dataclass(slots=True)
 class StreamedResponse:
-    """A policy's answer whose body is produced over time (server-sent events relayed
-    from a provider): written as it comes, chunked, with flow control.
+    """An answer whose body is produced over time (server-sent events: a provider's
+    stream relayed by a policy, the management API's event stream), written as it comes,
+    chunked, with flow control.
 
-    ``body`` is closed (``aclose``) however the exchange ends, the client leaving
-    included, so a generator can release what it holds in a ``finally``. An exception
-    it raises once the head is out cuts the connection: the client sees the response
-    incomplete.
+    ``body`` is closed (``aclose``, when it has one) and ``close`` called however the
+    exchange ends, the client leaving included, so a generator can release what it
+    holds in a ``finally``. An exception it raises once the head is out cuts the
+    connection: the client sees the response incomplete.
     """
 
     status: int
     headers: list[tuple[str, str]]
     body: AsyncIterator[bytes]
+    close: Callable[[], None] | None = None
+    #: Held open by design (an event stream): not counted among requests in flight.
+    held: bool = False
 
 
 #: A gateway endpoint (`/health`, ...): takes the request, returns status, content

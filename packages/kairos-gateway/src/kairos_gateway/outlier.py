@@ -61,6 +61,7 @@ class Outlier:
         "errors",
         "failures",
         "groups",
+        "on_change",
         "probation_until",
         "reason",
         "since",
@@ -76,8 +77,12 @@ class Outlier:
         stats: BackendStats,
         *,
         clock: Callable[[], float],
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.address = address
+        #: Called after an ejection starts, or is ended early by a new configuration
+        #: (an ejection running out is a comparison with the clock: no call).
+        self.on_change = on_change
         self.config = config
         self.stats = stats
         self._clock = clock
@@ -147,6 +152,8 @@ class Outlier:
         if not config.enabled and self.ejected():
             self.until = self.probation_until = self._clock()
             log.info("backend ejection ended", extra={"fields": {"backend": self.address}})
+            if self.on_change is not None:
+                self.on_change()
 
     # -- internals --------------------------------------------------------------------
 
@@ -181,6 +188,8 @@ class Outlier:
                 }
             },
         )
+        if self.on_change is not None:
+            self.on_change()
 
     def _share_allows(self) -> bool:
         """Would every route using this backend stay within its ejection limit and keep

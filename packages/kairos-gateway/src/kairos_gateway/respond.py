@@ -10,6 +10,7 @@ it, choosing its handler, the proxy task.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Callable, Mapping, Sequence
@@ -30,14 +31,18 @@ from .headers import (
     complete_response_headers,
     fill_headers,
 )
-from .messages import ApiRequest, ApiResponse, OpsHandler, Response, StreamedResponse
+from .messages import (
+    ApiRequest,
+    ApiResponse,
+    OpsHandler,
+    Response,
+    StreamedResponse,
+)
 from .metrics import UNMATCHED, RouteStats
 from .upstream import UpstreamError as UpstreamFailure
 from .upstream import UpstreamResponse
 
 if TYPE_CHECKING:
-    import asyncio
-
     from kairos_core import CompiledRoute
     from tornado.httpserver import _HTTPRequestContext as HTTPRequestContext
 
@@ -55,6 +60,9 @@ log = logging.getLogger("kairos.gateway")
 # Status recorded when the client disconnects before its response was complete
 # (nginx's convention; never sent on the wire).
 CLIENT_CLOSED = 499
+#: Seconds a streamed answer's write may wait for a client that does not read, before
+#: the connection is cut (a stalled client must not hold its stream forever).
+STREAM_WRITE_TIMEOUT_S = 10.0
 
 
 class Host(Protocol):
@@ -72,7 +80,7 @@ class Host(Protocol):
 
     @property
     def has_admin_listener(self) -> bool: ...
-    async def handle_management(self, request: ApiRequest) -> ApiResponse: ...
+    async def handle_management(self, request: ApiRequest) -> ApiResponse | StreamedResponse: ...
     def request_started(self) -> None: ...
     def request_finished(self) -> None: ...
 
@@ -334,10 +342,18 @@ class Responder(httputil.HTTPMessageDelegate):
                 raise self._policy_failed(policy) from exc
 
     async def _send_streamed(self, response: StreamedResponse) -> None:
-        """Write a policy's streamed answer: the head (through ``on_response``), then
-        each chunk as ``body`` yields it (through ``on_chunk``), waiting for the client
-        to take each one."""
+        """Write a streamed answer (a policy's, or ``GET /api/events``): the head
+        (through ``on_response``), then each chunk as ``body`` yields it (through
+        ``on_chunk``), waiting for the client to take each one, at most
+        `STREAM_WRITE_TIMEOUT_S` (a client that stops reading is cut off). A client
+        that goes away cancels the task (`Exchange._client_closed`); ``body`` is closed
+        however the answer ended."""
         body = response.body
+        metrics = self.host.runtime.metrics
+        if response.held:
+            # Open by design (an event stream): not a request being worked on, so it
+            # stays out of the active-requests gauge (the dashboard's "in flight now").
+            metrics.active_requests -= 1
         try:
             try:
                 reason = HTTPStatus(response.status).phrase
@@ -363,20 +379,25 @@ class Responder(httputil.HTTPMessageDelegate):
             filters = self.chain.on_chunk
             start = httputil.ResponseStartLine("HTTP/1.1", head.status, head.reason)
             try:
-                await conn.write_headers(start, headers)
+                # No Content-Length: Tornado sends HTTP/1.1 chunked (HTTP/1.0: until close).
+                conn.write_headers(start, headers)
                 if self.method != "HEAD":
                     async for chunk in body:
                         if filters:
                             chunk = self._filter(chunk)
                         if chunk:
                             self.bytes_out += len(chunk)
-                            await conn.write(chunk)
+                            async with asyncio.timeout(STREAM_WRITE_TIMEOUT_S):
+                                await conn.write(chunk)
                     if filters and (tail := self._filter(b"")):
                         self.bytes_out += len(tail)
                         await conn.write(tail)
                 conn.finish()
             except StreamClosedError:
                 self.status = CLIENT_CLOSED
+            except TimeoutError:
+                self.status = CLIENT_CLOSED
+                conn.close()
             except Exception:
                 # The body failed with the head already out: the client sees the
                 # response incomplete.
@@ -389,9 +410,13 @@ class Responder(httputil.HTTPMessageDelegate):
                 return
             self._complete()
         finally:
+            if response.held:
+                metrics.active_requests += 1
             close = getattr(body, "aclose", None)
             if close is not None:
                 await close()
+            if response.close is not None:
+                response.close()
 
     # -- responses -----------------------------------------------------------------
 

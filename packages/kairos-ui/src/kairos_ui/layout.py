@@ -1,5 +1,6 @@
-"""The frame every page shares: header with navigation, dark-mode toggle, the
-"gateway unreachable" banner, and logout when a login is configured."""
+"""The frame every page shares: header with navigation, the live-events indicator,
+dark-mode toggle, the "gateway unreachable" banner, and logout when a login is
+configured."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 
 from nicegui import app, ui
 
+from . import live
 from .settings import UiSettings
 
 __all__ = ["NAV", "Banner", "frame"]
@@ -64,6 +66,7 @@ def frame(settings: UiSettings, current: str) -> Iterator[Banner]:
             if path == current:
                 button.classes("bg-white/20")
         ui.space()
+        live.indicator()  # the event stream's state, once the page follows it
         ui.label(settings.gateway_url).classes("text-xs opacity-80").mark("gateway-url")
         ui.button(icon="dark_mode", on_click=dark.toggle).props("flat round color=white").tooltip(
             "Dark mode"

@@ -14,13 +14,14 @@
                                     [&route=<label> | &backend=<address>]
     /api/backends               GET
     /api/plugins                GET (built-in policies, installed plugins)
+    /api/events                 GET Server-Sent Events          (events_api, feed)
     /api/openapi.json           GET                             (openapi)
 
 It is given what it works with (the runtime, `LiveConfig`, the metrics sampler, the
-file watcher and the cluster node, built by the app). `start()` begins the metrics
-sampler and, when the config has ``hot_reload`` on and came from a file, the file
-watcher; `close()` stops both. A cluster node runs no file watcher: its configuration
-comes from Redis.
+file watcher, the cluster node and the event bus, built by the app). `start()` begins
+the metrics sampler, the event feed's tick and, when the config has ``hot_reload`` on
+and came from a file, the file watcher; `close()` stops them. A cluster node runs no
+file watcher: its configuration comes from Redis.
 """
 
 from __future__ import annotations
@@ -49,11 +50,13 @@ from kairos_core import (
 from kairos_core.ai import AiUsageReport
 
 from ..ai import usage_report
-from ..messages import ApiRequest, ApiResponse
+from ..events import EventBus
+from ..messages import ApiRequest, ApiResponse, StreamedResponse
 from ..settings import NamedToken
-from . import cache_api, config_api, routes
+from . import cache_api, config_api, events_api, routes
 from .access import AdminCredential, authorize, credentials, needed_role
 from .audit import AuditTrail
+from .feed import EventFeed
 from .history import MetricsSampler
 from .live import ACTOR, Actor, LiveConfig, Trigger, acting, etag_of
 from .openapi import openapi_document
@@ -162,6 +165,7 @@ class ManagementApi:
         admin_tokens: tuple[NamedToken, ...] = (),
         cluster: ClusterNode | None = None,
         watcher: FileWatcher | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.runtime = runtime
         self.live = live
@@ -178,6 +182,13 @@ class ManagementApi:
             keep_entries=audit.keep_entries,
             keep_versions=audit.keep_versions,
         )
+        #: The live events (`GET /api/events`) and what publishes them.
+        self.events = events if events is not None else EventBus()
+        self.feed = EventFeed(self.events, runtime, sampler)
+        live.reload_listener = self.feed.reload_recorded
+        runtime.registry.listener = self.feed
+        #: Seconds between two keep-alive comments on an idle event stream.
+        self.heartbeat_s = events_api.HEARTBEAT_S
         self._admin_token = admin_token
         self._admin_tokens = admin_tokens
         self._started = False
@@ -208,6 +219,7 @@ class ManagementApi:
                 },
             )
         self.sampler.start()
+        self.feed.start()
         self._sync_watcher(self.runtime.snapshot)
 
     async def close(self) -> None:
@@ -216,6 +228,7 @@ class ManagementApi:
         if self.watcher is not None:
             await self.watcher.close()
         await self.sampler.close()
+        await self.feed.close()
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -223,7 +236,9 @@ class ManagementApi:
 
     def applied(self, snapshot: Snapshot) -> None:
         """A new snapshot went live (called by Gateway.activate)."""
-        self.audit.applied(snapshot)
+        entry = self.audit.applied(snapshot)
+        if entry is not None:
+            self.feed.config_applied(entry, snapshot.generation)
         if self.cluster is not None:
             self.cluster.applied()
         if self._started:
@@ -277,7 +292,7 @@ class ManagementApi:
     def etag_header(self) -> list[tuple[str, str]]:
         return [("ETag", self.live.etag)]
 
-    async def handle(self, request: ApiRequest) -> ApiResponse:
+    async def handle(self, request: ApiRequest) -> ApiResponse | StreamedResponse:
         try:
             caller = authorize(
                 request.headers,
@@ -291,7 +306,7 @@ class ManagementApi:
         except KairosError as exc:
             return ApiResponse.problem(exc, request.request_id)
 
-    async def _dispatch(self, request: ApiRequest) -> ApiResponse:
+    async def _dispatch(self, request: ApiRequest) -> ApiResponse | StreamedResponse:
         path = request.path
         if path == "/api/routes":
             if _allow(request, (*_READ, "POST")) == "POST":
@@ -362,6 +377,9 @@ class ManagementApi:
                 "targets": [],
             }
             return ApiResponse.model(200, AiUsageReport.model_validate(report))
+        if path == "/api/events":
+            _allow(request, _READ)
+            return events_api.open_stream(self.events, request, self.heartbeat_s)
         if path == "/api/openapi.json":
             _allow(request, _READ)
             return ApiResponse.json(200, openapi_document())

@@ -105,15 +105,16 @@ class AuditTrail:
 
     # -- recording -------------------------------------------------------------------
 
-    def applied(self, snapshot: Snapshot) -> None:
-        """A configuration went live: record what changed (nothing: no entry)."""
+    def applied(self, snapshot: Snapshot) -> dict[str, Any] | None:
+        """A configuration went live: record what changed and return the entry
+        (None, and no entry, when nothing changed)."""
         after = redacted_data(snapshot.config)
         version = _bare(self._etag_of(snapshot))
         before, previous = self._last, self._last_version
         self._last, self._last_version = after, version
         changes = config_changes(before, after)
         if not changes:
-            return
+            return None
         actor = ACTOR.get() or Actor("gateway", trigger="gateway")
         if self._initial is not None:
             self._keep_version(*self._initial)
@@ -129,9 +130,10 @@ class AuditTrail:
         }
         self._keep_version(version, snapshot.config)
         try:
-            self._append(entry)
+            self._append(dict(entry))
         except OSError as exc:
             log.error("audit entry not written", extra={"fields": {"error": str(exc)}})
+        return entry
 
     # -- reading ---------------------------------------------------------------------
 

@@ -184,12 +184,25 @@ class LiveConfig:
         self._on_change = on_change
         self.file = ConfigFile(source) if source is not None else None
         self.loaded_at = time.time()
-        self.last_reload: ReloadRecord | None = None
+        self._last_reload: ReloadRecord | None = None
+        #: Told of every reload's outcome, with the one before (the live event feed).
+        self.reload_listener: Callable[[ReloadRecord | None, ReloadRecord], None] | None = None
         #: Held by every change and reload (and by the cluster follower).
         self.lock = asyncio.Lock()
         self._etag: tuple[Snapshot, str] | None = None
         #: Set when the gateway is a cluster node (by the app).
         self.cluster: ClusterStore | None = None
+
+    @property
+    def last_reload(self) -> ReloadRecord | None:
+        """The outcome of the last reload (None: none since start-up)."""
+        return self._last_reload
+
+    @last_reload.setter
+    def last_reload(self, record: ReloadRecord) -> None:
+        previous, self._last_reload = self._last_reload, record
+        if self.reload_listener is not None:
+            self.reload_listener(previous, record)
 
     @property
     def etag(self) -> str:

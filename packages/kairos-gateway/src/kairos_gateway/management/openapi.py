@@ -245,6 +245,41 @@ _ROUTE_LINKS = {
 }
 
 
+_LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "description": "Resume after this event (its `id`); when the events after it are no "
+    "longer kept (or it names another process's stream) a `reset` event comes first",
+    "schema": {"type": "string"},
+}
+
+
+def _events_operation() -> dict[str, Any]:
+    """``GET /api/events``: a stream that stays open, so its body is described in words
+    (docs/admin-api.md lists the event types and their data)."""
+    operation = _op(
+        "Live events as Server-Sent Events (text/event-stream): config.applied, "
+        "config.reload_failed, config.reload_recovered, backend.health, backend.breaker, "
+        "backend.ejection, a metrics tick every second; lagged and reset for the "
+        "subscriber alone. The stream stays open until the gateway shuts down",
+        {
+            "200": {
+                "description": "An open stream of `id:`/`event:`/`data:` messages (data "
+                "is one line of JSON with an `at` timestamp) and `: keep-alive` comments",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            }
+        },
+        params=[_LAST_EVENT_ID],
+    )
+    operation["responses"]["503"] = {
+        "description": "As many event streams are open as the gateway allows (100), or "
+        "it is shutting down; see Retry-After",
+        "content": {problem_module.CONTENT_TYPE: {"schema": _ref(Problem)}},
+    }
+    return operation
+
+
 def _section_paths() -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, model in (("jwt", JwtConfig), ("rate_limit", RateLimitConfig), ("cors", CorsConfig)):
@@ -432,6 +467,7 @@ def openapi_document() -> dict[str, Any]:
                 {"200": _json(_ref(PluginCatalog), "ok")},
             ),
         },
+        "/api/events": {"get": _events_operation()},
         "/api/openapi.json": {
             "get": _op("This document", {"200": _json({"type": "object"}, "ok")}),
         },

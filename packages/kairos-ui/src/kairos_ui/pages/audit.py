@@ -15,6 +15,7 @@ from kairos_client import KairosClientError
 from kairos_core import AuditEntry, ConfigVersion
 from nicegui import ui
 
+from .. import live
 from ..format import DASH
 from ..gateway import Gateway, describe
 from ..layout import frame
@@ -153,3 +154,4 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
             older.visible = next_before is not None
 
         ui.timer(0, refresh, once=True)
+        live.follow(gateway, on_config=refresh)

@@ -21,6 +21,7 @@ from nicegui import ui
 from .. import format
 from ..gateway import Gateway, describe
 from ..layout import frame
+from ..live import follow
 from ..settings import UiSettings
 
 __all__ = ["backend_rows", "connections_text", "ejection_text", "register", "routes_down_text"]
@@ -184,3 +185,4 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
             down.set_visibility(bool(listing.routes_down))
 
         ui.timer(settings.poll_interval_s, refresh, immediate=True)
+        follow(gateway, on_config=refresh, on_backend=refresh)

@@ -26,6 +26,7 @@ from nicegui import ui
 from nicegui.elements.mixins.validation_element import ValidationElement
 from pydantic import BaseModel, ValidationError
 
+from .. import live
 from ..gateway import Gateway, describe, is_outage
 from ..layout import Banner, frame
 from ..route_form import field_for
@@ -502,3 +503,5 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
 
         ui.timer(0, load_all, once=True)
         ui.timer(max(settings.poll_interval_s, 5.0), show_status)
+        # Only the status: a refresh of the editors would drop what is being typed.
+        live.follow(gateway, on_config=show_status)

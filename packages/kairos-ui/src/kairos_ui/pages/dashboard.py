@@ -11,7 +11,7 @@ from kairos_client import KairosClientError
 from kairos_core import MetricsHistory, MetricsSnapshot, TrafficSummary
 from nicegui import ui
 
-from .. import charts, format
+from .. import charts, format, live
 from ..gateway import Gateway, describe
 from ..layout import frame
 from ..settings import UiSettings
@@ -146,3 +146,4 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
             updated.text = f"updated {snapshot.timestamp} · every {settings.poll_interval_s:g} s"
 
         ui.timer(settings.poll_interval_s, refresh, immediate=True)
+        live.follow(gateway, on_config=refresh, on_backend=refresh)

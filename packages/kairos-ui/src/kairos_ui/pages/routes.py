@@ -12,6 +12,7 @@ from kairos_client import (
 from kairos_core import Router
 from nicegui import ui
 
+from .. import live
 from ..gateway import Gateway, describe, is_outage
 from ..layout import Banner, frame
 from ..settings import UiSettings
@@ -177,6 +178,7 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
             dialog.open()
 
         ui.timer(0, load, once=True)
+        live.follow(gateway, on_config=load, on_backend=load)
 
 
 def _report(banner: Banner, gateway: Gateway, exc: KairosClientError) -> None:
