@@ -24,6 +24,7 @@ import json
 import statistics
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,6 +55,17 @@ class Sample:
 # -- the client (a child process) ----------------------------------------------------
 
 
+def _has_content(event: bytes) -> bool:
+    """Does this SSE event carry a token (a non-empty ``delta.content``)?"""
+    data = event.partition(b"data: ")[2]
+    if not data or data.startswith(b"[DONE]"):
+        return False
+    for choice in json.loads(data).get("choices") or ():
+        if (choice.get("delta") or {}).get("content"):
+            return True
+    return False
+
+
 async def _client(
     url: str, model: str, kind: str, clients: int, duration_s: float
 ) -> dict[str, float]:
@@ -65,13 +77,12 @@ async def _client(
     timings: list[float] = []
     chunks = 0
     errors = 0
-    loop = asyncio.get_running_loop()
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def one() -> None:
             nonlocal chunks, errors
-            start = loop.time()
+            start = time.perf_counter()
             try:
                 async with session.post(url, json=body) as resp:
                     if resp.status != 200:
@@ -80,33 +91,32 @@ async def _client(
                         return
                     if kind == "chat":
                         await resp.read()
-                        timings.append(loop.time() - start)
+                        timings.append(time.perf_counter() - start)
                         return
                     first = None
+                    buffer = b""
                     async for chunk in resp.content.iter_any():
-                        if (
-                            first is None
-                            and b'"content":"' in chunk
-                            and b'"content":""' not in chunk[:200]
-                        ):
-                            first = loop.time()
-                        chunks += chunk.count(b"data: ")
+                        buffer += chunk
+                        *events, buffer = buffer.split(b"\n\n")
+                        chunks += len(events)
+                        if first is None and any(_has_content(e) for e in events):
+                            first = time.perf_counter()
                     if first is not None:
                         timings.append(first - start)
-            except (TimeoutError, aiohttp.ClientError):
+            except (aiohttp.ClientError, TimeoutError):
                 errors += 1
 
         async def worker(until: float) -> None:
-            while loop.time() < until:
+            while time.perf_counter() < until:
                 await one()
 
         # warm-up: connections open, caches warm
-        await asyncio.gather(*(worker(loop.time() + 1.0) for _ in range(clients)))
+        await asyncio.gather(*(worker(time.perf_counter() + 1.0) for _ in range(clients)))
         timings.clear()
         chunks = errors = 0
-        started = loop.time()
+        started = time.perf_counter()
         await asyncio.gather(*(worker(started + duration_s) for _ in range(clients)))
-        elapsed = loop.time() - started
+        elapsed = time.perf_counter() - started
     timings.sort()
 
     def pct(p: float) -> float:

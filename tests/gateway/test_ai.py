@@ -161,7 +161,7 @@ async def test_an_alias_goes_to_its_target_with_the_gateways_key_not_the_clients
     )
     assert status == 200, got
     assert got["choices"][0]["message"]["content"] == REPLY
-    assert got["model"] == "fast"  # the client's name for it
+    assert got["model"] == "gpt-small"  # the model that answered
     [seen] = fake.requests
     assert seen.path == "/v1/chat/completions"
     assert seen.body["model"] == "gpt-small"

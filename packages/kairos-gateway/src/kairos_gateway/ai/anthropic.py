@@ -173,7 +173,8 @@ def _usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
 
 
 def from_message(message: dict[str, Any], model: str) -> dict[str, Any]:
-    """The chat completion for a Messages API answer (``model``: as the client named it)."""
+    """The chat completion for a Messages API answer (``model``: the one asked for,
+    when the answer does not name the model that answered)."""
     text: list[str] = []
     calls: list[dict[str, Any]] = []
     for block in message.get("content") or ():
@@ -197,7 +198,7 @@ def from_message(message: dict[str, Any], model: str) -> dict[str, Any]:
         "id": message.get("id", ""),
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": model,
+        "model": message.get("model") or model,
         "choices": [
             {
                 "index": 0,
@@ -280,6 +281,7 @@ class StreamTranslator:
         if kind == "message_start":
             message = document.get("message", {})
             self._id = "chatcmpl-" + str(message.get("id", ""))
+            self._model = str(message.get("model") or self._model)
             usage = message.get("usage") or {}
             if isinstance(usage.get("input_tokens"), int):
                 self.prompt = usage["input_tokens"]

@@ -588,9 +588,7 @@ class AiPolicy(Policy):
         except ValueError:
             raise UpstreamError(f"{choice.label} answered with invalid JSON") from None
         if choice.provider.kind == "anthropic":
-            document = anthropic.from_message(document, call.model)
-        elif isinstance(document, dict) and "model" in document:
-            document["model"] = call.model if call.model in self.aliases else document["model"]
+            document = anthropic.from_message(document, choice.target.model)
         counted = usage_of(document)
         if counted is None:
             completion = sum(estimate_text(t) for t in _completion_texts(document))
@@ -610,19 +608,20 @@ class AiPolicy(Policy):
         """The provider's stream as chat-completion chunks, event by event."""
         reader = sse.SseReader()
         translator = (
-            anthropic.StreamTranslator(call.model, include_usage=not call.added_usage)
+            anthropic.StreamTranslator(choice.target.model, include_usage=not call.added_usage)
             if choice.provider.kind == "anthropic"
             else None
         )
         prompt = completion = 0
         counted = False
-        guessed = 0
+        events = 0  # chunks relayed, for the estimate when no usage comes
         first_byte: float | None = None
         finished = False
         try:
-            while chunk := await response.read():
+            while True:
+                chunk = await response.read()
                 out: list[bytes] = []
-                for event in reader.feed(chunk):
+                for event in reader.feed(chunk) if chunk else reader.finish():
                     if translator is not None:
                         try:
                             pieces = translator.feed(event.event, event.data)
@@ -631,39 +630,29 @@ class AiPolicy(Policy):
                             break
                         except ValueError:
                             continue
-                        for piece in pieces:
-                            if piece != "[DONE]":
-                                guessed += _chunk_estimate(piece)
-                            out.append(sse.encode(piece))
+                        events += len(pieces)
+                        out += [sse.encode(piece) for piece in pieces]
                         continue
                     data = event.data
-                    if data == "[DONE]":
-                        out.append(sse.encode(data))
-                        continue
-                    try:
-                        document = json.loads(data)
-                    except ValueError:
-                        out.append(sse.encode(data))
-                        continue
-                    found = usage_of(document)
-                    if found is not None:
-                        (prompt, completion), counted = found, True
-                        if call.added_usage and not document.get("choices"):
-                            continue  # the client did not ask for the usage chunk
-                    else:
-                        guessed += _chunk_estimate(document)
-                    if (
-                        isinstance(document, dict)
-                        and "model" in document
-                        and call.model in self.aliases
-                    ):
-                        document["model"] = call.model
-                        data = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
-                    out.append(sse.encode(data))
+                    # Relayed as received; only a chunk that may carry usage is parsed.
+                    if '"usage"' in data:
+                        try:
+                            document = json.loads(data)
+                        except ValueError:
+                            document = None
+                        found = usage_of(document)
+                        if found is not None:
+                            (prompt, completion), counted = found, True
+                            if call.added_usage and not document.get("choices"):
+                                continue  # the client did not ask for the usage chunk
+                    events += 1
+                    out.append(event.raw or sse.encode(data))
                 if out:
                     if first_byte is None:
                         first_byte = perf_counter()
                     yield b"".join(out)
+                if not chunk:
+                    break
             finished = True
         finally:
             choice.state.inflight -= 1
@@ -672,7 +661,9 @@ class AiPolicy(Policy):
             if translator is not None and translator.seen_usage:
                 prompt, completion, counted = translator.prompt, translator.completion, True
             if not counted:
-                prompt, completion = call.prompt_estimate, guessed
+                # One token per chunk, less the role chunk, the finish chunk and [DONE]:
+                # OpenAI-compatible servers stream about a token per chunk.
+                prompt, completion = call.prompt_estimate, max(0, events - 3)
             self._account(
                 call, choice, prompt, completion, estimated=not counted, first_byte=first_byte
             )
@@ -762,27 +753,6 @@ def _completion_texts(document: Any) -> list[str]:
         elif isinstance(choice.get("text"), str):
             texts.append(choice["text"])
     return texts
-
-
-def _chunk_estimate(document: Any) -> int:
-    """Tokens of one streamed chunk's text (for providers that report no usage)."""
-    if isinstance(document, str):
-        try:
-            document = json.loads(document)
-        except ValueError:
-            return 0
-    if not isinstance(document, dict):
-        return 0
-    total = 0
-    for choice in document.get("choices") or ():
-        if not isinstance(choice, dict):
-            continue
-        delta = choice.get("delta")
-        if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-            total += estimate_text(delta["content"])
-        elif isinstance(choice.get("text"), str):
-            total += estimate_text(choice["text"])
-    return total
 
 
 def _new_state(services: PluginServices) -> AiState:

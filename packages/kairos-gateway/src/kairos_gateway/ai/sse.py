@@ -22,6 +22,8 @@ class SseTooLong(ValueError):
 class SseEvent:
     event: str
     data: str
+    #: The event as received, with its blank line, when it can be passed on as is.
+    raw: bytes | None = None
 
 
 class SseReader:
@@ -35,6 +37,8 @@ class SseReader:
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
         buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" not in buffer and not self._data and not self._event:
+            return self._blocks(buffer)
         events: list[SseEvent] = []
         start = 0
         size = len(buffer)
@@ -54,6 +58,31 @@ class SseReader:
         self._buffer = buffer[start:]
         if len(self._buffer) > self._max_line:
             raise SseTooLong(f"an event-stream line is longer than {self._max_line} bytes")
+        return events
+
+    def finish(self) -> list[SseEvent]:
+        """The stream ended: a CR it ended with ends a line (it was waiting for a
+        possible LF). An event without its blank line is dropped, as the standard says."""
+        return self.feed(b"\n") if self._buffer.endswith(b"\r") else []
+
+    def _blocks(self, buffer: bytes) -> list[SseEvent]:
+        """The common case, LF line ends only and no event half-read: whole events are
+        the blocks before each blank line."""
+        *blocks, rest = buffer.split(b"\n\n")
+        events: list[SseEvent] = []
+        for block in blocks:
+            if block.startswith(b"data: ") and b"\n" not in block:
+                # One data line: the usual shape, passed on as received.
+                events.append(
+                    SseEvent("message", block[6:].decode("utf-8", "replace"), block + b"\n\n")
+                )
+                continue
+            for line in block.split(b"\n"):
+                self._line(line.decode("utf-8", "replace"), events)
+            self._line("", events)
+        self._buffer = rest
+        if len(rest) > self._max_line:
+            raise SseTooLong(f"an event-stream event is longer than {self._max_line} bytes")
         return events
 
     def _line(self, line: str, events: list[SseEvent]) -> None:
