@@ -540,6 +540,28 @@ async def test_usage_and_cost_are_counted_per_consumer_and_model(
     assert sum(report["minutes"][-1]["tokens_by_consumer"].values()) == 9 + 3 * WORDS
 
 
+async def test_a_consumer_keyed_by_a_credential_header_is_shown_by_digest(
+    gateway_factory: GatewayFactory, start_fake: FakeFactory, session: aiohttp.ClientSession
+) -> None:
+    fake = await start_fake()
+    gw = await gateway_for(
+        gateway_factory,
+        {
+            "providers": {"p": provider(fake)},
+            "models": {"fast": {"targets": [{"provider": "p", "model": "m"}]}},
+            "consumer": "header:X-Api-Key",
+        },
+    )
+    client_key = "client-secret-key-123456"
+    assert (await post(session, gw, chat(), **{"X-Api-Key": client_key}))[0] == 200
+    text = await scrape(session, gw)
+    async with session.get(gw.url + "/api/ai/usage") as resp:
+        report = await resp.text()
+    assert client_key not in text
+    assert client_key not in report
+    assert '"consumer":"header:#' in report
+
+
 async def test_a_provider_without_usage_is_estimated_and_labelled_so(
     gateway_factory: GatewayFactory, start_fake: FakeFactory, session: aiohttp.ClientSession
 ) -> None:

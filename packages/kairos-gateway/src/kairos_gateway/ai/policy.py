@@ -299,7 +299,9 @@ class AiPolicy(Policy):
                     "include_usage": True,
                 }
                 added_usage = True
-        consumer = self.state.usage.consumer(self._consumer(request, self.config.consumer))
+        consumer = self.state.usage.consumer(
+            _shown(self._consumer(request, self.config.consumer), self.config.consumer)
+        )
         return _Call(
             endpoint=endpoint,
             body=body,
@@ -738,6 +740,20 @@ class _Relay:
             self._started = True
             await self._policy._abandon(*self._args)
         await self._relay.aclose()
+
+
+#: Header names whose values are credentials: never shown as a consumer's name.
+_SECRET_HEADER: Final = re.compile(r"key|token|auth|secret|cookie|session|password", re.I)
+
+
+def _shown(consumer: str, key: str) -> str:
+    """A consumer as metrics and usage show it: a header-keyed consumer whose header
+    carries a credential (``X-Api-Key``, ``Authorization``) is shown by a digest of the
+    value, never the value."""
+    if key.startswith("header:") and _SECRET_HEADER.search(key) and consumer.startswith("header:"):
+        digest = hashlib.blake2b(consumer.encode(), digest_size=6).hexdigest()
+        return f"header:#{digest}"
+    return consumer
 
 
 def _completion_texts(document: Any) -> list[str]:
