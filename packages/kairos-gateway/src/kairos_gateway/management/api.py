@@ -4,7 +4,7 @@
 
     /api/routes                 GET list, POST create           (routes)
     /api/routes/validate        POST                            (routes)
-    /api/routes/{external_path} GET, PUT, DELETE                (routes)
+    /api/routes/{id or path}    GET, PUT, DELETE                (routes)
     /api/config                 GET, PUT                        (config_api)
     /api/config/status          GET                             (config_api)
     /api/config/reload          POST                            (config_api)
@@ -294,20 +294,20 @@ class ManagementApi:
         if path == "/api/routes":
             if _allow(request, (*_READ, "POST")) == "POST":
                 return await routes.create_route(self, request)
-            return routes.list_routes(self)
+            return routes.list_routes(self, request)
         if path == "/api/routes/validate":
             _allow(request, ("POST",))
             return routes.validate_route(self, request)
         if path.startswith(routes.PREFIX):
-            external = routes.external_path_of(path[len(routes.PREFIX) :])
-            if external is None:
+            ref = routes.route_ref(path[len(routes.PREFIX) :])
+            if ref is None:
                 raise RouteNotFound(f"no management endpoint at {path}")
             method = _allow(request, (*_READ, "PUT", "DELETE"))
             if method == "PUT":
-                return await routes.replace_route(self, request, external)
+                return await routes.replace_route(self, request, ref)
             if method == "DELETE":
-                return await routes.delete_route(self, request, external)
-            return routes.get_route(self, request, external)
+                return await routes.delete_route(self, request, ref)
+            return routes.get_route(self, request, ref)
         if path == "/api/config":
             if _allow(request, (*_READ, "PUT")) == "PUT":
                 return await config_api.put_config(self, request)
