@@ -80,6 +80,10 @@ def _iso(epoch: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
+def _bare_etag(etag: str) -> str:
+    return etag.removeprefix("W/").strip('"')
+
+
 def _allow(request: ApiRequest, allowed: Iterable[str]) -> str:
     allowed = tuple(allowed)
     if request.method not in allowed:
@@ -281,7 +285,7 @@ class ManagementApi:
                 request.headers,
                 request.peer_ip,
                 self.credentials(),
-                needed_role(request.method, request.path),
+                needed_role(request.method, request.path, request.query_params()),
             )
             actor = Actor("loopback" if caller is None else caller.name, request.peer_ip)
             with acting(actor):
@@ -311,7 +315,7 @@ class ManagementApi:
         if path == "/api/config":
             if _allow(request, (*_READ, "PUT")) == "PUT":
                 return await config_api.put_config(self, request)
-            return config_api.get_config(self)
+            return self.read_config(request)
         if path == "/api/config/status":
             _allow(request, _READ)
             return config_api.status(self)
@@ -356,6 +360,19 @@ class ManagementApi:
             _allow(request, _READ)
             return ApiResponse.json(200, openapi_document())
         raise RouteNotFound(f"no management endpoint at {path}")
+
+    def read_config(self, request: ApiRequest) -> ApiResponse:
+        """``GET /api/config``; with ``?secrets=clear`` (admin role, checked by
+        `needed_role`) the secrets in clear, which is logged and audited."""
+        clear = config_api.wants_clear_secrets(request)
+        if clear:
+            actor = ACTOR.get() or Actor("gateway")
+            log.warning(
+                "configuration read with its secrets in clear",
+                extra={"fields": {"actor": actor.name, "source": actor.source}},
+            )
+            self.audit.secrets_read(actor, _bare_etag(self.live.etag))
+        return config_api.get_config(self, clear=clear)
 
     def audit_entries(self, request: ApiRequest) -> ApiResponse:
         """``GET /api/audit?limit=50&before=<id>``: entries, newest first; ``next`` is

@@ -2,6 +2,8 @@
 
 Secrets are shown as ``"***"``; sending ``"***"`` back (in a whole config or a section)
 keeps the current secret, so a UI can round-trip what it read without knowing it.
+``GET /api/config?secrets=clear`` shows them in clear: the admin role only (see
+`access.needed_role`), logged and recorded in the audit trail.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from kairos_core import (
+    BadRequest,
     ConfigError,
     ConfigStatus,
     FieldError,
@@ -19,7 +22,7 @@ from kairos_core import (
 )
 
 from ..messages import ApiRequest, ApiResponse
-from .live import ConfigData, redacted_data
+from .live import ConfigData, redacted_data, revealed_data
 
 if TYPE_CHECKING:
     from .context import ApiContext
@@ -36,8 +39,18 @@ def _errors(errors: list[FieldError]) -> list[FieldErrorBody]:
     return [FieldErrorBody.model_validate(e.as_dict()) for e in errors]
 
 
-def get_config(api: ApiContext) -> ApiResponse:
-    return ApiResponse.json(200, redacted_data(api.runtime.snapshot.config), api.etag_header())
+def wants_clear_secrets(request: ApiRequest) -> bool:
+    """``?secrets=clear`` (True) or ``redacted`` / absent (False); 400 otherwise."""
+    mode = request.query_params().get("secrets", "redacted")
+    if mode not in ("redacted", "clear"):
+        raise BadRequest(f"secrets={mode!r} must be 'redacted' or 'clear'")
+    return mode == "clear"
+
+
+def get_config(api: ApiContext, *, clear: bool = False) -> ApiResponse:
+    config = api.runtime.snapshot.config
+    data = revealed_data(config) if clear else redacted_data(config)
+    return ApiResponse.json(200, data, api.etag_header())
 
 
 async def put_config(api: ApiContext, request: ApiRequest) -> ApiResponse:
