@@ -47,7 +47,8 @@ async def test_create_is_live_at_once_and_delete_too(
     resp = await call(gw, "POST", "/api/routes", route(USERS, "/users/{id}", [backend]))
     assert resp.status == 201, resp.body
     # Location names the route by its id (unnamed: derived from methods and path).
-    assert resp.header("Location") == "/api/routes/" + derived_route_id(["GET", "HEAD", "POST", "PUT", "DELETE"], USERS)
+    every = ["GET", "HEAD", "POST", "PUT", "DELETE"]
+    assert resp.header("Location") == "/api/routes/" + derived_route_id(every, USERS)
     assert resp.json()["external_path"] == USERS
     proxied = await raw_request(gw.port, "/api/users/7")
     assert proxied.status == 200

@@ -19,6 +19,7 @@ from ._version import __version__
 from .commands.audit import audit, rollback, versions
 from .commands.cache import cache
 from .commands.config import config
+from .commands.declarative import apply, diff_command, dump
 from .commands.gateway import backends, health, reload, status
 from .commands.metrics import metrics
 from .commands.plugins import plugins
@@ -35,6 +36,7 @@ Exit status:
   3  gateway unreachable (connection refused, timeout)
   4  the gateway refused the request (4xx: not found, conflict, invalid, no token)
   5  the gateway failed (5xx)
+  6  config diff: the gateway differs from the file (0: it does not)
 """
 
 
@@ -99,8 +101,8 @@ def cli(
     )
 
 
-config.add_command(versions)
-config.add_command(rollback)
+for sub in (dump, diff_command, apply, versions, rollback):
+    config.add_command(sub)
 for command in (status, health, reload, backends, plugins, metrics, routes, config, cache, audit):
     add_json_option(command)
     cli.add_command(command)
