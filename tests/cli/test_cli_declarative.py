@@ -176,6 +176,15 @@ async def test_invalid_file_or_merge_is_refused_before_sending(
     merged = await kairos("config", "apply", str(clash), url=gw.url)
     assert merged.code == ExitStatus.ERROR
     assert "merged with the live configuration it is invalid" in merged.stderr
+    # Valid offline; the gateway knows no such plugin (its own checks run before a PUT).
+    unknown = tmp_path / "plugin.json"
+    unknown.write_text(
+        json.dumps({"routers": [{**route_data("/p", "/p", 9), "plugins": [{"name": "nope"}]}]})
+    )
+    refused = await kairos("config", "apply", str(unknown), "--dry-run", url=gw.url)
+    assert refused.code == ExitStatus.ERROR
+    assert "the gateway would refuse the result" in refused.stderr
+    assert "routers[2].plugins[0]" in refused.stderr
     assert len(gw.gateway.runtime.snapshot.config.routers) == 2
 
 

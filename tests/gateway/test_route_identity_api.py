@@ -159,3 +159,17 @@ async def test_secrets_in_clear_for_the_admin_role_only(gateway_factory: Gateway
     assert [(e["actor"], e["trigger"], e["changes"]) for e in entries["entries"]] == [
         ("root", "secrets_read", [])
     ]
+
+
+async def test_validate_a_whole_config_without_applying_it(gateway_factory: GatewayFactory) -> None:
+    gw = await gateway_factory({**_config(), "jwt_secret": "q" * 40})
+    before = gw.gateway.runtime.snapshot
+    ok = {**_config(), "jwt_secret": "***", "max_body_size": 5}
+    checked = await api_call(gw.port, "POST", "/api/config/validate", ok)
+    assert checked.json() == {"valid": True, "errors": []}
+    bad = _config()
+    bad["routers"][1]["name"] = "users"
+    refused = (await api_call(gw.port, "POST", "/api/config/validate", bad)).json()
+    assert refused["valid"] is False
+    assert [e["path"] for e in refused["errors"]] == ["routers[1].name"]
+    assert gw.gateway.runtime.snapshot is before

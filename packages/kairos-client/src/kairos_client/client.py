@@ -373,6 +373,12 @@ class KairosClient:
             raise InvalidResponse(f"the answer is not a valid GatewayConfig: {exc}") from exc
         return Versioned(result, response.header("ETag"))
 
+    async def validate_config(self, config: GatewayConfig | Mapping[str, Any]) -> ValidationResult:
+        """`POST /api/config/validate`: would `replace_config` accept it (``"***"``
+        secrets standing for the live ones)? Nothing changes."""
+        response = await self._send("POST", "/api/config/validate", body=_dump(config))
+        return _model(ValidationResult, response)
+
     async def _get_section(self, name: str, model: type[M]) -> Versioned[M | None]:
         response = await self._send("GET", f"/api/config/{name}")
         return Versioned(_section(model, response), response.header("ETag"))

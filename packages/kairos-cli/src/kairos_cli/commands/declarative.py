@@ -230,14 +230,24 @@ def apply(settings: Settings, file: Path, prune: bool, dry_run: bool, secrets: s
 
     Routes are matched by id (name, else derived from methods and path): the file's
     routes are added or replace the live ones; without --prune, live routes and
-    settings the file leaves out are kept. FILE and the result are validated first;
+    settings the file leaves out are kept. FILE and the result are validated first,
+    offline and by the gateway (POST /api/config/validate: plugin settings too);
     the change is sent with If-Match of the version diffed against, so a change made
     on the gateway meanwhile is refused (exit 4), never overwritten.
     """
 
     async def work(client: KairosClient) -> tuple[ConfigDiff, str | None, bool]:
         live, wanted, changes = await plan(client, file, prune=prune, secrets=secrets)
-        if dry_run or changes.in_sync:
+        if changes.in_sync:
+            return changes, live.etag, False
+        checked = await client.validate_config(wanted)  # the gateway's own checks too
+        if not checked.valid:
+            raise CliError(
+                f"{file}: the gateway would refuse the result "
+                f"({len(checked.errors)} error{'' if len(checked.errors) == 1 else 's'})",
+                details=field_lines(checked.errors),
+            )
+        if dry_run:
             return changes, live.etag, False
         return changes, await send(client, wanted, live.etag), True
 

@@ -93,12 +93,14 @@ def needed_role(method: str, path: str, query: Mapping[str, str] | None = None) 
     (``GET /api/config?secrets=clear``), an admin's; changing routes (and validating
     one), reloading and rolling back are an operator's; the whole configuration and its
     sections (authentication, limits, CORS, the tokens themselves) are an admin's.
+    Validating a whole configuration (``POST /api/config/validate``) changes nothing
+    and shows no secret: an operator's, like validating a route.
     """
     if method in _READS:
         if path == "/api/config" and query is not None and query.get("secrets") == "clear":
             return "admin"
         return "viewer"
-    if path in ("/api/config/reload", "/api/config/rollback"):
+    if path in ("/api/config/reload", "/api/config/rollback", "/api/config/validate"):
         return "operator"
     if path == "/api/config" or path.startswith("/api/config/"):
         return "admin"

@@ -8,6 +8,7 @@
     /api/config                 GET, PUT                        (config_api)
     /api/config/status          GET                             (config_api)
     /api/config/reload          POST                            (config_api)
+    /api/config/validate        POST                            (config_api)
     /api/config/{section}       GET, PUT (jwt, rate_limit, cors)
     /api/metrics                GET snapshot                    (history)
     /api/metrics/history        GET ?range=1h&step=10s          (history)
@@ -322,6 +323,9 @@ class ManagementApi:
         if path == "/api/config/reload":
             _allow(request, ("POST",))
             return await config_api.reload(self, request)
+        if path == "/api/config/validate":
+            _allow(request, ("POST",))
+            return config_api.validate_config(self, request)
         if path == "/api/config/versions":
             _allow(request, _READ)
             return ApiResponse.model(

@@ -19,10 +19,12 @@ from kairos_core import (
     FieldErrorBody,
     ReloadStatus,
     RouteNotFound,
+    ValidationResult,
+    load_config,
 )
 
 from ..messages import ApiRequest, ApiResponse
-from .live import ConfigData, redacted_data, revealed_data
+from .live import ConfigData, redacted_data, restore_secrets, revealed_data
 
 if TYPE_CHECKING:
     from .context import ApiContext
@@ -59,6 +61,25 @@ async def put_config(api: ApiContext, request: ApiRequest) -> ApiResponse:
         raise ConfigError([FieldError((), "the configuration must be a JSON object")])
     snapshot = await api.live.change(request.headers, lambda _: dict(body))
     return ApiResponse.json(200, redacted_data(snapshot.config), api.etag_header())
+
+
+def validate_config(api: ApiContext, request: ApiRequest) -> ApiResponse:
+    """Would ``PUT /api/config`` accept this body? Always 200 with a `ValidationResult`
+    (full field paths); nothing changes. ``"***"`` secrets stand for the live ones,
+    as in a PUT."""
+    errors: list[FieldError] = []
+    try:
+        body = request.json()
+        if not isinstance(body, dict):
+            raise ConfigError([FieldError((), "the configuration must be a JSON object")])
+        current = api.runtime.snapshot.config
+        data = restore_secrets(body, redacted_data(current), revealed_data(current))
+        api.runtime.plugins.check(load_config(data))
+    except ConfigError as exc:
+        errors = exc.errors
+    except BadRequest as exc:  # a body that is not JSON is "not valid" here, not a 4xx
+        errors = [FieldError((), exc.detail)]
+    return ApiResponse.model(200, ValidationResult(valid=not errors, errors=_errors(errors)))
 
 
 def _section(name: str) -> str:

@@ -382,6 +382,16 @@ def openapi_document() -> dict[str, Any]:
                 etag=True,
             ),
         },
+        "/api/config/validate": {
+            "post": _op(
+                "Check a whole configuration without applying it (as PUT /api/config "
+                "would: '***' keeps a secret); always 200",
+                {"200": _json(_ref(ValidationResult), "valid, and errors with field paths")},
+                errors=(413, 415),
+                body={},
+                example={"version": 1, "routers": [_ROUTE_EXAMPLE]},
+            ),
+        },
         "/api/config/versions": {
             "get": _op(
                 "The configuration versions kept for rollback, newest first",
