@@ -4,7 +4,7 @@ A route's id is its ``name`` when it has one. A route without a name (every kair
 config) gets a derived id: ``r-`` and the first 12 hex digits of the SHA-256 of its
 sorted, comma-joined methods, a space and its ``external_path``::
 
-    sha256("GET,POST /api/users/{id}") -> "r-5f1c0e9a7b3d"
+    sha256("GET,POST /api/users/{id}") -> "r-2e80e22e2a32"
 
 So the same route has the same id in every process, after every restart and reload,
 and the id changes only when its methods or path do (give it a ``name`` to keep one
