@@ -236,6 +236,9 @@ async def test_secrets_redacted_unless_an_admin_asks_and_never_printed_in_a_diff
     kept.write_text(redacted.stdout)
     same = await kairos("--token", ADMIN, "config", "diff", str(kept), url=gw.url)
     assert same.code == 0, same.stdout
+    args = ("--token", ADMIN, "config", "diff", str(kept), "--secrets", "clear")
+    compared = await kairos(*args, url=gw.url)
+    assert compared.code == 0, compared.stdout
 
 
 async def test_diff_is_coloured_on_a_terminal_unless_no_color(

@@ -186,6 +186,7 @@ def _write_private(path: Path, text: str, *, force: bool) -> None:
     except OSError as exc:
         raise CliError(f"cannot write {path}: {exc.strerror}") from exc
     with os.fdopen(fd, "w", encoding="utf-8") as out:
+        os.fchmod(fd, 0o600)  # also an existing file overwritten with --force
         out.write(text)
 
 

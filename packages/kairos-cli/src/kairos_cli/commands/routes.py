@@ -80,14 +80,8 @@ def list_routes(settings: Settings, tags: tuple[str, ...]) -> None:
     result = run(settings, lambda client: client.list_routes(tag=tags[0] if tags else None))
     listing = result.value
     if len(tags) > 1:  # the gateway filters by one tag; the others are checked here
-        kept = [
-            (rid, r)
-            for rid, r in zip(listing.ids, listing.routes, strict=False)
-            if set(tags) <= set(r.tags or ())
-        ]
-        listing = listing.model_copy(
-            update={"ids": [i for i, _ in kept], "routes": [r for _, r in kept]}
-        )
+        kept = [r for r in listing.routes if set(tags) <= set(r.tags or ())]
+        listing = listing.model_copy(update={"ids": [r.id for r in kept], "routes": kept})
     if settings.json:
         echo_json(listing)
         return
