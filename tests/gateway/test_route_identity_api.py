@@ -66,6 +66,9 @@ async def test_get_put_delete_by_name_and_by_derived_id(
     assert saved["name"] == "users"
     assert saved["external_path"] == "/people/{id}"
     assert saved["tags"] == ["team-a"]
+    # The audit trail names the route by its name: moved, it is one route changed.
+    newest = (await api_call(gw.port, "GET", "/api/audit?limit=1")).json()["entries"][0]
+    assert newest["changes"] == [{"route": "users", "change": "changed"}]
 
     assert (await api_call(gw.port, "DELETE", f"/api/routes/{orders}")).status == 204
     assert [r.id for r in gw.gateway.runtime.snapshot.config.routers] == [
