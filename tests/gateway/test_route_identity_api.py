@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kairos_core import derived_route_id
+from kairos_core import derived_route_id, load_config
+from kairos_gateway.management.live import redacted_data, restore_secrets, revealed_data
 
 from tests.conftest import GatewayFactory, RunningGateway
 from tests.support import api_call, raw_request
@@ -176,3 +177,19 @@ async def test_validate_a_whole_config_without_applying_it(gateway_factory: Gate
     assert refused["valid"] is False
     assert [e["path"] for e in refused["errors"]] == ["routers[1].name"]
     assert gw.gateway.runtime.snapshot is before
+
+
+def test_a_redacted_route_secret_is_restored_from_the_route_with_the_same_id() -> None:
+    def limited(path: str, password: str) -> dict[str, Any]:
+        url = f"redis://app:{password}@127.0.0.1:6399/0"
+        return _route(path, rate_limit={"requests_per_second": 5, "redis_url": url})
+
+    current = load_config({"routers": [limited("/a", "pass-a"), limited("/b", "pass-b")]})
+    shown = redacted_data(current)
+    assert shown["routers"][1]["rate_limit"]["redis_url"] == "redis://app:***@127.0.0.1:6399/0"
+    # /a dropped: /b moves to index 0, and keeps its own password, not /a's.
+    sent = {**shown, "routers": [shown["routers"][1]]}
+    restored = restore_secrets(sent, shown, revealed_data(current))
+    assert isinstance(restored, dict)
+    url = restored["routers"][0]["rate_limit"]["redis_url"]
+    assert url == "redis://app:pass-b@127.0.0.1:6399/0"
