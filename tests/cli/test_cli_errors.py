@@ -14,7 +14,7 @@ from tests.support import unused_port
 
 
 def test_exit_statuses_are_documented_in_help() -> None:
-    assert [s.value for s in ExitStatus] == [0, 1, 2, 3, 4, 5]
+    assert [s.value for s in ExitStatus] == [0, 1, 2, 3, 4, 5, 6]
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
     for status in ExitStatus:

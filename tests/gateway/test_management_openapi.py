@@ -38,7 +38,7 @@ async def test_document_is_openapi_3_1_from_the_models(gateway_factory: GatewayF
     assert "external_path" in schemas["Router"]["properties"]
     for path in (
         "/api/routes",
-        "/api/routes/{external_path}",
+        "/api/routes/{route}",
         "/api/routes/validate",
         "/api/config",
         "/api/config/jwt",

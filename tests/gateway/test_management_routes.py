@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 import pytest
-from kairos_core import load_config
+from kairos_core import derived_route_id, load_config
 
 from tests.conftest import GatewayFactory, RunningGateway
 from tests.support import EchoBackend, RawResponse, api_call, raw_request, route
@@ -46,7 +46,9 @@ async def test_create_is_live_at_once_and_delete_too(
     assert (await raw_request(gw.port, "/api/users/7")).status == 404
     resp = await call(gw, "POST", "/api/routes", route(USERS, "/users/{id}", [backend]))
     assert resp.status == 201, resp.body
-    assert resp.header("Location") == USERS_URL
+    # Location names the route by its id (unnamed: derived from methods and path).
+    every = ["GET", "HEAD", "POST", "PUT", "DELETE"]
+    assert resp.header("Location") == "/api/routes/" + derived_route_id(every, USERS)
     assert resp.json()["external_path"] == USERS
     proxied = await raw_request(gw.port, "/api/users/7")
     assert proxied.status == 200

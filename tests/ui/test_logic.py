@@ -12,6 +12,8 @@ from kairos_ui.route_form import FormErrors, RouteForm, field_for
 from kairos_ui.settings import SettingsError, UiSettings, is_loopback
 
 FULL_ROUTE = {
+    "name": "api",
+    "tags": ["public", "team:web"],
     "external_path": "/api/{*rest}",
     "internal_path": "/v1/{*rest}",
     "methods": ["GET", "POST"],

@@ -43,6 +43,8 @@ class ExitStatus(IntEnum):
     CLIENT_ERROR = 4
     #: The gateway failed (5xx), e.g. 503 not_persisted.
     SERVER_ERROR = 5
+    #: Not a failure: `kairos config diff` found that the gateway differs from the file.
+    CHANGES = 6
 
 
 class CliError(click.ClickException):

@@ -48,11 +48,13 @@ def parse_json(text: str) -> Any:
         raise ConfigError([FieldError((), f"invalid JSON: {exc}")]) from None
 
 
-def load_config_file(path: Path) -> tuple[GatewayConfig, bool]:
+def load_config_file(path: Path, *, redacted: bool = False) -> tuple[GatewayConfig, bool]:
     """Read and validate a config file; returns it and whether it had comments.
 
     A file without comments goes through kairos-core's own loader, so what passes
-    here passes the gateway's loader too. Raises `ConfigError`.
+    here passes the gateway's loader too. ``redacted``: the file may hold ``"***"``
+    for a secret (a dump of a gateway's configuration; see `load_config`). Raises
+    `ConfigError`.
     """
     try:
         with path.open("rb") as file:
@@ -60,9 +62,12 @@ def load_config_file(path: Path) -> tuple[GatewayConfig, bool]:
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return _load_plain_file(path), False  # it reports the problem as the gateway would
-    if len(raw) > MAX_CONFIG_BYTES or strip_comments(text) == text:
+    if len(raw) > MAX_CONFIG_BYTES:
         return _load_plain_file(path), False
-    return load_config(parse_json(text)), True
+    commented = strip_comments(text) != text
+    if not commented and not redacted:
+        return _load_plain_file(path), False
+    return load_config(parse_json(text), redacted=redacted), commented
 
 
 def example_config(*, comments: bool) -> str:

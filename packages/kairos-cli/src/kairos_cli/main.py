@@ -20,6 +20,7 @@ from .commands.ai import ai
 from .commands.audit import audit, rollback, versions
 from .commands.cache import cache
 from .commands.config import config
+from .commands.declarative import apply, diff_command, dump
 from .commands.events import events
 from .commands.gateway import backends, health, reload, status
 from .commands.metrics import metrics
@@ -37,6 +38,7 @@ Exit status:
   3  gateway unreachable (connection refused, timeout)
   4  the gateway refused the request (4xx: not found, conflict, invalid, no token)
   5  the gateway failed (5xx)
+  6  config diff: the gateway differs from the file (0: it does not)
 """
 
 
@@ -102,8 +104,8 @@ def cli(
     )
 
 
-config.add_command(versions)
-config.add_command(rollback)
+for sub in (dump, diff_command, apply, versions, rollback):
+    config.add_command(sub)
 for command in (
     status,
     health,

@@ -132,6 +132,14 @@ def route_options(command: F) -> F:
             metavar="FILE",
             help="Route as JSON ('-' reads standard input); flags given too override it.",
         ),
+        click.option("--name", "-n", help="The route's name: what it is addressed by."),
+        click.option(
+            "--tag",
+            "tags",
+            multiple=True,
+            metavar="TAG",
+            help="A tag of the route; repeat for several (replaces the route's tags).",
+        ),
         click.option("--external-path", "-e", help="Path clients call, e.g. /api/users/{id}."),
         click.option("--internal-path", "-i", help="Path sent to the backend, e.g. /users/{id}."),
         click.option(
@@ -188,6 +196,7 @@ def route_options(command: F) -> F:
 
 
 _FLAG_FIELDS = {
+    "name": "name",
     "external_path": "external_path",
     "internal_path": "internal_path",
     "strategy": "load_balancing_strategy",
@@ -208,6 +217,8 @@ def apply_flags(base: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
         route["methods"] = flags["methods"]
     if flags.get("backends"):
         route["backends"] = flags["backends"]
+    if flags.get("tags"):
+        route["tags"] = list(flags["tags"])
     if flags.get("read_timeout_ms") is not None:
         timeouts = route.get("timeouts")
         route["timeouts"] = {**(timeouts if isinstance(timeouts, dict) else {})}

@@ -245,10 +245,12 @@ class KairosClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
-    def _route_url(path: str) -> str:
-        if not path.startswith("/"):
-            raise ValueError(f"a route path starts with '/', got {path!r}")
-        return "/api/routes/" + quote(path, safe="")
+    def _route_url(route: str) -> str:
+        """``/api/routes/{route}``: a route id (its name, or derived id) or an
+        ``external_path`` (it starts with ``/``), percent-encoded as one segment."""
+        if not route:
+            raise ValueError("a route is named by its id or its external_path, got ''")
+        return "/api/routes/" + quote(route, safe="")
 
     # -- the gateway's own endpoints -----------------------------------------------------
 
@@ -269,15 +271,18 @@ class KairosClient:
 
     # -- routes --------------------------------------------------------------------------
 
-    async def list_routes(self) -> Versioned[RouteList]:
-        """`GET /api/routes`: every route, with the config version."""
-        response = await self._send("GET", "/api/routes")
+    async def list_routes(self, *, tag: str | None = None) -> Versioned[RouteList]:
+        """`GET /api/routes`: every route (with ``tag``, those carrying it), their ids
+        and the config version."""
+        response = await self._send("GET", "/api/routes", query={"tag": tag})
         return Versioned(_model(RouteList, response), response.header("ETag"))
 
-    async def get_route(self, path: str, method: str | None = None) -> Versioned[Router]:
-        """`GET /api/routes/{path}`; ``method`` picks one when several routes share the
-        path (else `Conflict`). `NotFound` when there is none."""
-        response = await self._send("GET", self._route_url(path), query={"method": method})
+    async def get_route(self, route: str, method: str | None = None) -> Versioned[Router]:
+        """`GET /api/routes/{route}`: ``route`` is the route's id (its ``name``, else
+        its derived id, `Router.id`) or its ``external_path`` (starting with ``/``).
+        ``method`` picks one when several routes share the path (else `Conflict`).
+        `NotFound` when there is none."""
+        response = await self._send("GET", self._route_url(route), query={"method": method})
         return Versioned(_model(Router, response, redacted=True), response.header("ETag"))
 
     async def create_route(
@@ -292,17 +297,18 @@ class KairosClient:
 
     async def update_route(
         self,
-        path: str,
+        ref: str,
         route: RouteInput,
         *,
         method: str | None = None,
         if_match: str | None = None,
     ) -> Versioned[Router]:
-        """`PUT /api/routes/{path}`: replace the route (a different ``external_path`` in
-        ``route`` moves it)."""
+        """`PUT /api/routes/{ref}`: replace the route ``ref`` (an id or an external path,
+        as in `get_route`); a different ``external_path`` or ``name`` in ``route``
+        moves or renames it."""
         response = await self._send(
             "PUT",
-            self._route_url(path),
+            self._route_url(ref),
             query={"method": method},
             body=_dump(route),
             if_match=if_match,
@@ -310,12 +316,13 @@ class KairosClient:
         return Versioned(_model(Router, response, redacted=True), response.header("ETag"))
 
     async def delete_route(
-        self, path: str, *, method: str | None = None, if_match: str | None = None
+        self, route: str, *, method: str | None = None, if_match: str | None = None
     ) -> str | None:
-        """`DELETE /api/routes/{path}`; returns the configuration's new ETag."""
+        """`DELETE /api/routes/{route}` (an id or an external path, as in `get_route`);
+        returns the configuration's new ETag."""
         response = await self._send(
             "DELETE",
-            self._route_url(path),
+            self._route_url(route),
             query={"method": method},
             if_match=if_match,
             ok=(204,),
@@ -339,13 +346,18 @@ class KairosClient:
         response = await self._send("POST", "/api/config/reload", if_match=if_match)
         return _model(ConfigStatus, response)
 
-    async def get_config(self) -> Versioned[GatewayConfig]:
+    async def get_config(self, *, secrets: str = "redacted") -> Versioned[GatewayConfig]:
         """`GET /api/config`: the whole configuration, every secret as ``"***"``.
 
         Parsed with ``load_config(data, redacted=True)``: a real `GatewayConfig` whose
         secrets are the placeholder; `replace_config` with it keeps the secrets.
+        ``secrets="clear"`` asks for them in clear (`?secrets=clear`: the admin role
+        only, else `Forbidden`; the gateway records the read in its audit trail).
         """
-        response = await self._send("GET", "/api/config")
+        if secrets not in ("redacted", "clear"):
+            raise ValueError(f"secrets must be 'redacted' or 'clear', got {secrets!r}")
+        query = {"secrets": "clear"} if secrets == "clear" else None
+        response = await self._send("GET", "/api/config", query=query)
         try:
             config = load_config(_json(response), redacted=True)
         except ConfigError as exc:
@@ -362,6 +374,12 @@ class KairosClient:
         except ConfigError as exc:
             raise InvalidResponse(f"the answer is not a valid GatewayConfig: {exc}") from exc
         return Versioned(result, response.header("ETag"))
+
+    async def validate_config(self, config: GatewayConfig | Mapping[str, Any]) -> ValidationResult:
+        """`POST /api/config/validate`: would `replace_config` accept it (``"***"``
+        secrets standing for the live ones)? Nothing changes."""
+        response = await self._send("POST", "/api/config/validate", body=_dump(config))
+        return _model(ValidationResult, response)
 
     async def _get_section(self, name: str, model: type[M]) -> Versioned[M | None]:
         response = await self._send("GET", f"/api/config/{name}")

@@ -76,6 +76,14 @@ from .errors import (
     UpstreamTimeout,
     UriTooLong,
 )
+from .identity import (
+    DERIVED_ID_PATTERN,
+    MAX_TAGS,
+    ROUTE_NAME_PATTERN,
+    TAG_PATTERN,
+    derived_route_id,
+    route_id,
+)
 from .limits import (
     SLIDING_SUBWINDOWS,
     Decision,
@@ -136,13 +144,17 @@ __all__ = [
     "ABSENT",
     "ADMIN_ROLES",
     "DEFAULT_CLIENT_SUBJECT_HEADER",
+    "DERIVED_ID_PATTERN",
     "HTTP_METHODS",
     "MAX_BODY_LIMIT",
     "MAX_CONFIG_BYTES",
+    "MAX_TAGS",
     "PLUGIN_NAME_PATTERN",
     "RESERVED_PATHS",
     "RESERVED_PREFIXES",
+    "ROUTE_NAME_PATTERN",
     "SLIDING_SUBWINDOWS",
+    "TAG_PATTERN",
     "AdminConfig",
     "AdminRole",
     "AdminTokenConfig",
@@ -237,6 +249,7 @@ __all__ = [
     "WebSocketConfig",
     "check_limit",
     "config_to_json",
+    "derived_route_id",
     "effective_circuit_breaker",
     "effective_health_check",
     "effective_outlier_detection",
@@ -253,6 +266,7 @@ __all__ = [
     "path_problem",
     "redacted",
     "role_allows",
+    "route_id",
     "sliding_window",
     "token_bucket",
 ]

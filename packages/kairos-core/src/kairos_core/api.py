@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from .cluster import ClusterStatus
 from .config import GatewayConfig
@@ -86,6 +92,9 @@ class Problem(BaseModel):
 class RouteList(_Body):
     config_version: int
     routes: list[Router]
+    #: Each route's id, in the same order (its name, else its derived id): what
+    #: ``/api/routes/{id}`` takes. Empty from gateways that predate route ids.
+    ids: list[str] = Field(default_factory=list)
 
 
 class ValidationResult(_Body):

@@ -31,6 +31,7 @@ from .auth import REDACTED_CONTEXT, JwtConfig, reveal_secret
 from .cluster import ClusterConfig
 from .edge import CorsConfig, SecurityHeadersConfig
 from .errors import ConfigError, FieldError
+from .identity import duplicate_name_errors
 from .listen import ListenConfig
 from .plugins import PluginConfig, PluginEntries, effective_plugins
 from .ratelimit import RateLimitConfig
@@ -131,7 +132,11 @@ class GatewayConfig(KairosModel):
     def _cross_checks(self, info: ValidationInfo) -> GatewayConfig:
         context = info.context
         redacted = isinstance(context, dict) and context.get(REDACTED_CONTEXT) is True
-        errors = [*duplicate_route_errors(self.routers), *auth_errors(self, redacted=redacted)]
+        errors = [
+            *duplicate_route_errors(self.routers),
+            *duplicate_name_errors(self.routers),
+            *auth_errors(self, redacted=redacted),
+        ]
         if errors:
             raise ConfigError(errors)
         return self

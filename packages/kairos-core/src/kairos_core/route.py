@@ -21,6 +21,14 @@ from .ai import ai_entry
 from .auth import check_forward_claims
 from .backend import Backend
 from .edge import CorsConfig
+from .identity import (
+    MAX_TAGS,
+    RESERVED_NAMES,
+    ROUTE_NAME_PATTERN,
+    TAG_PATTERN,
+    looks_derived,
+    route_id,
+)
 from .paths import PathTemplate, parse_external_path, parse_internal_path
 from .plugins import PluginEntries
 from .ratelimit import RateLimitConfig
@@ -172,6 +180,14 @@ class Router(KairosModel):
     accepted and becomes ``backends=[{host, port}]``.
     """
 
+    #: What the API, CLI and UI address the route by (unique; see `identity`). Absent:
+    #: the route is addressed by a derived id (`route_id`).
+    name: Annotated[str, Field(pattern=ROUTE_NAME_PATTERN)] | None = None
+    #: Labels to select routes by (``kairos routes list --tag T``); no behaviour of their own.
+    tags: (
+        Annotated[list[Annotated[str, Field(pattern=TAG_PATTERN)]], Field(max_length=MAX_TAGS)]
+        | None
+    ) = None
     external_path: str
     internal_path: str
     methods: Annotated[list[Annotated[HttpMethod, BeforeValidator(_upper)]], Field(min_length=1)]
@@ -234,6 +250,32 @@ class Router(KairosModel):
     def opts_out_of(self, name: str) -> bool:
         """True when the route sets ``name`` (rate_limit or cors) to null explicitly."""
         return getattr(self, name) is None and name in self.model_fields_set
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and looks_derived(value):
+            raise ValueError(
+                "names of the form r-<12 hex digits> are kept for the ids of unnamed routes"
+            )
+        if value in RESERVED_NAMES:
+            raise ValueError(
+                f"{value!r} is reserved: /api/routes/{value} is an endpoint of its own"
+            )
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            twice = sorted({t for t in value if value.count(t) > 1})
+            raise ValueError(f"tags must differ; given more than once: {', '.join(twice)}")
+        return value
+
+    @property
+    def id(self) -> str:
+        """The route's name, else its derived id (see `kairos_core.identity`)."""
+        return route_id(self)
 
     @field_validator("forward_claims")
     @classmethod

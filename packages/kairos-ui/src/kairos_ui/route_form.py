@@ -27,7 +27,7 @@ __all__ = [
 JSON_FIELDS = ("required_claims", "forward_claims", "circuit_breaker", "health_check")
 _INDEX = re.compile(r"\[\d+\]$")
 #: Route settings the form has no input for, kept as the route set them.
-_KEPT_AS_SET = ("path_params", "allow_encoded_slash")
+_KEPT_AS_SET = ("name", "tags", "path_params", "allow_encoded_slash")
 
 
 class FormErrors(Exception):

@@ -22,6 +22,8 @@ def _audit_table(page: AuditPage) -> object:
             f"{_SIGNS[c.change]} {c.route if c.route is not None else c.setting}"
             for c in entry.changes
         )
+        if entry.trigger == "secrets_read":
+            changes = "nothing; read the secrets in clear"
         out.add_row(
             str(entry.id),
             entry.at.replace("T", " ").removesuffix("Z"),

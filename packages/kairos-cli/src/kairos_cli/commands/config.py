@@ -22,7 +22,8 @@ __all__ = ["config"]
 
 @click.group()
 def config() -> None:
-    """Show the running configuration; validate or generate a config file."""
+    """The running configuration: show, dump, diff and apply a file; validate or
+    generate one offline; versions and rollback."""
 
 
 @config.command()

@@ -17,7 +17,8 @@ from ..route_input import route_from, route_options
 
 __all__ = ["routes"]
 
-_PATH = click.argument("path", metavar="PATH")
+#: A route: its name or id (`kairos routes list` shows them), or its external path.
+_PATH = click.argument("path", metavar="ROUTE")
 _IF_MATCH = click.option(
     "--if-match",
     metavar="ETAG",
@@ -28,7 +29,7 @@ _PICK = click.option(
     "--for-method",
     "for_method",
     metavar="METHOD",
-    help="Pick one route when several share PATH (each for other methods).",
+    help="Pick one route when several share the path ROUTE (each for other methods).",
 )
 
 
@@ -44,7 +45,7 @@ def _show_route(route: Router, etag: str | None, verb: str | None = None) -> Non
         line = f"{verb} {','.join(route.methods)} {route.external_path} -> {route.internal_path}"
         out.print(line, markup=False)
     data = dump(route)
-    rows = []
+    rows = [] if route.name is not None else [("id", escape(route.id) + " (derived)")]
     for key, value in data.items():
         if key == "backends":
             text = _backends(route)
@@ -66,29 +67,45 @@ def routes() -> None:
 
 
 @routes.command("list")
+@click.option(
+    "--tag",
+    "tags",
+    metavar="TAG",
+    multiple=True,
+    help="Only routes carrying TAG; repeat it for routes carrying every one given.",
+)
 @pass_settings
-def list_routes(settings: Settings) -> None:
-    """Every route, with its backends."""
-    result = run(settings, lambda client: client.list_routes())
+def list_routes(settings: Settings, tags: tuple[str, ...]) -> None:
+    """Every route (or those with the given tags), with its id and backends."""
+    result = run(settings, lambda client: client.list_routes(tag=tags[0] if tags else None))
+    listing = result.value
+    if len(tags) > 1:  # the gateway filters by one tag; the others are checked here
+        kept = [r for r in listing.routes if set(tags) <= set(r.tags or ())]
+        listing = listing.model_copy(update={"ids": [r.id for r in kept], "routes": kept})
     if settings.json:
-        echo_json(result.value)
+        echo_json(listing)
         return
-    out = table(None, ["methods", "external path", "internal path", "backends", "strategy", "auth"])
-    for route in result.value.routes:
+    out = table(
+        None,
+        ["id", "methods", "external path", "internal path", "backends", "strategy", "auth", "tags"],
+    )
+    for route in listing.routes:
         out.add_row(
+            escape(route.id),
             ",".join(route.methods),
             escape(route.external_path),
             escape(route.internal_path),
             _backends(route),
             route.load_balancing_strategy,
             "jwt" if route.auth_required else "-",
+            escape(", ".join(route.tags or ())) or "-",
         )
     con = console()
     con.print(out)
-    count = len(result.value.routes)
+    count = len(listing.routes)
     con.print(
         f"{count} route{'' if count == 1 else 's'}; config version "
-        f"{result.value.config_version}, ETag {result.etag}"
+        f"{listing.config_version}, ETag {result.etag}"
     )
 
 
@@ -97,7 +114,7 @@ def list_routes(settings: Settings) -> None:
 @_PICK
 @pass_settings
 def show(settings: Settings, path: str, for_method: str | None) -> None:
-    """One route, by its external path (as written: /api/users/{id})."""
+    """One route, by its name or id, or its external path (as written: /api/users/{id})."""
     result = run(settings, lambda client: client.get_route(path, for_method))
     if settings.json:
         echo_json(result.value)
@@ -130,7 +147,7 @@ def add(settings: Settings, /, if_match: str | None, **flags: Any) -> None:
     "--for-method",
     "for_method",
     metavar="METHOD",
-    help="Pick one route when several share PATH (--method sets the route's methods).",
+    help="Pick one route when several share the path ROUTE (--method sets its methods).",
 )
 @route_options
 @_IF_MATCH
@@ -138,7 +155,7 @@ def add(settings: Settings, /, if_match: str | None, **flags: Any) -> None:
 def update(
     settings: Settings, /, path: str, for_method: str | None, if_match: str | None, **flags: Any
 ) -> None:
-    """Change the route at PATH.
+    """Change ROUTE (its name or id, or its external path).
 
     With --file the file is the whole new route; with flags only, the flags change the
     current route. Without --if-match the change is made against the version just read,
@@ -172,7 +189,7 @@ def update(
 @_IF_MATCH
 @pass_settings
 def delete(settings: Settings, path: str, for_method: str | None, if_match: str | None) -> None:
-    """Remove the route at PATH (at once; the path answers 404 from then on)."""
+    """Remove ROUTE (its name or id, or its external path); its path answers 404 at once."""
     etag = run(
         settings, lambda client: client.delete_route(path, method=for_method, if_match=if_match)
     )

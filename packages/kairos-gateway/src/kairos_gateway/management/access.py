@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -86,16 +86,21 @@ def credentials(
     return tuple(found)
 
 
-def needed_role(method: str, path: str) -> AdminRole:
+def needed_role(method: str, path: str, query: Mapping[str, str] | None = None) -> AdminRole:
     """The least role that may make this management API call.
 
-    Reads are a viewer's; changing routes (and validating one), reloading and rolling
-    back are an operator's; the whole configuration and its sections (authentication, limits,
-    CORS, the tokens themselves) are an admin's.
+    Reads are a viewer's, except the configuration with its secrets in clear
+    (``GET /api/config?secrets=clear``), an admin's; changing routes (and validating
+    one), reloading and rolling back are an operator's; the whole configuration and its
+    sections (authentication, limits, CORS, the tokens themselves) are an admin's.
+    Validating a whole configuration (``POST /api/config/validate``) changes nothing
+    and shows no secret: an operator's, like validating a route.
     """
     if method in _READS:
+        if path == "/api/config" and query is not None and query.get("secrets") == "clear":
+            return "admin"
         return "viewer"
-    if path in ("/api/config/reload", "/api/config/rollback"):
+    if path in ("/api/config/reload", "/api/config/rollback", "/api/config/validate"):
         return "operator"
     if path == "/api/config" or path.startswith("/api/config/"):
         return "admin"

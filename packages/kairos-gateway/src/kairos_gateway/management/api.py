@@ -4,10 +4,11 @@
 
     /api/routes                 GET list, POST create           (routes)
     /api/routes/validate        POST                            (routes)
-    /api/routes/{external_path} GET, PUT, DELETE                (routes)
+    /api/routes/{id or path}    GET, PUT, DELETE                (routes)
     /api/config                 GET, PUT                        (config_api)
     /api/config/status          GET                             (config_api)
     /api/config/reload          POST                            (config_api)
+    /api/config/validate        POST                            (config_api)
     /api/config/{section}       GET, PUT (jwt, rate_limit, cors)
     /api/metrics                GET snapshot                    (history)
     /api/metrics/history        GET ?range=1h&step=10s          (history)
@@ -83,6 +84,10 @@ def _iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _bare_etag(etag: str) -> str:
+    return etag.removeprefix("W/").strip('"')
 
 
 def _allow(request: ApiRequest, allowed: Iterable[str]) -> str:
@@ -298,7 +303,7 @@ class ManagementApi:
                 request.headers,
                 request.peer_ip,
                 self.credentials(),
-                needed_role(request.method, request.path),
+                needed_role(request.method, request.path, request.query_params()),
             )
             actor = Actor("loopback" if caller is None else caller.name, request.peer_ip)
             with acting(actor):
@@ -311,30 +316,33 @@ class ManagementApi:
         if path == "/api/routes":
             if _allow(request, (*_READ, "POST")) == "POST":
                 return await routes.create_route(self, request)
-            return routes.list_routes(self)
+            return routes.list_routes(self, request)
         if path == "/api/routes/validate":
             _allow(request, ("POST",))
             return routes.validate_route(self, request)
         if path.startswith(routes.PREFIX):
-            external = routes.external_path_of(path[len(routes.PREFIX) :])
-            if external is None:
+            ref = routes.route_ref(path[len(routes.PREFIX) :])
+            if ref is None:
                 raise RouteNotFound(f"no management endpoint at {path}")
             method = _allow(request, (*_READ, "PUT", "DELETE"))
             if method == "PUT":
-                return await routes.replace_route(self, request, external)
+                return await routes.replace_route(self, request, ref)
             if method == "DELETE":
-                return await routes.delete_route(self, request, external)
-            return routes.get_route(self, request, external)
+                return await routes.delete_route(self, request, ref)
+            return routes.get_route(self, request, ref)
         if path == "/api/config":
             if _allow(request, (*_READ, "PUT")) == "PUT":
                 return await config_api.put_config(self, request)
-            return config_api.get_config(self)
+            return self.read_config(request)
         if path == "/api/config/status":
             _allow(request, _READ)
             return config_api.status(self)
         if path == "/api/config/reload":
             _allow(request, ("POST",))
             return await config_api.reload(self, request)
+        if path == "/api/config/validate":
+            _allow(request, ("POST",))
+            return config_api.validate_config(self, request)
         if path == "/api/config/versions":
             _allow(request, _READ)
             return ApiResponse.model(
@@ -384,6 +392,19 @@ class ManagementApi:
             _allow(request, _READ)
             return ApiResponse.json(200, openapi_document())
         raise RouteNotFound(f"no management endpoint at {path}")
+
+    def read_config(self, request: ApiRequest) -> ApiResponse:
+        """``GET /api/config``; with ``?secrets=clear`` (admin role, checked by
+        `needed_role`) the secrets in clear, which is logged and audited."""
+        clear = config_api.wants_clear_secrets(request)
+        if clear:
+            actor = ACTOR.get() or Actor("gateway")
+            log.warning(
+                "configuration read with its secrets in clear",
+                extra={"fields": {"actor": actor.name, "source": actor.source}},
+            )
+            self.audit.secrets_read(actor, _bare_etag(self.live.etag))
+        return config_api.get_config(self, clear=clear)
 
     def audit_entries(self, request: ApiRequest) -> ApiResponse:
         """``GET /api/audit?limit=50&before=<id>``: entries, newest first; ``next`` is

@@ -5,7 +5,9 @@ SIGHUP, a rollback, a cluster update) passes `AuditTrail.applied`, which compare
 with the one before and records an `entry`: time, actor, source address, trigger, the
 route-level changes and the names of the settings that changed (never a value, so no
 secret is ever recorded), and the resulting version (the configuration's ETag). The
-configuration itself is kept per version for `rollback`.
+configuration itself is kept per version for `rollback`. A read of the configuration
+with its secrets in clear (``GET /api/config?secrets=clear``) is recorded too, as an
+entry with trigger ``secrets_read`` and no changes (`secrets_read`).
 
 Who made the change comes from `acting`: the management API sets the caller (token name
 or ``loopback``) and address around a call, a reload its trigger; a change with nothing
@@ -51,13 +53,19 @@ log = logging.getLogger("kairos.gateway")
 
 
 def _route_key(route: dict[str, Any]) -> str:
+    """A named route by its name (so moving it is a change, not a removal and an
+    addition); an unnamed one by its methods and path, which is what its id stands for."""
+    name = route.get("name")
+    if isinstance(name, str):
+        return name
     methods = ",".join(sorted(str(m) for m in route.get("methods") or ()))
     return f"{methods} {route.get('external_path')}"
 
 
 def config_changes(before: ConfigData, after: ConfigData) -> list[dict[str, str]]:
     """What differs, route by route and setting by setting, from two redacted dumps:
-    ``{"route": "GET /users/{id}", "change": "added|changed|removed"}`` and
+    ``{"route": "GET /users/{id}", "change": "added|changed|removed"}`` (a named route
+    by its name: ``{"route": "users", ...}``) and
     ``{"setting": "rate_limit", "change": ...}``. Values are never part of it."""
     changes: list[dict[str, str]] = []
     old_routes = {_route_key(r): r for r in before.get("routers", [])}
@@ -134,6 +142,23 @@ class AuditTrail:
         except OSError as exc:
             log.error("audit entry not written", extra={"fields": {"error": str(exc)}})
         return entry
+
+    def secrets_read(self, actor: Actor, version: str) -> None:
+        """Someone read the configuration with its secrets in clear: an entry with
+        trigger ``secrets_read`` and no changes (the version stays what it was)."""
+        entry = {
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "actor": actor.name,
+            "source": actor.source,
+            "trigger": "secrets_read",
+            "previous_version": version,
+            "version": version,
+            "changes": [],
+        }
+        try:
+            self._append(entry, dedupe=False)
+        except OSError as exc:
+            log.error("audit entry not written", extra={"fields": {"error": str(exc)}})
 
     # -- reading ---------------------------------------------------------------------
 
@@ -216,7 +241,9 @@ class AuditTrail:
             return None
         return data
 
-    def _append(self, entry: dict[str, Any]) -> None:
+    def _append(self, entry: dict[str, Any], *, dedupe: bool = True) -> None:
+        """Add ``entry``; with ``dedupe``, not when a sibling worker recorded the same
+        change (same version reached from the same one) already."""
         if self._dir is None:
             entry["id"] = self._next_id
             self._next_id += 1
@@ -233,7 +260,7 @@ class AuditTrail:
                 with contextlib.suppress(ValueError):
                     seen = json.loads(line)
                     last_id = max(last_id, int(seen.get("id", 0)))
-                    if (seen.get("version"), seen.get("previous_version")) == (
+                    if dedupe and (seen.get("version"), seen.get("previous_version")) == (
                         entry["version"],
                         entry["previous_version"],
                     ):

@@ -2,6 +2,8 @@
 
 Secrets are shown as ``"***"``; sending ``"***"`` back (in a whole config or a section)
 keeps the current secret, so a UI can round-trip what it read without knowing it.
+``GET /api/config?secrets=clear`` shows them in clear: the admin role only (see
+`access.needed_role`), logged and recorded in the audit trail.
 """
 
 from __future__ import annotations
@@ -10,16 +12,19 @@ import time
 from typing import TYPE_CHECKING
 
 from kairos_core import (
+    BadRequest,
     ConfigError,
     ConfigStatus,
     FieldError,
     FieldErrorBody,
     ReloadStatus,
     RouteNotFound,
+    ValidationResult,
+    load_config,
 )
 
 from ..messages import ApiRequest, ApiResponse
-from .live import ConfigData, redacted_data
+from .live import ConfigData, redacted_data, restore_secrets, revealed_data
 
 if TYPE_CHECKING:
     from .context import ApiContext
@@ -36,8 +41,18 @@ def _errors(errors: list[FieldError]) -> list[FieldErrorBody]:
     return [FieldErrorBody.model_validate(e.as_dict()) for e in errors]
 
 
-def get_config(api: ApiContext) -> ApiResponse:
-    return ApiResponse.json(200, redacted_data(api.runtime.snapshot.config), api.etag_header())
+def wants_clear_secrets(request: ApiRequest) -> bool:
+    """``?secrets=clear`` (True) or ``redacted`` / absent (False); 400 otherwise."""
+    mode = request.query_params().get("secrets", "redacted")
+    if mode not in ("redacted", "clear"):
+        raise BadRequest(f"secrets={mode!r} must be 'redacted' or 'clear'")
+    return mode == "clear"
+
+
+def get_config(api: ApiContext, *, clear: bool = False) -> ApiResponse:
+    config = api.runtime.snapshot.config
+    data = revealed_data(config) if clear else redacted_data(config)
+    return ApiResponse.json(200, data, api.etag_header())
 
 
 async def put_config(api: ApiContext, request: ApiRequest) -> ApiResponse:
@@ -46,6 +61,25 @@ async def put_config(api: ApiContext, request: ApiRequest) -> ApiResponse:
         raise ConfigError([FieldError((), "the configuration must be a JSON object")])
     snapshot = await api.live.change(request.headers, lambda _: dict(body))
     return ApiResponse.json(200, redacted_data(snapshot.config), api.etag_header())
+
+
+def validate_config(api: ApiContext, request: ApiRequest) -> ApiResponse:
+    """Would ``PUT /api/config`` accept this body? Always 200 with a `ValidationResult`
+    (full field paths); nothing changes. ``"***"`` secrets stand for the live ones,
+    as in a PUT."""
+    errors: list[FieldError] = []
+    try:
+        body = request.json()
+        if not isinstance(body, dict):
+            raise ConfigError([FieldError((), "the configuration must be a JSON object")])
+        current = api.runtime.snapshot.config
+        data = restore_secrets(body, redacted_data(current), revealed_data(current))
+        api.runtime.plugins.check(load_config(data))
+    except ConfigError as exc:
+        errors = exc.errors
+    except BadRequest as exc:  # a body that is not JSON is "not valid" here, not a 4xx
+        errors = [FieldError((), exc.detail)]
+    return ApiResponse.model(200, ValidationResult(valid=not errors, errors=_errors(errors)))
 
 
 def _section(name: str) -> str:

@@ -28,7 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from kairos_core import ConfigError, FieldError, GatewayConfig, config_to_json, load_config
+from kairos_core import (
+    ConfigError,
+    FieldError,
+    GatewayConfig,
+    config_to_json,
+    derived_route_id,
+    load_config,
+)
 
 from ..cluster.base import CannotApply, StaleVersion, StoreUnavailable
 from .errors import Conflict, NotPersisted, PreconditionFailed
@@ -110,7 +117,8 @@ def restore_secrets(new: object, redacted: object, revealed: object) -> object:
     """``new`` with each redacted secret sent back unchanged replaced by its current value.
 
     A string holding ``***`` that equals the redacted current value at the same place
-    (``"***"`` itself, or a URL whose password is masked) stands for "keep it".
+    (``"***"`` itself, or a URL whose password is masked) stands for "keep it". The
+    same place in ``routers`` is the current route with the same id (`_restore_routes`).
     """
     if isinstance(new, str):
         if REDACTED in new and new == redacted and isinstance(revealed, str):
@@ -119,7 +127,12 @@ def restore_secrets(new: object, redacted: object, revealed: object) -> object:
     if isinstance(new, dict):
         old_r = redacted if isinstance(redacted, dict) else {}
         old_v = revealed if isinstance(revealed, dict) else {}
-        return {k: restore_secrets(v, old_r.get(k), old_v.get(k)) for k, v in new.items()}
+        return {
+            k: _restore_routes(v, old_r[k], old_v.get(k))
+            if k == "routers" and isinstance(v, list) and isinstance(old_r.get(k), list)
+            else restore_secrets(v, old_r.get(k), old_v.get(k))
+            for k, v in new.items()
+        }
     if isinstance(new, list):
         old_rl = redacted if isinstance(redacted, list) else []
         old_vl = revealed if isinstance(revealed, list) else []
@@ -130,6 +143,32 @@ def restore_secrets(new: object, redacted: object, revealed: object) -> object:
             for i, v in enumerate(new)
         ]
     return new
+
+
+def _restore_routes(new: list[Any], redacted: list[Any], revealed: object) -> list[Any]:
+    """Routes with their redacted secrets restored from the current route with the same
+    id (name, else derived), or when no route has it, from the one at the same index:
+    a configuration that drops or reorders routes keeps each route's own secrets."""
+    clear = revealed if isinstance(revealed, list) else []
+    by_id = {_route_id(r): i for i, r in enumerate(redacted) if _route_id(r) is not None}
+    out = []
+    for index, route in enumerate(new):
+        at = by_id.get(_route_id(route), index)
+        old_r = redacted[at] if at < len(redacted) else None
+        old_v = clear[at] if at < len(clear) else None
+        out.append(restore_secrets(route, old_r, old_v))
+    return out
+
+
+def _route_id(route: object) -> str | None:
+    if not isinstance(route, dict):
+        return None
+    name, methods, path = route.get("name"), route.get("methods"), route.get("external_path")
+    if isinstance(name, str):
+        return name
+    if isinstance(methods, list) and isinstance(path, str):
+        return derived_route_id(map(str, methods), path)
+    return None
 
 
 @contextlib.contextmanager

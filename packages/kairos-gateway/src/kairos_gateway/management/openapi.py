@@ -192,13 +192,30 @@ _IF_MATCH = {
     "description": "Apply only if the configuration is still at this ETag (else 412)",
     "schema": {"type": "string"},
 }
-_EXTERNAL_PATH = {
-    "name": "external_path",
+_ROUTE_REF = {
+    "name": "route",
     "in": "path",
     "required": True,
-    "description": "The route's external_path, percent-encoded: %2Fapi%2Fusers%2F%7Bid%7D",
+    "description": "The route's id (its name, else its derived id r-<12 hex digits>) or "
+    "its external_path, percent-encoded: %2Fapi%2Fusers%2F%7Bid%7D. A value starting "
+    "with / is a path; an id never does",
     "schema": {"type": "string"},
     "example": "/api/users/{id}",
+}
+_TAG = {
+    "name": "tag",
+    "in": "query",
+    "required": False,
+    "description": "Only the routes carrying this tag",
+    "schema": {"type": "string"},
+}
+_SECRETS = {
+    "name": "secrets",
+    "in": "query",
+    "required": False,
+    "description": "redacted (the default): every secret as '***'; clear: in clear "
+    "(admin role only; logged and recorded in the audit trail)",
+    "schema": {"type": "string", "enum": ["redacted", "clear"]},
 }
 _METHOD = {
     "name": "method",
@@ -235,7 +252,7 @@ _HISTORY_LABEL = {
 _ROUTE_LINKS = {
     name: {
         "operationId": operation_id,
-        "parameters": {"external_path": "$response.body#/external_path"},
+        "parameters": {"route": "$response.body#/external_path"},
     }
     for name, operation_id in (
         ("GetRoute", "getRoute"),
@@ -309,7 +326,12 @@ def openapi_document() -> dict[str, Any]:
     config = _ref(GatewayConfig)
     paths: dict[str, Any] = {
         "/api/routes": {
-            "get": _op("List the routes", {"200": _json(_ref(RouteList), "ok")}, etag=True),
+            "get": _op(
+                "List the routes (with ?tag=T, those carrying tag T), and their ids",
+                {"200": _json(_ref(RouteList), "ok")},
+                params=[_TAG],
+                etag=True,
+            ),
             "post": _op(
                 "Create a route (live at once, saved to the config file)",
                 {"201": _json(route, "Created; Location names the new route")},
@@ -331,8 +353,8 @@ def openapi_document() -> dict[str, Any]:
                 example=_ROUTE_EXAMPLE,
             ),
         },
-        "/api/routes/{external_path}": {
-            "parameters": [_EXTERNAL_PATH, _METHOD],
+        "/api/routes/{route}": {
+            "parameters": [_ROUTE_REF, _METHOD],
             "get": _op(
                 "One route",
                 {"200": _json(route, "ok")},
@@ -362,8 +384,11 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/config": {
             "get": _op(
-                "The whole configuration, secrets as '***'",
+                "The whole configuration, secrets as '***' (or in clear: ?secrets=clear, "
+                "admin role)",
                 {"200": _json(config, "ok")},
+                errors=(400,),
+                params=[_SECRETS],
                 etag=True,
             ),
             "put": _op(
@@ -392,6 +417,16 @@ def openapi_document() -> dict[str, Any]:
                 errors=(409, 412, 413, 422),
                 params=[_IF_MATCH],
                 etag=True,
+            ),
+        },
+        "/api/config/validate": {
+            "post": _op(
+                "Check a whole configuration without applying it (as PUT /api/config "
+                "would: '***' keeps a secret); always 200",
+                {"200": _json(_ref(ValidationResult), "valid, and errors with field paths")},
+                errors=(413, 415),
+                body={},
+                example={"version": 1, "routers": [_ROUTE_EXAMPLE]},
             ),
         },
         "/api/config/versions": {

@@ -1,8 +1,11 @@
 """`/api/routes`: list, read, create, replace, delete and validate routes.
 
-A route is addressed by its ``external_path``, percent-encoded into one URL segment
-(``/api/routes/%2Fapi%2Fusers%2F%7Bid%7D``). When several routes share a path (each
-for different methods), ``?method=GET`` picks the one serving that method.
+A route is addressed by its id (its ``name``, else its derived id: see
+`kairos_core.identity`), ``/api/routes/users``, or by its ``external_path``,
+percent-encoded into one URL segment (``/api/routes/%2Fapi%2Fusers%2F%7Bid%7D``). The
+two cannot be confused: a decoded segment starting with ``/`` is a path, an id never
+does. When several routes share a path (each for different methods), ``?method=GET``
+picks the one serving that method; with an id, ``?method`` must be one the route serves.
 """
 
 from __future__ import annotations
@@ -33,17 +36,21 @@ if TYPE_CHECKING:
 PREFIX = "/api/routes/"
 
 
-def location(external_path: str) -> str:
-    return PREFIX + quote(external_path, safe="")
+def location(route: Router) -> str:
+    return PREFIX + quote(route.id, safe="")
 
 
-def external_path_of(raw: str) -> str | None:
-    """The route path a URL segment names, or None when it cannot name one."""
-    path = unquote(raw)
-    return path if path.startswith("/") else None
+def route_ref(raw: str) -> str | None:
+    """The route id or external path a URL segment names, or None when it is empty."""
+    ref = unquote(raw)
+    return ref or None
 
 
-def _select(routers: list[Router], path: str, method: str | None) -> int:
+def _select(routers: list[Router], ref: str, method: str | None) -> int:
+    """The index of the route ``ref`` (an id, or an external path) names."""
+    if not ref.startswith("/"):
+        return _select_id(routers, ref, method)
+    path = ref
     found = [
         i
         for i, r in enumerate(routers)
@@ -60,6 +67,15 @@ def _select(routers: list[Router], path: str, method: str | None) -> int:
     return found[0]
 
 
+def _select_id(routers: list[Router], rid: str, method: str | None) -> int:
+    for i, router in enumerate(routers):
+        if router.id == rid:
+            if method is not None and method not in router.methods:
+                raise RouteNotFound(f"the route {rid!r} does not serve {method}")
+            return i
+    raise RouteNotFound(f"there is no route with the name or id {rid!r}")
+
+
 def _method(request: ApiRequest) -> str | None:
     method = request.query_params().get("method")
     return method.upper() if method else None
@@ -73,6 +89,13 @@ def _route_body(body: object) -> tuple[Router, ConfigData]:
     return router, data
 
 
+def _same_id(routers: list[Router], new: Router, skip: int | None = None) -> Router | None:
+    for i, existing in enumerate(routers):
+        if i != skip and existing.id == new.id:
+            return existing
+    return None
+
+
 def _clashes(routers: list[Router], new: Router, skip: int | None = None) -> Router | None:
     for i, existing in enumerate(routers):
         if (
@@ -84,15 +107,18 @@ def _clashes(routers: list[Router], new: Router, skip: int | None = None) -> Rou
     return None
 
 
-def list_routes(api: ApiContext) -> ApiResponse:
+def list_routes(api: ApiContext, request: ApiRequest) -> ApiResponse:
+    """Every route, or with ``?tag=T`` those carrying tag T."""
     snapshot = api.runtime.snapshot
-    body = RouteList(config_version=snapshot.generation, routes=list(snapshot.config.routers))
+    tag = request.query_params().get("tag")
+    chosen = [r for r in snapshot.config.routers if tag is None or tag in (r.tags or ())]
+    body = RouteList(config_version=snapshot.generation, routes=chosen, ids=[r.id for r in chosen])
     return ApiResponse.model(200, body, api.etag_header(), exclude_none=True)
 
 
-def get_route(api: ApiContext, request: ApiRequest, path: str) -> ApiResponse:
+def get_route(api: ApiContext, request: ApiRequest, ref: str) -> ApiResponse:
     routers = api.runtime.snapshot.config.routers
-    router = routers[_select(routers, path, _method(request))]
+    router = routers[_select(routers, ref, _method(request))]
     return ApiResponse.model(200, router, api.etag_header(), exclude_none=True)
 
 
@@ -100,7 +126,10 @@ async def create_route(api: ApiContext, request: ApiRequest) -> ApiResponse:
     router, data = _route_body(request.json())
 
     def edit(config: ConfigData) -> ConfigData:
-        clash = _clashes(api.runtime.snapshot.config.routers, router)
+        routers = api.runtime.snapshot.config.routers
+        if router.name is not None and _same_id(routers, router) is not None:
+            raise Conflict(f"a route named {router.name!r} exists already; change it with PUT")
+        clash = _clashes(routers, router)
         if clash is not None:
             overlap = sorted(set(clash.methods) & set(router.methods))
             raise Conflict(
@@ -115,12 +144,12 @@ async def create_route(api: ApiContext, request: ApiRequest) -> ApiResponse:
     return ApiResponse.model(
         201,
         created,
-        [("Location", location(created.external_path)), *api.etag_header()],
+        [("Location", location(created)), *api.etag_header()],
         exclude_none=True,
     )
 
 
-async def replace_route(api: ApiContext, request: ApiRequest, path: str) -> ApiResponse:
+async def replace_route(api: ApiContext, request: ApiRequest, ref: str) -> ApiResponse:
     method = _method(request)
     router, data = _route_body(request.json())
     index = -1
@@ -128,7 +157,9 @@ async def replace_route(api: ApiContext, request: ApiRequest, path: str) -> ApiR
     def edit(config: ConfigData) -> ConfigData:
         nonlocal index
         routers = api.runtime.snapshot.config.routers
-        index = _select(routers, path, method)
+        index = _select(routers, ref, method)
+        if router.name is not None and _same_id(routers, router, skip=index) is not None:
+            raise Conflict(f"another route is named {router.name!r} already")
         clash = _clashes(routers, router, skip=index)
         if clash is not None:
             raise Conflict(f"another route already serves {router.external_path} for those methods")
@@ -140,16 +171,16 @@ async def replace_route(api: ApiContext, request: ApiRequest, path: str) -> ApiR
     return ApiResponse.model(
         200,
         replaced,
-        [("Location", location(replaced.external_path)), *api.etag_header()],
+        [("Location", location(replaced)), *api.etag_header()],
         exclude_none=True,
     )
 
 
-async def delete_route(api: ApiContext, request: ApiRequest, path: str) -> ApiResponse:
+async def delete_route(api: ApiContext, request: ApiRequest, ref: str) -> ApiResponse:
     method = _method(request)
 
     def edit(config: ConfigData) -> ConfigData:
-        index = _select(api.runtime.snapshot.config.routers, path, method)
+        index = _select(api.runtime.snapshot.config.routers, ref, method)
         del config["routers"][index]
         return config
 
@@ -170,7 +201,11 @@ def validate_route(api: ApiContext, request: ApiRequest) -> ApiResponse:
         router, data = _route_body(request.json())
         routers = api.runtime.snapshot.config.routers
         clash = _clashes(routers, router)
-        if clash is not None:
+        if router.name is not None and _same_id(routers, router) is not None:
+            errors.append(
+                FieldError(("name",), "a route with this name exists already", router.name)
+            )
+        elif clash is not None:
             errors.append(
                 FieldError(
                     ("external_path",),

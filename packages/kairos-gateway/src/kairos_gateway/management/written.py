@@ -8,10 +8,10 @@ edits the author's document only where they differ:
   value other than its default; an unchanged value keeps its exact text (spacing,
   inline or not, ``2.0`` or ``2``, an alias or a kairos-rs spelling);
 - keys keep their order and their spelling; new keys go after the existing ones;
-- list items are paired old-to-new by identity (a route by ``external_path`` and
-  ``methods``, a plugin entry by ``name``, a scalar by value), then the unpaired ones
-  by position, so a route updated in place (even its path) stays at its index; new
-  items are appended, removed ones deleted;
+- list items are paired old-to-new by identity (a route by its id: its ``name``, else
+  derived from its ``external_path`` and ``methods``; a plugin entry by ``name``; a
+  scalar by value), then the unpaired ones by position, so a route updated in place
+  (even its path) stays at its index; new items are appended, removed ones deleted;
 - new text follows the file's style: its indent unit (the first indented line), an
   object or list that was on one line stays on one line, a new one is put on one line
   when it holds only scalars and fits.
@@ -35,6 +35,7 @@ from kairos_core import (
     GatewayConfig,
     Router,
     config_to_json,
+    derived_route_id,
     load_config,
     load_router,
 )
@@ -152,10 +153,22 @@ def _identity(value: Any, model: type[BaseModel] | None) -> str | None:
     """What pairs an old list item with a new one, beyond position."""
     if isinstance(value, dict):
         if model is Router:
-            return json.dumps([value.get("external_path"), value.get("methods")])
+            rid = _route_identity(value)
+            return None if rid is None else json.dumps(rid)
         name = value.get("name")
         return None if name is None else json.dumps(name)
     return json.dumps(value, sort_keys=True)
+
+
+def _route_identity(route: dict[str, Any]) -> str | None:
+    """A route's id (its name, else derived from its methods and path) in dump data."""
+    name = route.get("name")
+    if isinstance(name, str):
+        return name
+    methods, path = route.get("methods"), route.get("external_path")
+    if not isinstance(methods, list) or not isinstance(path, str):
+        return None
+    return derived_route_id(map(str, methods), path)
 
 
 def _pairs(old: list[Any], new: list[Any], model: type[BaseModel] | None) -> dict[int, int]:
