@@ -678,6 +678,20 @@ async def test_guards_refuse_with_a_problem_naming_the_rule(
     assert fake.requests == []
 
 
+async def test_the_routes_body_limit_is_not_lifted_by_the_plugins(
+    gateway_factory: GatewayFactory, start_fake: FakeFactory, session: aiohttp.ClientSession
+) -> None:
+    fake = await start_fake()
+    config = {
+        "providers": {"p": provider(fake)},
+        "models": {"fast": {"targets": [{"provider": "p", "model": "m"}]}},
+    }
+    gw = await gateway_factory({"version": 1, "routers": [ai_route(config, max_body_size=2048)]})
+    code, _, got = await post(session, gw, chat(text="word " * 1000))
+    assert code == 413, got
+    assert fake.requests == []
+
+
 async def test_the_response_cache_answers_an_identical_call(
     gateway_factory: GatewayFactory, start_fake: FakeFactory, session: aiohttp.ClientSession
 ) -> None:

@@ -121,7 +121,8 @@ class Request(Protocol):
 
     def limit_body(self, max_bytes: int) -> None:
         """Refuse a request body over ``max_bytes`` with 413: at once when its
-        Content-Length says so (raises), else as soon as it grows past the limit."""
+        Content-Length says so (raises), else as soon as it grows past the limit. The
+        smallest limit set by any policy (or the route's ``max_body_size``) applies."""
 
     @property
     def status(self) -> int:

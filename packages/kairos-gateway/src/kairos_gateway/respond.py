@@ -237,7 +237,8 @@ class Responder(httputil.HTTPMessageDelegate):
         self._defaults = pairs if not self._defaults else [*self._defaults, *pairs]
 
     def limit_body(self, max_bytes: int) -> None:
-        self._body_limit = max_bytes
+        # Policies only tighten the limit: a plugin's larger one never lifts the route's.
+        max_bytes = self._body_limit = min(self._body_limit, max_bytes)
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit() or int(length) <= max_bytes:
             return
