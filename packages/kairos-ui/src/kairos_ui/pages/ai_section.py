@@ -11,6 +11,7 @@ endpoint (older than the plugin), which is said in the section.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from kairos_client import KairosClientError, NotFound
@@ -51,12 +52,14 @@ TARGET_COLUMNS: list[dict[str, Any]] = [
 ]
 
 
-def _dark() -> bool:
-    """Whether this browser has dark mode on (the header's toggle, kept per user)."""
+def _mode_store() -> Mapping[str, Any]:
+    """This browser's user storage, where the header's toggle keeps dark mode. Taken
+    while the page is built: the refresh timer runs outside the page's request, where
+    ``app.storage.user`` cannot be looked up."""
     try:
-        return bool(app.storage.user.get("dark_mode"))
-    except RuntimeError:  # no user storage (outside a page): light
-        return False
+        return app.storage.user
+    except RuntimeError:  # no user storage (outside a page): always light
+        return {}
 
 
 def _chart_card(title: str, marker: str) -> ui.echart:
@@ -95,7 +98,7 @@ def ai_section(settings: UiSettings, gateway: Gateway, banner: Banner) -> None:
         idle = ui.label(NO_CALLS).classes("text-sm opacity-60").mark("ai-idle")
         grid = "repeat(auto-fit, minmax(26rem, 1fr))"
         with ui.grid(columns=grid).classes("w-full gap-3") as chart_grid:
-            by_model = _chart_card("Tokens by model", "ai-tokens-model")
+            by_model = _chart_card("Tokens by requested model", "ai-tokens-model")
             by_consumer = _chart_card(
                 f"Tokens by consumer (the {TOP_CONSUMERS} busiest)", "ai-tokens-consumer"
             )
@@ -109,6 +112,7 @@ def ai_section(settings: UiSettings, gateway: Gateway, banner: Banner) -> None:
         ).classes("text-xs opacity-60")
         targets = _table(TARGET_COLUMNS, "target", "ai-target-table")
     body.visible = False
+    mode = _mode_store()
 
     def show(report: AiUsageReport) -> None:
         present = ai_usage.has_ai_route(report)
@@ -116,7 +120,7 @@ def ai_section(settings: UiSettings, gateway: Gateway, banner: Banner) -> None:
         body.visible = present
         if not present:
             return
-        dark = _dark()
+        dark = bool(mode.get("dark_mode"))
         minutes = report.minutes
         axis = ai_usage.minute_axis(minutes, time.time())
         idle.visible = not axis
