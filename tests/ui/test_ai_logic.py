@@ -114,7 +114,7 @@ def test_tokens_by_model_fill_quiet_minutes_with_zero() -> None:
     assert got["gpt"][-3:] == [10, 0, 7]
     assert got["claude"][-3:] == [5, 0, 0]
     assert sum(got["gpt"]) == 17
-    assert series[0][1][-1][0] == ai_usage._iso(T0)  # ISO times for the time axis
+    assert series[0][1][-1][0] == ai_usage.iso_time(T0)  # ISO times for the time axis
 
 
 def test_consumers_past_the_busiest_are_summed_as_other() -> None:
@@ -207,8 +207,9 @@ def test_target_rows() -> None:
 @pytest.mark.parametrize("dark", [False, True])
 def test_charts_have_units_stacks_and_the_modes_colours(dark: bool) -> None:
     minutes = [minute(0, {"gpt": 3, "claude": 4})]
-    series = token_series(minutes, minute_axis(minutes, T0), "model")
-    options = minute_chart(ai_usage.TOKENS_PER_MIN, series, dark=dark)
+    axis = minute_axis(minutes, T0)
+    series = token_series(minutes, axis, "model")
+    options = minute_chart(ai_usage.TOKENS_PER_MIN, series, axis, dark=dark)
     assert options["yAxis"]["name"] == "tokens/min"
     assert "tokens/min" in options["tooltip"][":valueFormatter"]
     assert [s["stack"] for s in options["series"]] == ["total", "total"]
@@ -216,5 +217,9 @@ def test_charts_have_units_stacks_and_the_modes_colours(dark: bool) -> None:
     text = options["textStyle"]["color"]
     assert options["xAxis"]["axisLabel"]["color"] == text
     assert (text == "#c9d1d9") is dark  # light text on a dark page
+    # Half a minute of room each side: the first and last bars are drawn whole.
+    assert options["xAxis"]["min"] == ai_usage.iso_time(T0 - 59 * 60 - 30)
+    assert options["xAxis"]["max"] == ai_usage.iso_time(T0 + 30)
     side_by_side = minute_chart("per min", series, stacked=False)
     assert all("stack" not in s for s in side_by_side["series"])
+    assert "min" not in side_by_side["xAxis"]  # no axis given: ECharts picks the span

@@ -24,6 +24,7 @@ __all__ = [
     "WINDOW_MINUTES",
     "cost",
     "has_ai_route",
+    "iso_time",
     "minute_axis",
     "minute_chart",
     "problem_series",
@@ -56,7 +57,8 @@ def has_ai_route(report: AiUsageReport) -> bool:
     return bool(report.usage or report.minutes or report.targets)
 
 
-def _iso(epoch: int) -> str:
+def iso_time(epoch: int) -> str:
+    """A POSIX time as the ISO 8601 UTC text the page's time axes take."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
@@ -111,7 +113,7 @@ def token_series(
             bucket = name if name in kept else OTHER
             counts[bucket] = counts.get(bucket, 0) + count
         for name in names:
-            series[name].append([_iso(start), counts.get(name, 0)])
+            series[name].append([iso_time(start), counts.get(name, 0)])
     return list(series.items())
 
 
@@ -123,7 +125,7 @@ def problem_series(minutes: Sequence[AiUsageMinute], axis: Sequence[int]) -> lis
         data: list[list[Any]] = []
         for start in axis:
             found = by_start.get(start)
-            data.append([_iso(start), 0 if found is None else getattr(found, name)])
+            data.append([iso_time(start), 0 if found is None else getattr(found, name)])
         out.append((name, data))
     return out
 
@@ -177,11 +179,19 @@ def target_rows(targets: Sequence[AiTargetStatus]) -> list[dict[str, Any]]:
 
 
 def minute_chart(
-    unit: str, series: Sequence[Series], *, stacked: bool = True, dark: bool = False
+    unit: str,
+    series: Sequence[Series],
+    axis: Sequence[int] = (),
+    *,
+    stacked: bool = True,
+    dark: bool = False,
 ) -> dict[str, Any]:
     """A bar chart per minute in ``unit`` (one bar a minute; ``stacked``: the series of
-    a minute on top of each other, so a bar's height is the minute's total)."""
-    text, axis, grid = _DARK if dark else _LIGHT
+    a minute on top of each other, so a bar's height is the minute's total). The time
+    axis spans ``axis`` (`minute_axis`) and half a minute more on each side, so the
+    first and last bars are drawn whole."""
+    text, line, grid = _DARK if dark else _LIGHT
+    span = {"min": iso_time(axis[0] - 30), "max": iso_time(axis[-1] + 30)} if axis else {}
     legend = len(series) > 1
     return {
         "animation": False,
@@ -202,7 +212,7 @@ def minute_chart(
             "tooltip": {"show": True},
             "pageTextStyle": {"color": text},
             "pageIconColor": text,
-            "pageIconInactiveColor": axis,
+            "pageIconInactiveColor": line,
         },
         "grid": {
             "left": 8,
@@ -213,8 +223,9 @@ def minute_chart(
         },
         "xAxis": {
             "type": "time",
+            **span,
             "axisLabel": {"hideOverlap": True, "color": text},
-            "axisLine": {"lineStyle": {"color": axis}},
+            "axisLine": {"lineStyle": {"color": line}},
             "splitLine": {"show": False},
         },
         "yAxis": {

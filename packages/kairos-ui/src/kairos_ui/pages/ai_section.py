@@ -128,14 +128,10 @@ def ai_section(settings: UiSettings, gateway: Gateway, banner: Banner) -> None:
         per_min = ai_usage.TOKENS_PER_MIN
         models = ai_usage.token_series(minutes, axis, "model")
         consumers = ai_usage.token_series(minutes, axis, "consumer", TOP_CONSUMERS)
-        _draw(by_model, ai_usage.minute_chart(per_min, models, dark=dark))
-        _draw(by_consumer, ai_usage.minute_chart(per_min, consumers, dark=dark))
-        _draw(
-            problems,
-            ai_usage.minute_chart(
-                "per min", ai_usage.problem_series(minutes, axis), stacked=False, dark=dark
-            ),
-        )
+        problem = ai_usage.problem_series(minutes, axis)
+        _draw(by_model, ai_usage.minute_chart(per_min, models, axis, dark=dark))
+        _draw(by_consumer, ai_usage.minute_chart(per_min, consumers, axis, dark=dark))
+        _draw(problems, ai_usage.minute_chart("per min", problem, axis, stacked=False, dark=dark))
         usage.rows = ai_usage.usage_rows(report.usage)
         targets.rows = ai_usage.target_rows(report.targets)
         usage.update()
