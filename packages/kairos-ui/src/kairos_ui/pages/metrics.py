@@ -21,6 +21,7 @@ from ..gateway import Gateway, describe
 from ..layout import frame
 from ..settings import UiSettings
 from ..widgets import chart, set_chart
+from .ai_section import ai_section
 
 __all__ = ["MAX_SERIES", "RANGES", "label_histories", "label_series", "register"]
 
@@ -207,6 +208,7 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
                 f"gateway's per-label step) and show the {MAX_SERIES} busiest; the tables "
                 "are the gateway's current one-minute figures."
             ).classes("text-xs opacity-60")
+            ai_section(settings, gateway, banner)
 
         async def refresh() -> None:
             range_, step, _ = RANGES[str(choice.value)]
