@@ -39,7 +39,7 @@ from tornado import httputil
 
 from . import websocket
 from .body import BodyFailed, RequestBody
-from .chain import Policy, PolicyFailed, UpstreamRequest
+from .chain import MaybeAsync, Policy, PolicyFailed, UpstreamRequest
 from .forward import forward
 from .headers import client_address, request_id_from, upstream_request_headers
 from .http1 import head_problem
@@ -310,7 +310,28 @@ class Exchange(Responder):
         self._task = asyncio.get_running_loop().create_task(self._management())
 
     def _start_proxy(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._proxy())
+        hooks = self.chain.on_request
+        skip = 0
+        pending: MaybeAsync = None
+        if hooks and self._body_stream is None:
+            # The ``on_request`` hooks run here until one must wait: an answer given
+            # at once (a cache hit) is sent without starting a task for the request.
+            for policy, hook in hooks:
+                skip += 1
+                try:
+                    pending = hook(self)
+                except KairosError as exc:
+                    self._send_error(exc, hooks=not isinstance(exc, PolicyFailed))
+                    return
+                except Exception:
+                    self._send_error(self._policy_failed(policy), hooks=False)
+                    return
+                if isinstance(pending, Response):
+                    self._send(pending)
+                    return
+                if pending is not None:
+                    break
+        self._task = asyncio.get_running_loop().create_task(self._proxy(skip, pending))
         self.conn.set_close_callback(self._client_closed)
 
     def _stream_body(self, length: int | None, buffer_size: int, replay_size: int) -> None:
@@ -353,15 +374,24 @@ class Exchange(Responder):
 
     # -- the proxy -----------------------------------------------------------------
 
-    async def _proxy(self) -> None:
+    async def _proxy(self, skip: int = 0, pending: MaybeAsync = None) -> None:
+        """The proxy task. ``skip``: ``on_request`` hooks `_start_proxy` already ran,
+        the last of which returned ``pending`` (an answer to send or to wait for)."""
         route = self._route
         match = self.match
         assert route is not None
         assert match is not None
         chain = route.chain
+        hooks = chain.on_request
         policy: Policy | None = None
         try:
-            for policy, hook in chain.on_request:  # noqa: B007 (read in except)
+            if pending is not None:
+                policy = hooks[skip - 1][0]
+                answer = pending if isinstance(pending, _ANSWERS) else await pending
+                if answer is not None:
+                    await self._answer(answer)
+                    return
+            for policy, hook in hooks[skip:] if skip else hooks:  # noqa: B007 (read in except)
                 answer = hook(self)
                 if answer is not None:
                     if not isinstance(answer, _ANSWERS):
