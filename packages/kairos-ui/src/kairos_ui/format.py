@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DASH", "count", "duration", "ms", "percent", "rate"]
+__all__ = ["DASH", "count", "duration", "ms", "percent", "rate", "step"]
 
 #: Shown for a value that does not exist yet (no requests, no samples).
 DASH = "\u2013"
@@ -47,3 +47,12 @@ def duration(seconds: float) -> str:
     if minutes:
         return f"{minutes} min {secs} s"
     return f"{secs} s"
+
+
+def step(seconds: float) -> str:
+    """A chart's step: ``"10 s"``, ``"1 min"``, ``"4 min"``, ``"1 h"``."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
