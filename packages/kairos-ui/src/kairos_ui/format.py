@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["DASH", "count", "duration", "ms", "percent", "rate", "step"]
+import re
+
+__all__ = ["DASH", "count", "duration", "error_text", "ms", "percent", "rate", "step"]
 
 #: Shown for a value that does not exist yet (no requests, no samples).
 DASH = "\u2013"
@@ -56,3 +58,13 @@ def step(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{seconds / 60:g} min"
     return f"{seconds:g} s"
+
+
+_ERRNO = re.compile(r"^\[Errno -?\d+\]\s*")
+
+
+def error_text(raw: str) -> str:
+    """An error the gateway passed on from the OS, for people:
+    ``"[Errno 111] Connection refused"`` -> ``"connection refused"``."""
+    text = _ERRNO.sub("", raw.strip())
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
