@@ -78,6 +78,14 @@ def test_route_created_in_the_ui_serves_traffic_at_once(screen: Screen, live: Li
     screen.should_contain("2 of 2 routes")
 
 
+def _field_message(screen: Screen, field: str) -> Any:
+    return screen.selenium.find_element(
+        By.XPATH,
+        f"//input[@data-testid='field:{field}']"
+        "/ancestor::label[contains(@class, 'q-field')]//div[contains(@class, 'q-field__bottom')]",
+    )
+
+
 def test_invalid_route_shows_the_field_error_and_saves_nothing(
     screen: Screen, live: LiveStack
 ) -> None:
@@ -86,14 +94,15 @@ def test_invalid_route_shows_the_field_error_and_saves_nothing(
     screen.click("Add route")
     _type(screen, "external_path", "/health")
     _type(screen, "internal_path", "/h")
-    _type(screen, "backends[0].port", str(live.backend.port))
+    _type(screen, "backends[0].port", "70000")
+    _type(screen, "backends[0].weight", "2")  # the port input loses focus: no clamping
     screen.click("Save")
-    message = screen.selenium.find_element(
-        By.XPATH,
-        "//input[@data-testid='field:external_path']"
-        "/ancestor::label[contains(@class, 'q-field')]//div[contains(@class, 'q-field__bottom')]",
-    )
+    message = _field_message(screen, "external_path")
     screen.wait_for(lambda: "reserved path" in message.text)
+    port = _field_message(screen, "backends[0].port")
+    screen.wait_for(lambda: "65535" in port.text)
+    box = screen.find_by_css('input[data-testid="field:backends[0].port"]')
+    assert box.get_attribute("value") == "70000"  # as typed, not clamped to 65535
     assert "Add route" in screen.selenium.find_element(By.TAG_NAME, "body").text  # still open
     status, routes = live.get("/api/routes")
     assert status == 200
