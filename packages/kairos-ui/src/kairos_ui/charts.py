@@ -40,8 +40,18 @@ def error_rate(point: HistoryPoint) -> float | None:
     return round(100 * (point.client_errors + point.server_errors) / point.requests, 2)
 
 
-def line_chart(unit: str, series: Sequence[Series], *, dark: bool = False) -> dict[str, Any]:
-    """A time-axis line chart in ``unit``; each series is (name, [[iso time, value], ...])."""
+def line_chart(
+    unit: str,
+    series: Sequence[Series],
+    *,
+    dark: bool = False,
+    span: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """A time-axis line chart in ``unit``; each series is (name, [[iso time, value], ...]).
+
+    ``span`` (first, last time) fixes the time axis, so charts of one page line up
+    even where a series has few points; a series of one or two points shows them as
+    dots, since a line needs two."""
     text, axis, grid = _DARK if dark else _LIGHT
     legend = len(series) > 1
     return {
@@ -74,6 +84,7 @@ def line_chart(unit: str, series: Sequence[Series], *, dark: bool = False) -> di
         },
         "xAxis": {
             "type": "time",
+            **({"min": span[0], "max": span[1]} if span else {}),
             "axisLabel": {"hideOverlap": True, "color": text},
             "axisLine": {"lineStyle": {"color": axis}},
             "splitLine": {"show": False},
@@ -87,7 +98,13 @@ def line_chart(unit: str, series: Sequence[Series], *, dark: bool = False) -> di
             "splitLine": {"lineStyle": {"color": grid}},
         },
         "series": [
-            {"name": name, "type": "line", "showSymbol": False, "connectNulls": False, "data": data}
+            {
+                "name": name,
+                "type": "line",
+                "showSymbol": len(data) <= 2,
+                "connectNulls": False,
+                "data": data,
+            }
             for name, data in series
         ],
     }

@@ -172,11 +172,17 @@ def active_chart(points: Sequence[HistoryPoint], *, dark: bool = False) -> dict[
 
 
 def labels_chart(
-    unit: str, histories: Mapping[str, MetricsHistory], metric: str, *, dark: bool = False
+    unit: str,
+    histories: Mapping[str, MetricsHistory],
+    metric: str,
+    span: tuple[str, str] | None = None,
+    *,
+    dark: bool = False,
 ) -> dict[str, Any]:
-    """One line per label of ``metric`` (see `label_series`)."""
+    """One line per label of ``metric`` (see `label_series`), on the time axis ``span``
+    of the whole-gateway charts."""
     points = {label: h.points for label, h in histories.items()}
-    return charts.line_chart(unit, label_series(points, metric), dark=dark)
+    return charts.line_chart(unit, label_series(points, metric), dark=dark, span=span)
 
 
 def register(settings: UiSettings, gateway: Gateway) -> None:
@@ -242,10 +248,11 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
             latency.show(points, caption=caption)
             active.show(points, caption=f"{caption}, at the end of each")
             busiest = f"{caption} · the {MAX_SERIES} busiest"
-            route_rps.show(charts.RPS, per_route, "rps", caption=busiest)
-            route_p95.show("ms", per_route, "p95", caption=busiest)
-            backend_rps.show(charts.RPS, per_backend, "rps", caption=busiest)
-            backend_p95.show("ms", per_backend, "p95", caption=busiest)
+            span = (points[0].timestamp, points[-1].timestamp) if points else None
+            route_rps.show(charts.RPS, per_route, "rps", span, caption=busiest)
+            route_p95.show("ms", per_route, "p95", span, caption=busiest)
+            backend_rps.show(charts.RPS, per_backend, "rps", span, caption=busiest)
+            backend_p95.show("ms", per_backend, "p95", span, caption=busiest)
             routes_table.rows = route_rows(snapshot)
             backends_table.rows = backend_rows(snapshot)
             routes_table.update()

@@ -165,7 +165,7 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
             ui.label(row["rate_limit"]).classes("text-sm")
             with ui.row().classes("gap-0 no-wrap"):
                 ui.button(icon="edit", on_click=lambda r=route: editor.open(r)).props(
-                    "flat round dense"
+                    f'flat round dense data-testid="edit:{route.external_path}"'
                 ).mark(f"edit:{route.external_path}")
                 ui.button(icon="delete", on_click=lambda r=route: confirm_delete(r)).props(
                     "flat round dense color=negative"
