@@ -28,6 +28,12 @@ Series = tuple[str, list[list[Any]]]
 #: The unit of request rates, on every chart that shows one.
 RPS = "req/s"
 
+#: Series colours, clear on a white and on a near-black background alike (ECharts'
+#: default palette has dim ones that vanish in dark mode).
+PALETTE = (
+    "#3b82f6", "#22c55e", "#f59e0b", "#ef4444", "#06b6d4",
+    "#a855f7", "#ec4899", "#84cc16", "#f97316", "#14b8a6",
+)  # fmt: skip
 #: (text, axis lines, grid lines) per mode.
 _LIGHT = ("#4b5563", "#9ca3af", "#e5e7eb")
 _DARK = ("#c9d1d9", "#6b7280", "rgba(255, 255, 255, 0.08)")
@@ -57,6 +63,7 @@ def line_chart(
     return {
         "animation": False,
         "backgroundColor": "transparent",
+        "color": list(PALETTE),
         "textStyle": {"color": text},
         "tooltip": {
             "trigger": "axis",
@@ -77,7 +84,7 @@ def line_chart(
         },
         "grid": {
             "left": 8,
-            "right": 16,
+            "right": 32,  # room for the last time label
             "top": 28,
             "bottom": 36 if legend else 8,
             "containLabel": True,
