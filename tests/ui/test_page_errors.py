@@ -132,3 +132,26 @@ async def test_a_failed_reload_put_right_on_disk_is_not_shown_as_failing(
     await user.open("/config")
     await user.should_see("put right since", retries=40)
     await user.should_not_see("FAILED")
+
+
+async def test_bulk_delete_is_all_or_nothing_when_the_config_changed_meanwhile(
+    file_gateway_factory: GatewayFactory, backend: EchoBackend, ui_env: Any
+) -> None:
+    routes = [route(f"/r{i}", f"/r{i}", [backend]) for i in range(3)]
+    gw = await file_gateway_factory({"version": 1, "routers": routes})
+    ui_env(gw.url)
+    async with user_simulation(main_file=MAIN) as user:
+        await user.open("/routes")
+        await user.should_see("3 of 3 routes", retries=40)
+        async with KairosClient(gw.url) as client:  # someone else, meanwhile
+            await client.create_route(route("/other", "/other", [backend]))
+        user.find(marker="select-all").click()
+        user.find(marker="bulk-delete").click()
+        await user.should_see("Delete 3 routes?")
+        user.find(marker="confirm-bulk-delete").click()
+        await user.should_see("The configuration changed", retries=40)
+        for i in range(3):  # none of them deleted
+            assert (await raw_request(gw.port, f"/r{i}")).status == 200
+        user.find(marker="reload-stale").click()
+        await user.should_see("4 of 4 routes", retries=40)
+        assert "(3)" in element(user, "bulk-delete").text  # still chosen after the reload
