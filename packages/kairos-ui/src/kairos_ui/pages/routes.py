@@ -121,7 +121,12 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
             with table_box, ui.grid(columns=GRID).classes("w-full items-center gap-x-4 gap-y-2"):
                 ui.label("")
                 for key, header in COLUMNS:
-                    _header(key, header)
+                    if key != "path":
+                        _header(key, header)
+                        continue
+                    with ui.row().classes("gap-0 no-wrap"):  # names sit under the paths
+                        _header("path", header)
+                        _header("name", "Name")
                 ui.label("")
                 for route in rows:
                     _row(route)
