@@ -263,10 +263,12 @@ def render_pages(driver: webdriver.Chrome, ui_url: str, out: Path, suffix: str) 
     driver.find_element(By.CSS_SELECTOR, '[data-testid="edit:/api/orders"]').click()
     time.sleep(1)
     for title in ("Retries", "Rate limit"):
-        driver.find_element(
+        header = driver.find_element(
             By.XPATH, f"//div[contains(@class, 'q-dialog')]//div[text()='{title}']"
-        ).click()
-    time.sleep(1)
+        )
+        # A script click: the first section's opening animation moves the second.
+        driver.execute_script("arguments[0].click()", header)
+        time.sleep(0.8)
     height = driver.execute_script(
         "return document.querySelector('.q-dialog .q-card').scrollHeight"
     )
