@@ -1,4 +1,5 @@
-"""A small backend to try Kairos with: echoes each request as JSON.
+"""A small backend to try Kairos with: echoes each request as JSON (HEAD: the same
+headers, no body).
 
     uv run python examples/demo_backend.py            # listens on 127.0.0.1:8081
     uv run python examples/demo_backend.py 8082       # a second one for round robin
@@ -32,7 +33,7 @@ class Echo(web.RequestHandler):
         }
         self.write(json.dumps(body, indent=2) + "\n")
 
-    get = post = put = delete = patch = _echo
+    get = head = post = put = delete = patch = _echo
 
 
 async def main(port: int) -> None:

@@ -8,6 +8,7 @@ import io
 import json
 import threading
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,16 @@ START_TIMEOUT_S = 15
 
 class LiveStack:
     """``with LiveStack(tmp_path) as stack:`` a gateway (``stack.url``) from a config file
-    with one route ``/echo/{*rest}`` to an echo backend (``stack.backend``)."""
+    with one route ``/echo/{*rest}`` to an echo backend (``stack.backend``), and
+    ``extra_routes(backend)`` after it when given."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        extra_routes: Callable[[EchoBackend], list[dict[str, Any]]] | None = None,
+    ) -> None:
         self.config = directory / "config.json"
+        self.extra_routes = extra_routes
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, name="live-gateway", daemon=True)
         self.backend = EchoBackend(name="live")
@@ -51,7 +58,10 @@ class LiveStack:
 
     async def _start(self) -> None:
         await self.backend.start()
-        config = {"version": 1, "routers": [route("/echo/{*rest}", "/{*rest}", [self.backend])]}
+        routers = [route("/echo/{*rest}", "/{*rest}", [self.backend])]
+        if self.extra_routes is not None:
+            routers += self.extra_routes(self.backend)
+        config = {"version": 1, "routers": routers}
         self.config.write_text(json.dumps(config, indent=2))
         self.gateway = Gateway(
             load_config_file(self.config),

@@ -1,12 +1,15 @@
-"""Render a PNG of every admin UI page into docs/screenshots/ with headless Chromium.
+"""Render a PNG of every admin UI page into docs/screenshots/ with headless Chromium,
+in light and in dark mode.
 
-    uv run python packages/kairos-ui/scripts/screenshots.py [--warmup 60] [--out DIR]
+    uv run python packages/kairos-ui/scripts/screenshots.py [--warmup 180] [--out DIR]
 
-Starts two demo backends, a gateway on a temporary copy of a demo config, and the UI
-(all on free loopback ports), sends traffic through the gateway for ``--warmup``
-seconds so the charts have something to show, then opens each page in Debian's
-chromium (through chromedriver) and saves ``<page>.png``. Everything it started is
-stopped at the end. Needs ``chromium`` and ``chromium-driver``.
+Starts two demo backends, a gateway on a temporary demo config (three hand-written
+routes and a few dozen generated ones, so the Routes table has pages), and the UI (all
+on free loopback ports), sends traffic through the gateway for ``--warmup`` seconds so
+the charts have something to show (per-route history has one-minute steps: give it a
+few minutes), then opens each page in Debian's chromium (through chromedriver) and
+saves ``<page>.png``, then switches the UI to dark mode and saves ``<page>-dark.png``.
+Everything it started is stopped at the end. Needs ``chromium`` and ``chromium-driver``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ PAGES = {
     "config": "/config",
     "metrics": "/metrics",
     "plugins": "/plugins",
+    "audit": "/audit",
 }
 
 
@@ -109,13 +113,55 @@ def demo_config(b1: int, b2: int) -> dict[str, object]:
                 "backends": [{"host": local, "port": b2}],
                 "cors": {"allowed_origins": ["https://app.example.com"]},
             },
+            *generated_routes(b1, b2),
         ],
         "cors": {"allowed_origins": ["https://admin.example.com"]},
     }
 
 
+#: Services of the generated routes: each gets a collection and an item route.
+SERVICES = (
+    "accounts", "billing", "catalog", "carts", "checkout", "coupons", "inventory",
+    "invoices", "notifications", "payments", "pricing", "profiles", "reviews",
+    "search", "sessions", "shipping", "stock", "tax", "wishlists", "webhooks",
+)  # fmt: skip
+
+
+def generated_routes(b1: int, b2: int) -> list[dict[str, object]]:
+    local = "http://127.0.0.1"
+    routes: list[dict[str, object]] = []
+    for i, service in enumerate(SERVICES):
+        backend = {"host": local, "port": b1 if i % 2 else b2}
+        routes.append(
+            {
+                "external_path": f"/v2/{service}",
+                "internal_path": f"/{service}",
+                "methods": ["GET", "POST"],
+                "backends": [backend],
+            }
+        )
+        routes.append(
+            {
+                "external_path": f"/v2/{service}/{{id}}",
+                "internal_path": f"/{service}/{{id}}",
+                "methods": ["GET", "PUT", "DELETE"],
+                "backends": [backend],
+            }
+        )
+    return routes
+
+
 def traffic(gateway: str, stop: threading.Event) -> None:
-    paths = ["/api/users/1", "/api/users/2", "/api/orders", "/static/app.js", "/nope"]
+    paths = [
+        "/api/users/1",
+        "/api/users/2",
+        "/api/orders",
+        "/static/app.js",
+        "/v2/catalog/7",
+        "/v2/search",
+        "/v2/carts/3",
+        "/nope",
+    ]
     rng = random.Random(7)
     while not stop.is_set():
         try:
@@ -147,9 +193,8 @@ def chrome() -> webdriver.Chrome:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--warmup", type=float, default=60, help="seconds of traffic first")
+    parser.add_argument("--warmup", type=float, default=180, help="seconds of traffic first")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
-    parser.add_argument("--dark", action="store_true", help="also render dark-mode variants")
     args = parser.parse_args()
     os.environ.setdefault("SE_OFFLINE", "true")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -186,36 +231,50 @@ def main() -> int:
         driver = chrome()
         stack.callback(driver.quit)
         driver.set_page_load_timeout(20)
-        for name, path in PAGES.items():
-            driver.get(ui_url + path)
-            driver.find_element(By.TAG_NAME, "body")
-            time.sleep(3)  # first poll answered, charts drawn
-            target = args.out / f"{name}.png"
-            height = driver.execute_script("return document.documentElement.scrollHeight")
-            driver.set_window_size(1440, max(900, min(int(height) + 40, 2400)))
-            time.sleep(0.5)
-            driver.save_screenshot(str(target))
-            print(f"wrote {target}", flush=True)
-        # The route editor, opened on the second route (weighted, with retries).
-        driver.set_window_size(1440, 1000)
-        driver.get(ui_url + "/routes")
-        time.sleep(2)
-        driver.find_elements(By.XPATH, "//i[text()='edit']/ancestor::button")[1].click()
-        time.sleep(1)
-        for title in ("Retries", "Rate limit"):
-            driver.find_element(
-                By.XPATH, f"//div[contains(@class, 'q-dialog')]//div[text()='{title}']"
-            ).click()
-        time.sleep(1)
-        height = driver.execute_script(
-            "return document.querySelector('.q-dialog .q-card').scrollHeight"
-        )
-        driver.set_window_size(1440, max(1000, min(int(height) + 120, 2400)))
-        time.sleep(0.5)
-        target = args.out / "route-editor.png"
-        driver.save_screenshot(str(target))
-        print(f"wrote {target}", flush=True)
+        for suffix in ("", "-dark"):
+            if suffix:  # the header's toggle; the choice is kept for the session
+                driver.get(ui_url + "/")
+                time.sleep(2)
+                driver.find_element(By.XPATH, "//i[text()='dark_mode']/ancestor::button").click()
+                time.sleep(1)
+            render_pages(driver, ui_url, args.out, suffix)
     return 0
+
+
+def save(driver: webdriver.Chrome, target: Path) -> None:
+    driver.save_screenshot(str(target))
+    print(f"wrote {target}", flush=True)
+
+
+def render_pages(driver: webdriver.Chrome, ui_url: str, out: Path, suffix: str) -> None:
+    for name, path in PAGES.items():
+        driver.set_window_size(1440, 1000)
+        driver.get(ui_url + path)
+        driver.find_element(By.TAG_NAME, "body")
+        time.sleep(3)  # first poll answered, charts drawn
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1440, max(900, min(int(height) + 40, 2400)))
+        time.sleep(0.5)
+        save(driver, out / f"{name}{suffix}.png")
+    # The route editor, opened on a weighted route with retries and a rate limit.
+    driver.set_window_size(1440, 1000)
+    driver.get(ui_url + "/routes")
+    time.sleep(2)
+    driver.find_element(By.CSS_SELECTOR, '[data-testid="edit:/api/orders"]').click()
+    time.sleep(1)
+    for title in ("Retries", "Rate limit"):
+        header = driver.find_element(
+            By.XPATH, f"//div[contains(@class, 'q-dialog')]//div[text()='{title}']"
+        )
+        # A script click: the first section's opening animation moves the second.
+        driver.execute_script("arguments[0].click()", header)
+        time.sleep(0.8)
+    height = driver.execute_script(
+        "return document.querySelector('.q-dialog .q-card').scrollHeight"
+    )
+    driver.set_window_size(1440, max(1000, min(int(height) + 120, 2400)))
+    time.sleep(0.5)
+    save(driver, out / f"route-editor{suffix}.png")
 
 
 if __name__ == "__main__":

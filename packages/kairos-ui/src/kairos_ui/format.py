@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["DASH", "count", "duration", "ms", "percent", "rate"]
+import re
+
+__all__ = ["DASH", "count", "duration", "error_text", "ms", "percent", "rate", "step"]
 
 #: Shown for a value that does not exist yet (no requests, no samples).
 DASH = "\u2013"
@@ -47,3 +49,22 @@ def duration(seconds: float) -> str:
     if minutes:
         return f"{minutes} min {secs} s"
     return f"{secs} s"
+
+
+def step(seconds: float) -> str:
+    """A chart's step: ``"10 s"``, ``"1 min"``, ``"4 min"``, ``"1 h"``."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+_ERRNO = re.compile(r"^\[Errno -?\d+\]\s*")
+
+
+def error_text(raw: str) -> str:
+    """An error the gateway passed on from the OS, for people:
+    ``"[Errno 111] Connection refused"`` -> ``"connection refused"``."""
+    text = _ERRNO.sub("", raw.strip())
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text

@@ -7,6 +7,8 @@ HTTP of its own, and turns any `KairosClientError` into a one-line message with
 
 from __future__ import annotations
 
+import json
+
 from kairos_client import (
     ApiError,
     Conflict,
@@ -20,10 +22,19 @@ from kairos_client import (
     Unauthorized,
     ValidationFailed,
 )
+from kairos_core import FieldErrorBody
 
 from .settings import UiSettings
 
-__all__ = ["Gateway", "describe", "is_outage"]
+__all__ = ["CHANGED_ON_DISK", "Gateway", "describe", "field_message", "is_outage"]
+
+#: What the UI says when the gateway refuses a change because its config file was
+#: edited by hand and that edit is not live yet (the gateway's own text names its API).
+CHANGED_ON_DISK = (
+    "The config file was edited on disk and that edit is not live yet: apply it with "
+    "Reload from file on the Configuration page (or undo the edit), then try again."
+)
+_CHANGED_ON_DISK_DETAIL = "was changed on disk since it was loaded"
 
 
 class Gateway:
@@ -47,6 +58,14 @@ def is_outage(exc: KairosClientError) -> bool:
     return isinstance(exc, GatewayUnavailable | InvalidResponse)
 
 
+def field_message(error: FieldErrorBody) -> str:
+    """A field error as the gateway's other tools print it: ``must be > 0 (got -1)``."""
+    if error.value is None:
+        return error.message
+    shown = json.dumps(error.value, ensure_ascii=False)
+    return f"{error.message} (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+
+
 def describe(exc: KairosClientError, url: str) -> str:
     """One line for a person: what went wrong and, where known, what to do."""
     if isinstance(exc, GatewayTimeout):
@@ -63,12 +82,14 @@ def describe(exc: KairosClientError, url: str) -> str:
             "only (403): set an admin token on both sides."
         )
     if isinstance(exc, PreconditionFailed):
-        return "Someone else changed the configuration in the meantime (412)."
+        return "Someone else changed the configuration in the meantime: reload and try again."
     if isinstance(exc, ValidationFailed):
-        lines = [f"{e.path or '(route)'}: {e.message}" for e in exc.errors]
+        lines = [f"{e.path or '(route)'}: {field_message(e)}" for e in exc.errors]
         return "; ".join(lines) or exc.detail
     if isinstance(exc, Conflict):
-        return f"Conflict (409): {exc.detail}"
+        if _CHANGED_ON_DISK_DETAIL in exc.detail:
+            return CHANGED_ON_DISK
+        return exc.detail
     if isinstance(exc, ApiError):
         return f"{exc.status} {exc.problem.title}: {exc.detail}"
     return str(exc)

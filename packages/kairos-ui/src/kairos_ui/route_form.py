@@ -21,6 +21,7 @@ __all__ = [
     "FormErrors",
     "RouteForm",
     "field_for",
+    "rate_inputs",
 ]
 
 #: Route settings edited as a JSON object (empty input: not set).
@@ -302,6 +303,28 @@ class RouteForm:
         if errors:
             raise FormErrors(errors)
         return data
+
+
+def rate_inputs(
+    algorithm: str,
+    requests_per_second: float | None,
+    requests_per_window: float | None,
+    window_seconds: float | None,
+) -> frozenset[str]:
+    """The rate inputs a rate-limit editor shows for ``algorithm``: a token bucket is
+    set by requests per second (and a burst), a fixed or sliding window by requests
+    per window and the window. An input of the other shape stays shown while it holds
+    a value (a configuration may give a token bucket its rate per window), so nothing
+    the limit uses is ever hidden."""
+    if algorithm == "token_bucket":
+        shown = {"requests_per_second", "burst_size"}
+        if requests_per_window is not None or window_seconds is not None:
+            shown |= {"requests_per_window", "window_seconds"}
+    else:
+        shown = {"requests_per_window", "window_seconds", "burst_size"}
+        if requests_per_second is not None:
+            shown.add("requests_per_second")
+    return frozenset(shown)
 
 
 def field_for(path: str, known: set[str] | frozenset[str]) -> str | None:

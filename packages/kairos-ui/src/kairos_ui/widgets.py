@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from nicegui import ui
+from nicegui import app, ui
 
 from .format import DASH
 
-__all__ = ["Stat", "chart", "set_chart"]
+__all__ = ["ChartCard", "Stat", "dark_mode_on"]
 
 
 class Stat:
@@ -26,12 +27,41 @@ class Stat:
         self.value.text = text
 
 
-def chart(options: dict[str, Any], marker: str) -> ui.echart:
-    return ui.echart(options).classes("w-full h-64").mark(marker)
+def dark_mode_on() -> bool:
+    """Whether this browser has dark mode on (the header's toggle, kept per user)."""
+    try:
+        return bool(app.storage.user.get("dark_mode"))
+    except RuntimeError:  # no user storage (outside a page): light
+        return False
 
 
-def set_chart(element: ui.echart, options: dict[str, Any]) -> None:
-    """Replace a chart's options in place and send them to the browser."""
-    element.options.clear()
-    element.options.update(options)
-    element.update()
+class ChartCard:
+    """A card with a title, a caption (the step, the source) and an ECharts chart.
+
+    The title and caption are page text rather than ECharts' own title, so they take
+    the page's colours in dark mode and the legend can never cover them. ``build``
+    makes the options for given data and mode (`charts`); `show` draws new data in the
+    current mode, so a switch of mode shows at the next refresh.
+    """
+
+    def __init__(
+        self, title: str, marker: str, build: Callable[..., dict[str, Any]], *args: Any
+    ) -> None:
+        self.build = build
+        with ui.card().classes("p-2 gap-0"):
+            with ui.row().classes("w-full items-baseline gap-2 px-2 no-wrap"):
+                ui.label(title).classes("text-sm font-semibold").mark(f"{marker}-title")
+                ui.space()
+                self.caption = ui.label("").classes("text-xs opacity-70 text-right")
+                self.caption.mark(f"{marker}-caption").props(f'data-testid="{marker}-caption"')
+            self.chart = ui.echart(build(*args, dark=dark_mode_on())).classes("w-full h-64")
+            self.chart.mark(marker)
+
+    def show(self, *args: Any, caption: str | None = None) -> None:
+        """Replace the chart's data (the arguments of ``build``) and its caption."""
+        options = self.build(*args, dark=dark_mode_on())
+        self.chart.options.clear()
+        self.chart.options.update(options)
+        self.chart.update()
+        if caption is not None:
+            self.caption.text = caption

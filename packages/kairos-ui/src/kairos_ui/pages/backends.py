@@ -39,6 +39,19 @@ COLUMNS: list[dict[str, Any]] = [
 ]
 
 
+#: Long cells (a health-check error, many routes) wrap within a bounded width, cut at
+#: two lines, with the whole text on hover: the table never scrolls sideways for them.
+_LONG_SLOT = r"""
+<q-td :props="props">
+  <div style="max-width: 18rem; white-space: normal; overflow-wrap: anywhere;
+              display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical;
+              overflow: hidden">{{ props.value }}</div>
+  <q-tooltip v-if="props.value && props.value.length > 40" max-width="30rem">
+    {{ props.value }}
+  </q-tooltip>
+</q-td>
+"""
+
 #: The state column as a badge: red when the backend is out of rotation.
 _STATE_SLOT = r"""
 <q-td :props="props">
@@ -91,7 +104,8 @@ def backend_rows(backends: BackendList) -> list[dict[str, Any]]:
         if check.path is None:
             health = "no active check"
         elif check.last_error:
-            health = f"{check.path}: {check.last_error} ({check.consecutive_fail} failed)"
+            error = format.error_text(check.last_error)
+            health = f"{check.path}: {error} ({check.consecutive_fail} failed)"
         else:
             health = f"{check.path}: ok ({check.consecutive_ok} in a row)"
         breaker = b.circuit_breaker.state.replace("_", "-")
@@ -163,6 +177,9 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
             table = ui.table(columns=COLUMNS, rows=[], row_key="address").classes("w-full")
             table.props("flat bordered no-data-label='No backends configured'")
             table.add_slot("body-cell-state", _STATE_SLOT)
+            for column in ("health", "ejection", "connections", "routes"):
+                table.add_slot(f"body-cell-{column}", _LONG_SLOT)
+            table.props("wrap-cells")
             table.mark("backends-table")
 
         async def refresh() -> None:

@@ -14,25 +14,34 @@ from typing import Any, get_args
 
 from kairos_client import KairosClientError, PreconditionFailed, ValidationFailed, Versioned
 from kairos_core import (
+    ConfigError,
     ConfigStatus,
     CorsConfig,
     FieldErrorBody,
     JwtConfig,
     RateLimitConfig,
+    load_config,
 )
-from kairos_core.auth import REDACTED, JwtAlgorithm
+from kairos_core.auth import MIN_SECRET_BYTES, REDACTED, JwtAlgorithm
 from kairos_core.ratelimit import RateLimitAlgorithm
 from nicegui import ui
 from nicegui.elements.mixins.validation_element import ValidationElement
-from pydantic import BaseModel, ValidationError
 
 from .. import live
-from ..gateway import Gateway, describe, is_outage
+from ..gateway import Gateway, describe, field_message, is_outage
 from ..layout import Banner, frame
-from ..route_form import field_for
+from ..route_form import field_for, rate_inputs
 from ..settings import UiSettings
 
-__all__ = ["cors_data", "jwt_data", "rate_limit_data", "register", "status_rows"]
+__all__ = [
+    "cors_data",
+    "jwt_data",
+    "jwt_errors",
+    "local_errors",
+    "rate_limit_data",
+    "register",
+    "status_rows",
+]
 
 JWT_ALGORITHMS: tuple[str, ...] = get_args(JwtAlgorithm)
 ALGORITHMS: tuple[str, ...] = get_args(RateLimitAlgorithm)
@@ -177,19 +186,30 @@ def cors_data(form: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def local_errors(model: type[BaseModel], data: dict[str, Any] | None) -> list[FieldErrorBody]:
-    """Field errors the section's model finds without asking the gateway."""
+def local_errors(name: str, data: dict[str, Any] | None) -> list[FieldErrorBody]:
+    """Field errors the gateway would report for section ``name`` holding ``data``,
+    found without asking it: the same check (`load_config`) and so the same words
+    (``must be > 0``, not pydantic's ``Input should be greater than 0``)."""
     if data is None:
         return []
     try:
-        model.model_validate(data, context={"redacted": True})
-    except ValidationError as exc:
+        load_config({"version": 1, "routers": [], name: data}, redacted=True)
+    except ConfigError as exc:
+        return [FieldErrorBody.model_validate(error.as_dict()) for error in exc.errors]
+    return []
+
+
+def jwt_errors(form: dict[str, Any]) -> list[FieldErrorBody]:
+    """What the JWT editor catches itself: a shared secret chosen but none typed and
+    none set (the gateway would store an empty key)."""
+    typed_or_kept = form["secret"] or form["secret_set"]
+    if form["enabled"] and form["source"] == "secret" and not typed_or_kept:
         return [
             FieldErrorBody(
-                path=".".join(str(part) for part in error["loc"]),
-                message=error["msg"].removeprefix("Value error, "),
+                path="jwt.secret",
+                message=f"type a secret of at least {MIN_SECRET_BYTES} bytes "
+                "(e.g. the output of openssl rand -hex 32)",
             )
-            for error in exc.errors()
         ]
     return []
 
@@ -210,6 +230,16 @@ def status_rows(status: ConfigStatus) -> list[tuple[str, str]]:
     last = status.last_reload
     if last is None:
         rows.append(("Last reload", "none since start-up"))
+    elif not last.ok and status.source_path and not status.file_changed_on_disk:
+        # The gateway keeps its last failure until the next reload, but the watcher does
+        # not reload a file put back as it was: the failure is history, not a problem.
+        rows.append(
+            (
+                "Last reload",
+                f"{last.at} by {last.trigger}: failed; the file has been put right since "
+                "(it matches the running configuration)",
+            )
+        )
     else:
         outcome = "ok" if last.ok else f"FAILED: {last.error or 'invalid'}"
         rows.append(("Last reload", f"{last.at} by {last.trigger}: {outcome}"))
@@ -227,7 +257,6 @@ class _Section:
         self,
         title: str,
         name: str,
-        model: type[BaseModel],
         to_data: Callable[[dict[str, Any]], dict[str, Any] | None],
         to_form: Callable[[Any], dict[str, Any]],
         load: Callable[[], Awaitable[Versioned[Any]]],
@@ -235,8 +264,14 @@ class _Section:
         build: Callable[[_Section], None],
         gateway: Gateway,
         banner: Banner,
+        own_errors: Callable[[dict[str, Any]], list[FieldErrorBody]] = lambda form: [],
+        section_field: Callable[[dict[str, Any]], str | None] = lambda form: None,
     ) -> None:
-        self.title, self.name, self.model, self.build = title, name, model, build
+        self.title, self.name, self.build = title, name, build
+        #: Errors the form finds before any check of the data (`jwt_errors`).
+        self.own_errors = own_errors
+        #: The input an error about the section as a whole belongs on (None: below).
+        self.section_field = section_field
         self.to_data, self.to_form = to_data, to_form
         self._load, self._save = load, save
         self.gateway, self.banner = gateway, banner
@@ -265,10 +300,12 @@ class _Section:
         for error in errors:
             path = error.path.removeprefix(f"{self.name}.").removeprefix(self.name)
             target = field_for(path, frozenset(self.fields))
-            if target is None:
-                general.append(f"{error.path or self.name}: {error.message}")
+            if target is None and path == "":
+                target = self.section_field(self.form)
+            if target is None or target not in self.fields:
+                general.append(f"{error.path or self.name}: {field_message(error)}")
             else:
-                self.fields[target].error = error.message
+                self.fields[target].error = field_message(error)
         self.general.text = "; ".join(general)
 
     def clear_errors(self) -> None:
@@ -297,7 +334,7 @@ class _Section:
     async def save(self) -> None:
         self.clear_errors()
         data = self.to_data(self.form)
-        errors = local_errors(self.model, data)
+        errors = self.own_errors(self.form) or local_errors(self.name, data)
         if errors:
             self.show_errors(errors)
             return
@@ -308,7 +345,7 @@ class _Section:
             return
         except PreconditionFailed:
             self.general.text = (
-                "Someone else changed the configuration in the meantime (412): "
+                "Someone else changed the configuration in the meantime: "
                 "reload this section and make the change again."
             )
             self.stale.visible = True
@@ -392,13 +429,27 @@ def _build_rate_limit(section: _Section) -> None:
             .bind_value(form, "algorithm")
             .classes("w-40"),
         )
+
+        def shown_for(name: str) -> Callable[[str], bool]:
+            def shown(algorithm: str) -> bool:
+                values = (form["requests_per_second"], form["requests_per_window"])
+                return name in rate_inputs(algorithm, *values, form["window_seconds"])
+
+            return shown
+
         for name, label in (
             ("requests_per_second", "Requests / s"),
             ("burst_size", "Burst"),
             ("requests_per_window", "Requests / window"),
             ("window_seconds", "Window s"),
         ):
-            section.field(name, ui.number(label).bind_value(form, name).classes("w-36"))
+            section.field(
+                name,
+                ui.number(label)
+                .bind_value(form, name)
+                .bind_visibility_from(form, "algorithm", backward=shown_for(name))
+                .classes("w-36"),
+            )
         section.field(
             "key",
             ui.input("Key (ip, user, route, header:X)").bind_value(form, "key").classes("w-56"),
@@ -446,17 +497,19 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
             with ui.row().classes("w-full gap-4 items-start no-wrap max-lg:flex-wrap"):
                 with ui.column().classes("flex-[2] min-w-80 gap-4"):
                     jwt = _Section(
-                        "JWT authentication", "jwt", JwtConfig, jwt_data, jwt_form,
+                        "JWT authentication", "jwt", jwt_data, jwt_form,
                         client.get_jwt_config, client.update_jwt_config, _build_jwt, gateway,
-                        banner,
+                        banner, own_errors=jwt_errors,
+                        # "give exactly one of secret, public_key or jwks_url": on the key.
+                        section_field=lambda form: form["source"],
                     )  # fmt: skip
                     limit = _Section(
-                        "Rate limiting", "rate_limit", RateLimitConfig, rate_limit_data,
+                        "Rate limiting", "rate_limit", rate_limit_data,
                         rate_limit_form, client.get_rate_limit_config,
                         client.update_rate_limit_config, _build_rate_limit, gateway, banner,
                     )  # fmt: skip
                     cors = _Section(
-                        "CORS", "cors", CorsConfig, cors_data, cors_form,
+                        "CORS", "cors", cors_data, cors_form,
                         client.get_cors_config, client.update_cors_config, _build_cors, gateway,
                         banner,
                     )  # fmt: skip
@@ -485,7 +538,7 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
             except ValidationFailed as exc:
                 ui.notify(
                     f"The file is invalid; the running config keeps serving. {exc.errors[0].path}: "
-                    f"{exc.errors[0].message}"
+                    f"{field_message(exc.errors[0])}"
                     if exc.errors
                     else "The file is invalid",
                     type="negative",

@@ -8,14 +8,14 @@ shown apart, in a small panel, so an idle gateway looks idle.
 from __future__ import annotations
 
 from kairos_client import KairosClientError
-from kairos_core import MetricsHistory, MetricsSnapshot, TrafficSummary
+from kairos_core import MetricsSnapshot, TrafficSummary
 from nicegui import ui
 
 from .. import charts, format, live
 from ..gateway import Gateway, describe
 from ..layout import frame
 from ..settings import UiSettings
-from ..widgets import Stat, chart, set_chart
+from ..widgets import ChartCard, Stat
 from .backends import routes_down_text
 
 __all__ = ["register"]
@@ -115,14 +115,10 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
             with ui.grid(columns="repeat(auto-fill, minmax(9.5rem, 1fr))").classes("w-full gap-3"):
                 stats = {key: Stat(caption, key, hint) for key, caption, hint in CARDS}
             aside = _aside_panel()
-            empty = MetricsHistory(range_s=3600, step_s=10, points=[])
             with ui.grid(columns="repeat(auto-fit, minmax(22rem, 1fr))").classes("w-full gap-3"):
-                with ui.card().classes("p-2"):
-                    rps = chart(charts.requests_chart(empty.points), "chart-rps")
-                with ui.card().classes("p-2"):
-                    errors = chart(charts.errors_chart(empty.points), "chart-errors")
-                with ui.card().classes("p-2"):
-                    latency = chart(charts.latency_chart(empty.points), "chart-latency")
+                rps = ChartCard("Requests per second", "chart-rps", charts.requests_chart, [])
+                errors = ChartCard("Error rate, 4xx + 5xx", "chart-errors", charts.errors_chart, [])
+                latency = ChartCard("Latency", "chart-latency", charts.latency_chart, [])
             updated = ui.label("").classes("text-xs opacity-60")
 
         async def refresh() -> None:
@@ -140,9 +136,9 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
                 stats[key].set(text)
             for key, text in aside_values(snapshot).items():
                 aside[key].text = text
-            set_chart(rps, charts.requests_chart(history.points))
-            set_chart(errors, charts.errors_chart(history.points))
-            set_chart(latency, charts.latency_chart(history.points))
+            caption = f"last hour, {format.step(history.step_s)} steps"
+            for card in (rps, errors, latency):
+                card.show(history.points, caption=caption)
             updated.text = f"updated {snapshot.timestamp} · every {settings.poll_interval_s:g} s"
 
         ui.timer(settings.poll_interval_s, refresh, immediate=True)

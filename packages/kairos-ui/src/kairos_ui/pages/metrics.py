@@ -13,17 +13,24 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from kairos_client import KairosClient, KairosClientError, NotFound
-from kairos_core import HistoryPoint, MetricsSnapshot
+from kairos_core import HistoryPoint, MetricsHistory, MetricsSnapshot
 from nicegui import ui
 
 from .. import charts, format
 from ..gateway import Gateway, describe
 from ..layout import frame
 from ..settings import UiSettings
-from ..widgets import chart, set_chart
+from ..widgets import ChartCard
 from .ai_section import ai_section
 
-__all__ = ["MAX_SERIES", "RANGES", "label_histories", "label_series", "register"]
+__all__ = [
+    "MAX_SERIES",
+    "RANGES",
+    "label_histories",
+    "label_series",
+    "page_step",
+    "register",
+]
 
 #: Per-route and per-backend charts show this many labels at most (the busiest).
 MAX_SERIES = 10
@@ -39,7 +46,7 @@ RANGES: dict[str, tuple[str, str, float]] = {
 ROUTE_COLUMNS: list[dict[str, Any]] = [
     {"name": "route", "label": "Route", "field": "route", "align": "left", "sortable": True},
     {"name": "requests", "label": "Requests", "field": "requests", "sortable": True},
-    {"name": "rps", "label": "Req/s (1 min)", "field": "rps", "sortable": True},
+    {"name": "rps", "label": "Req/s (last min)", "field": "rps", "sortable": True},
     {"name": "errors", "label": "4xx / 5xx", "field": "errors"},
     {"name": "success", "label": "Success", "field": "success"},
     {"name": "latency", "label": "p50 / p95 / p99", "field": "latency"},
@@ -110,11 +117,11 @@ async def label_histories(
     labels: Sequence[str],
     range_: str,
     step: str,
-) -> dict[str, list[HistoryPoint]]:
+) -> dict[str, MetricsHistory]:
     """The gateway's history of each label (fetched concurrently); a label it no longer
     knows (404), or a gateway without per-label history, leaves that label out."""
 
-    async def one(label: str) -> list[HistoryPoint] | None:
+    async def one(label: str) -> MetricsHistory | None:
         try:
             history = await client.metrics_history(
                 range_,
@@ -124,12 +131,19 @@ async def label_histories(
             )
         except NotFound:
             return None
-        return history.points if history.kind == kind else None
+        return history if history.kind == kind else None
 
     found = await asyncio.gather(*(one(label) for label in labels))
-    return {
-        label: points for label, points in zip(labels, found, strict=True) if points is not None
-    }
+    return {label: h for label, h in zip(labels, found, strict=True) if h is not None}
+
+
+def page_step(range_step_s: float, *labelled: Mapping[str, MetricsHistory]) -> float:
+    """The one step every chart of the page uses: the gateway's per-label step when
+    there are per-label charts (it is never finer than a minute by default), else the
+    range's. Same step, same numbers: the whole-gateway chart is then the sum of the
+    per-route ones, and its last point the table's one-minute rate."""
+    steps = [h.step_s for histories in labelled for h in histories.values()]
+    return max([range_step_s, *steps])
 
 
 def label_series(
@@ -153,15 +167,30 @@ def label_series(
     return out
 
 
-def active_chart(points: list[HistoryPoint]) -> dict[str, Any]:
+def active_chart(points: Sequence[HistoryPoint], *, dark: bool = False) -> dict[str, Any]:
     data = [[p.timestamp, p.active_requests] for p in points]
-    return charts.line_chart("Active requests", "", [("active", data)])
+    return charts.line_chart("requests", [("active", data)], dark=dark)
+
+
+def labels_chart(
+    unit: str,
+    histories: Mapping[str, MetricsHistory],
+    metric: str,
+    span: tuple[str, str] | None = None,
+    *,
+    dark: bool = False,
+) -> dict[str, Any]:
+    """One line per label of ``metric`` (see `label_series`), on the time axis ``span``
+    of the whole-gateway charts."""
+    points = {label: h.points for label, h in histories.items()}
+    return charts.line_chart(unit, label_series(points, metric), dark=dark, span=span)
 
 
 def register(settings: UiSettings, gateway: Gateway) -> None:
     @ui.page("/metrics", title="Kairos · metrics")
     def metrics_page() -> None:
         empty: list[HistoryPoint] = []
+        none: dict[str, MetricsHistory] = {}
         with frame(settings, "/metrics") as banner:
             with ui.row().classes("w-full items-center"):
                 ui.label("Metrics").classes("text-2xl font-semibold")
@@ -170,76 +199,77 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
             grid = "repeat(auto-fit, minmax(26rem, 1fr))"
             ui.label("Whole gateway").classes("text-lg font-semibold")
             with ui.grid(columns=grid).classes("w-full gap-3"):
-                with ui.card().classes("p-2"):
-                    rps = chart(charts.requests_chart(empty), "metrics-rps")
-                with ui.card().classes("p-2"):
-                    errors = chart(charts.errors_chart(empty), "metrics-errors")
-                with ui.card().classes("p-2"):
-                    latency = chart(charts.latency_chart(empty), "metrics-latency")
-                with ui.card().classes("p-2"):
-                    active = chart(active_chart(empty), "metrics-active")
+                rps = ChartCard("Requests per second", "metrics-rps", charts.requests_chart, empty)
+                errors = ChartCard(
+                    "Error rate, 4xx + 5xx", "metrics-errors", charts.errors_chart, empty
+                )
+                latency = ChartCard("Latency", "metrics-latency", charts.latency_chart, empty)
+                active = ChartCard("Active requests", "metrics-active", active_chart, empty)
             ui.label("Per route").classes("text-lg font-semibold")
             with ui.grid(columns=grid).classes("w-full gap-3"):
-                with ui.card().classes("p-2"):
-                    route_rps = chart(
-                        charts.line_chart("Requests per route", "req/s", []), "route-rps"
-                    )
-                with ui.card().classes("p-2"):
-                    route_p95 = chart(
-                        charts.line_chart("Latency p95 per route", "ms", []), "route-p95"
-                    )
+                route_rps = ChartCard(
+                    "Requests per route", "route-rps", labels_chart, charts.RPS, none, "rps"
+                )
+                route_p95 = ChartCard(
+                    "Latency p95 per route", "route-p95", labels_chart, "ms", none, "p95"
+                )
             routes_table = ui.table(columns=ROUTE_COLUMNS, rows=[], row_key="route")
             routes_table.classes("w-full").props("flat bordered dense").mark("route-table")
             ui.label("Per backend").classes("text-lg font-semibold")
             with ui.grid(columns=grid).classes("w-full gap-3"):
-                with ui.card().classes("p-2"):
-                    backend_rps = chart(
-                        charts.line_chart("Requests per backend", "req/s", []), "backend-rps"
-                    )
-                with ui.card().classes("p-2"):
-                    backend_p95 = chart(
-                        charts.line_chart("Latency p95 per backend", "ms", []), "backend-p95"
-                    )
+                backend_rps = ChartCard(
+                    "Requests per backend", "backend-rps", labels_chart, charts.RPS, none, "rps"
+                )
+                backend_p95 = ChartCard(
+                    "Latency p95 per backend", "backend-p95", labels_chart, "ms", none, "p95"
+                )
             backends_table = ui.table(columns=BACKEND_COLUMNS, rows=[], row_key="address")
             backends_table.classes("w-full").props("flat bordered dense").mark("backend-table")
-            ui.label(
-                "Every chart comes from the gateway's own 24 h history, whenever this UI "
-                "started. Per-route and per-backend charts have steps of a minute (the "
-                f"gateway's per-label step) and show the {MAX_SERIES} busiest; the tables "
-                "are the gateway's current one-minute figures."
-            ).classes("text-xs opacity-60")
+            note = ui.label("").classes("text-xs opacity-60").mark("metrics-note")
             ai_section(settings, gateway, banner)
 
         async def refresh() -> None:
             range_, step, _ = RANGES[str(choice.value)]
             client = gateway.client
             try:
-                history = await client.metrics_history(range_, step)
                 snapshot = await client.metrics()
                 per_route, per_backend = await asyncio.gather(
                     label_histories(client, "route", busiest_routes(snapshot), range_, step),
                     label_histories(client, "backend", busiest_backends(snapshot), range_, step),
                 )
+                step_s = page_step(parse_step(step), per_route, per_backend)
+                history = await client.metrics_history(range_, f"{step_s:g}s")
             except KairosClientError as exc:
                 banner.show(describe(exc, gateway.url))
                 return
             banner.clear()
+            caption = f"{format.step(history.step_s)} steps"
             points = history.points
-            set_chart(rps, charts.requests_chart(points))
-            set_chart(errors, charts.errors_chart(points))
-            set_chart(latency, charts.latency_chart(points))
-            set_chart(active, active_chart(points))
-            for element, title, unit, histories, metric in (
-                (route_rps, "Requests per route", "req/s", per_route, "rps"),
-                (route_p95, "Latency p95 per route", "ms", per_route, "p95"),
-                (backend_rps, "Requests per backend", "req/s", per_backend, "rps"),
-                (backend_p95, "Latency p95 per backend", "ms", per_backend, "p95"),
-            ):
-                set_chart(element, charts.line_chart(title, unit, label_series(histories, metric)))
+            rps.show(points, caption=caption)
+            errors.show(points, caption=caption)
+            latency.show(points, caption=caption)
+            active.show(points, caption=f"{caption}, at the end of each")
+            busiest = f"{caption} · the {MAX_SERIES} busiest"
+            span = (points[0].timestamp, points[-1].timestamp) if points else None
+            route_rps.show(charts.RPS, per_route, "rps", span, caption=busiest)
+            route_p95.show("ms", per_route, "p95", span, caption=busiest)
+            backend_rps.show(charts.RPS, per_backend, "rps", span, caption=busiest)
+            backend_p95.show("ms", per_backend, "p95", span, caption=busiest)
             routes_table.rows = route_rows(snapshot)
             backends_table.rows = backend_rows(snapshot)
             routes_table.update()
             backends_table.update()
+            note.text = (
+                "Every chart comes from the gateway's own 24 h history, whenever this UI "
+                f"started, and every chart on this page has the same {format.step(history.step_s)} "
+                "step, so the whole-gateway rate is the sum of the per-route ones. The tables "
+                "are the gateway's figures for the last minute."
+            )
 
         choice.on_value_change(refresh)
         ui.timer(max(settings.poll_interval_s, 2.0), refresh, immediate=True)
+
+
+def parse_step(text: str) -> float:
+    """``"10s"`` -> 10.0 (the steps of `RANGES`)."""
+    return float(text.removesuffix("s"))

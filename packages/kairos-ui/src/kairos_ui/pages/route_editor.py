@@ -15,8 +15,15 @@ from kairos_core.route import LoadBalancingStrategy
 from nicegui import ui
 from nicegui.elements.mixins.validation_element import ValidationElement
 
-from ..gateway import Gateway, describe
-from ..route_form import JSON_FIELDS, BackendForm, FormErrors, RouteForm, field_for
+from ..gateway import Gateway, describe, field_message
+from ..route_form import (
+    JSON_FIELDS,
+    BackendForm,
+    FormErrors,
+    RouteForm,
+    field_for,
+    rate_inputs,
+)
 
 __all__ = ["CLASH", "RouteEditor", "RoutesState"]
 
@@ -138,13 +145,13 @@ class RouteEditor:
                     )
                     self._input(
                         f"backends[{i}].port",
-                        ui.number("Port", min=1, max=65535, precision=0)
-                        .bind_value(backend, "port")
-                        .classes("w-28"),
+                        # No min/max: Quasar would clamp 70000 to 65535 without a word;
+                        # the gateway's check names the bound on the field instead.
+                        ui.number("Port", precision=0).bind_value(backend, "port").classes("w-28"),
                     )
                     self._input(
                         f"backends[{i}].weight",
-                        ui.number("Weight", min=1, precision=0)
+                        ui.number("Weight", precision=0)
                         .bind_value(backend, "weight")
                         .classes("w-24"),
                     )
@@ -217,6 +224,14 @@ class RouteEditor:
                     .bind_value(form, "rl_algorithm")
                     .classes("w-40"),
                 )
+
+                def shown_for(name: str) -> Callable[[str], bool]:
+                    def shown(algorithm: str) -> bool:
+                        values = (form.rl_requests_per_second, form.rl_requests_per_window)
+                        return name in rate_inputs(algorithm, *values, form.rl_window_seconds)
+
+                    return shown
+
                 for name, attr, label in (
                     ("requests_per_second", "rl_requests_per_second", "Requests / s"),
                     ("burst_size", "rl_burst_size", "Burst"),
@@ -225,7 +240,10 @@ class RouteEditor:
                 ):
                     self._input(
                         f"rate_limit.{name}",
-                        ui.number(label).bind_value(form, attr).classes("w-36"),
+                        ui.number(label)
+                        .bind_value(form, attr)
+                        .bind_visibility_from(form, "rl_algorithm", backward=shown_for(name))
+                        .classes("w-36"),
                     )
                 self._input(
                     "rate_limit.key",
@@ -311,10 +329,11 @@ class RouteEditor:
         for error in errors:
             target = field_for(error.path, frozenset(self.fields))
             if target is None:
-                general.append(f"{error.path or 'route'}: {error.message}")
+                general.append(f"{error.path or 'route'}: {field_message(error)}")
                 continue
             element = self.fields[target]
-            message = error.message if target == error.path else f"{error.path}: {error.message}"
+            text = field_message(error)
+            message = text if target == error.path else f"{error.path}: {text}"
             element.error = message if not element.error else f"{element.error}; {message}"
         self.general.text = "\n".join(general)
 
