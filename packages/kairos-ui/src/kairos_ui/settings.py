@@ -11,8 +11,14 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
-__all__ = ["DEFAULT_GATEWAY_URL", "SettingsError", "UiSettings", "is_loopback"]
+__all__ = ["DEFAULT_GATEWAY_URL", "LOGINS", "Login", "SettingsError", "UiSettings", "is_loopback"]
+
+#: How people log in: nobody (loopback only), with the shared password, or each with a
+#: gateway admin token of their own (whose role says what they may do).
+Login = Literal["none", "password", "token"]
+LOGINS: tuple[Login, ...] = ("none", "password", "token")
 
 DEFAULT_GATEWAY_URL = "http://localhost:5900"
 
@@ -48,8 +54,9 @@ def _float(env: Mapping[str, str], name: str, default: float, low: float, high: 
 class UiSettings:
     """How the admin app listens and which gateway it manages.
 
-    ``password`` set: every page needs a login. It must be set when ``host`` is not a
-    loopback address (`check` refuses to start open on a public address).
+    ``login`` ``"password"``: every page needs ``password``; ``"token"``: every page
+    needs a login with a gateway admin token. A login is required when ``host`` is not
+    a loopback address (`check` refuses to start open on a public address).
     """
 
     host: str = "127.0.0.1"
@@ -57,6 +64,7 @@ class UiSettings:
     gateway_url: str = DEFAULT_GATEWAY_URL
     admin_token: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
+    login: Login = "none"
     #: Seconds between two polls of the gateway on live pages.
     poll_interval_s: float = 2.0
     #: Seconds each call to the gateway may take.
@@ -66,7 +74,11 @@ class UiSettings:
 
     @property
     def login_required(self) -> bool:
-        return bool(self.password)
+        return self.token_login or bool(self.password)
+
+    @property
+    def token_login(self) -> bool:
+        return self.login == "token"
 
     def check(self) -> UiSettings:
         """Raise `SettingsError` for a setting that is invalid or unsafe; else self."""
@@ -76,16 +88,25 @@ class UiSettings:
             raise SettingsError(
                 f"KAIROS_GATEWAY_URL must be an http:// or https:// URL, got {self.gateway_url!r}"
             )
-        if not is_loopback(self.host) and not self.password:
+        if self.login == "password" and not self.password:
+            raise SettingsError("KAIROS_UI_LOGIN=password needs KAIROS_UI_PASSWORD")
+        if self.login == "token" and self.password:
+            raise SettingsError(
+                "KAIROS_UI_PASSWORD is not used with KAIROS_UI_LOGIN=token (each person "
+                "logs in with a gateway admin token): unset one of them"
+            )
+        if not is_loopback(self.host) and not self.login_required:
             raise SettingsError(
                 f"refusing to serve the admin UI on {self.host}, which is not a loopback "
-                "address, without a login: set KAIROS_UI_PASSWORD (or KAIROS_UI_HOST=127.0.0.1)"
+                "address, without a login: set KAIROS_UI_PASSWORD or KAIROS_UI_LOGIN=token "
+                "(or KAIROS_UI_HOST=127.0.0.1)"
             )
         return self
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> UiSettings:
-        """Settings from ``KAIROS_UI_*``, ``KAIROS_GATEWAY_URL`` and ``KAIROS_ADMIN_TOKEN``."""
+        """Settings from ``KAIROS_UI_*``, ``KAIROS_GATEWAY_URL`` and ``KAIROS_ADMIN_TOKEN``
+        (``KAIROS_UI_LOGIN`` defaults to ``password`` when ``KAIROS_UI_PASSWORD`` is set)."""
         env = os.environ if env is None else env
         raw_port = env.get("KAIROS_UI_PORT") or "3000"
         try:
@@ -93,12 +114,18 @@ class UiSettings:
         except ValueError:
             raise SettingsError(f"KAIROS_UI_PORT must be a port number, got {raw_port!r}") from None
         secret = env.get("KAIROS_UI_STORAGE_SECRET")
+        password = env.get("KAIROS_UI_PASSWORD") or None
+        login = (env.get("KAIROS_UI_LOGIN") or ("password" if password else "none")).lower()
+        if login not in LOGINS:
+            choices = ", ".join(LOGINS)
+            raise SettingsError(f"KAIROS_UI_LOGIN must be one of {choices}, got {login!r}")
         return cls(
             host=env.get("KAIROS_UI_HOST") or "127.0.0.1",
             port=port,
             gateway_url=(env.get("KAIROS_GATEWAY_URL") or DEFAULT_GATEWAY_URL).rstrip("/"),
             admin_token=env.get("KAIROS_ADMIN_TOKEN") or None,
-            password=env.get("KAIROS_UI_PASSWORD") or None,
+            password=password,
+            login=login,
             poll_interval_s=_float(env, "KAIROS_UI_POLL_INTERVAL", 2.0, 0.2, 3600),
             gateway_timeout_s=_float(env, "KAIROS_UI_GATEWAY_TIMEOUT", 5.0, 0.1, 120),
             **({"storage_secret": secret} if secret else {}),

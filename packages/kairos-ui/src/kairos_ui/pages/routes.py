@@ -69,6 +69,7 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
     @ui.page("/routes", title="Kairos · routes")
     def routes_page() -> None:
         state = RoutesState()
+        can_change = gateway.allows("operator")  # a viewer sees no add, edit or delete
         with frame(settings, "/routes") as banner:
             with ui.row().classes("w-full items-center gap-3"):
                 ui.label("Routes").classes("text-2xl font-semibold")
@@ -82,9 +83,10 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
                 ui.button("Refresh", icon="refresh", on_click=lambda: load()).props("flat").mark(
                     "refresh"
                 )
-                ui.button("Add route", icon="add", on_click=lambda: editor.open(None)).mark(
-                    "add-route"
-                )
+                if can_change:
+                    ui.button("Add route", icon="add", on_click=lambda: editor.open(None)).mark(
+                        "add-route"
+                    )
             with ui.card().classes("w-full p-0"):
                 table_box = ui.column().classes("w-full p-3")
             count = ui.label("").classes("text-xs opacity-60").mark("route-count")
@@ -124,6 +126,8 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
                     ui.label(row["auth"]).classes("text-sm")
                     ui.label(row["rate_limit"]).classes("text-sm")
                     with ui.row().classes("gap-0 no-wrap"):
+                        if not can_change:
+                            continue
                         ui.button(icon="edit", on_click=lambda r=route: editor.open(r)).props(
                             "flat round dense"
                         ).mark(f"edit:{route.external_path}")
