@@ -21,12 +21,13 @@ from kairos_client import (
     KairosClientError,
     NotFound,
     PreconditionFailed,
+    Transport,
     Unauthorized,
     ValidationFailed,
 )
 from kairos_core import AdminRole, role_allows
 
-from .session import SessionEnded, Sessions
+from .session import EndingTransport, SessionEnded, Sessions
 from .settings import UiSettings
 
 __all__ = ["Gateway", "describe", "is_outage"]
@@ -41,14 +42,19 @@ class Gateway:
         self._timeout = settings.gateway_timeout_s
         self._shared = self._client(settings.admin_token or "")
         #: The token sessions (None: no token login, every page uses the shared client).
-        self.sessions = Sessions(self._client) if settings.token_login else None
+        self.sessions = (
+            Sessions(lambda token: self._client(token, EndingTransport()))
+            if settings.token_login
+            else None
+        )
         #: The shared token's role, once the gateway has said it (`learn_role`).
         self.shared_role: AdminRole | None = None
 
-    def _client(self, token: str) -> KairosClient:
+    def _client(self, token: str, transport: Transport | None = None) -> KairosClient:
         return KairosClient(
             self.url,
             token=token,
+            transport=transport,
             timeout=self._timeout,
             retries=0,  # live pages poll again soon anyway; a retry would only delay the banner
         )

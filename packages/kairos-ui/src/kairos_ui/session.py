@@ -14,15 +14,23 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from kairos_client import KairosClient, KairosClientError
+from kairos_client import AiohttpTransport, KairosClient, KairosClientError, RawResponse, RawStream
 from kairos_core import AdminRole
 from nicegui import ui
 from nicegui.storage import request_contextvar
 
-__all__ = ["MAX_SESSIONS", "Session", "SessionEnded", "Sessions", "session_id"]
+__all__ = [
+    "MAX_SESSIONS",
+    "EndingTransport",
+    "Session",
+    "SessionEnded",
+    "Sessions",
+    "session_id",
+]
 
 #: Logged-in sessions kept at once; the oldest login ends when one more logs in.
 MAX_SESSIONS = 256
@@ -33,6 +41,34 @@ class SessionEnded(KairosClientError):
 
     def __init__(self) -> None:
         super().__init__("Your session has ended: log in again.")
+
+
+class EndingTransport(AiohttpTransport):
+    """A transport that refuses every call once closed. A page may still hold the
+    client of a session that logged out (or was evicted); it must not go on using that
+    token, and a plain `AiohttpTransport` would open a new connection pool instead."""
+
+    ended = False
+
+    async def send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
+    ) -> RawResponse:
+        if self.ended:
+            raise SessionEnded
+        return await super().send(method, url, headers, body)
+
+    @asynccontextmanager
+    async def stream(
+        self, url: str, headers: Mapping[str, str], *, read_timeout: float
+    ) -> AsyncIterator[RawStream]:
+        if self.ended:
+            raise SessionEnded
+        async with super().stream(url, headers, read_timeout=read_timeout) as raw:
+            yield raw
+
+    async def aclose(self) -> None:
+        self.ended = True
+        await super().aclose()
 
 
 @dataclass(frozen=True, slots=True)
