@@ -22,10 +22,12 @@ START_TIMEOUT_S = 15
 
 class LiveStack:
     """``with LiveStack(tmp_path) as stack:`` a gateway (``stack.url``) from a config file
-    with one route ``/echo/{*rest}`` to an echo backend (``stack.backend``)."""
+    with one route ``/echo/{*rest}`` to an echo backend (``stack.backend``), and the
+    ``admin`` section given (tokens, say)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, admin: dict[str, Any] | None = None) -> None:
         self.config = directory / "config.json"
+        self.admin = admin
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, name="live-gateway", daemon=True)
         self.backend = EchoBackend(name="live")
@@ -51,7 +53,12 @@ class LiveStack:
 
     async def _start(self) -> None:
         await self.backend.start()
-        config = {"version": 1, "routers": [route("/echo/{*rest}", "/{*rest}", [self.backend])]}
+        config: dict[str, Any] = {
+            "version": 1,
+            "routers": [route("/echo/{*rest}", "/{*rest}", [self.backend])],
+        }
+        if self.admin is not None:
+            config["admin"] = self.admin
         self.config.write_text(json.dumps(config, indent=2))
         self.gateway = Gateway(
             load_config_file(self.config),
