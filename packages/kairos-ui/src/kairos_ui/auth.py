@@ -29,7 +29,7 @@ from .settings import UiSettings
 
 __all__ = ["install_login", "safe_target", "well_formed_token"]
 
-_OPEN_PREFIXES = ("/_nicegui", "/login", "/favicon.ico")
+_OPEN_PREFIXES = ("/_nicegui", "/login", "/logout", "/favicon.ico")
 #: Seconds a wrong password or token waits before the answer (slows down guessing).
 _FAILURE_DELAY_S = 1.0
 #: Longest token accepted from the login form.
