@@ -1,5 +1,6 @@
-"""Login for the admin app: the shared password (``KAIROS_UI_PASSWORD``) or, with
-``KAIROS_UI_LOGIN=token``, each person's own gateway admin token.
+"""Login for the admin app: the shared password (``KAIROS_UI_PASSWORD``), each
+person's own gateway admin token (``KAIROS_UI_LOGIN=token``), or named users with
+password hashes acting with tokens the UI holds (``KAIROS_UI_USERS``, see `users`).
 
 A middleware sends every page request without a logged-in session to ``/login``;
 NiceGUI's own assets (``/_nicegui/...``) stay open so the login page can render. The
@@ -26,6 +27,7 @@ from starlette.types import ASGIApp
 from .gateway import Gateway, describe
 from .session import Sessions, session_id
 from .settings import UiSettings
+from .users import verify_password
 
 __all__ = ["install_login", "safe_target", "well_formed_token"]
 
@@ -93,7 +95,9 @@ def install_login(settings: UiSettings, gateway: Gateway) -> None:
         async def attempt() -> None:
             given = secret.value or ""
             secret.value = ""  # the secret does not stay in the page, right or wrong
-            if sessions is not None:
+            if sessions is not None and user_name is not None:
+                refusal = await _user_login(settings, sessions, user_name.value or "", given)
+            elif sessions is not None:
                 refusal = await _token_login(sessions, gateway, given)
             else:
                 assert password is not None
@@ -103,13 +107,17 @@ def install_login(settings: UiSettings, gateway: Gateway) -> None:
             else:
                 ui.notify(refusal, type="negative", multi_line=True)
 
-        what = "Admin token" if sessions is not None else "Password"
+        what = "Admin token" if settings.token_login else "Password"
         with ui.card().classes("absolute-center w-96"):
             ui.label("Kairos admin").classes("text-lg font-bold")
-            secret = ui.input(what, password=True).props("autofocus autocomplete=off")
+            user_name = None
+            if settings.login == "users":
+                user_name = ui.input("User").props("autofocus").mark("user")
+            focus = "" if user_name else " autofocus"
+            secret = ui.input(what, password=True).props("autocomplete=off" + focus)
             secret.mark("password")
             secret.on("keydown.enter", attempt)
-            if sessions is not None:
+            if settings.token_login:
                 ui.label(
                     "A token of the gateway (KAIROS_ADMIN_TOKEN or admin.tokens); its role "
                     "decides what you may do here."
@@ -124,6 +132,34 @@ async def _password_login(gateway: Gateway, password: str, given: str) -> str | 
         return "Wrong password"
     await gateway.learn_role()
     app.storage.user.update({"authenticated": True, "role": gateway.shared_role})
+    return None
+
+
+async def _user_login(
+    settings: UiSettings, sessions: Sessions, name: str, password: str
+) -> str | None:
+    """Log in as a named user (``KAIROS_UI_USERS``), acting with their token."""
+    user = next((u for u in settings.users if u.name == name.strip()), None)
+    # An unknown name costs a hash too (no faster "no such user"); both read the same.
+    matched = await asyncio.to_thread(
+        verify_password, password, None if user is None else user.password_hash
+    )
+    sid = session_id()
+    if user is None or not matched or sid is None:
+        await asyncio.sleep(_FAILURE_DELAY_S)
+        return "Wrong user name or password"
+    token = settings.token_of(user)
+    assert token is not None  # UiSettings.check makes sure every user has one
+    try:
+        session = await sessions.open(sid, token)
+    except Unauthorized:
+        return (
+            f"The gateway does not accept the token {user.token_name!r} that {user.name!r} "
+            "acts with: check KAIROS_ADMIN_TOKENS on both sides."
+        )
+    except KairosClientError as exc:
+        return describe(exc, settings.gateway_url)
+    app.storage.user.update({"authenticated": True, "name": user.name, "role": session.role})
     return None
 
 

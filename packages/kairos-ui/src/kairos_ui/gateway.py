@@ -41,10 +41,10 @@ class Gateway:
         self.url = settings.gateway_url
         self._timeout = settings.gateway_timeout_s
         self._shared = self._client(settings.admin_token or "")
-        #: The token sessions (None: no token login, every page uses the shared client).
+        #: The sessions of token or user logins (None: every page uses the shared client).
         self.sessions = (
             Sessions(lambda token: self._client(token, EndingTransport()))
-            if settings.token_login
+            if settings.personal_login
             else None
         )
         #: The shared token's role, once the gateway has said it (`learn_role`).
