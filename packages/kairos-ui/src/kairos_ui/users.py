@@ -63,8 +63,8 @@ def _unb64(text: str) -> bytes:
 def hash_password(
     password: str, *, iterations: int = DEFAULT_ITERATIONS, salt: bytes | None = None
 ) -> str:
-    """``pbkdf2_sha256$<iterations>$<salt>$<digest>`` (base64 without padding), the
-    form Django and passlib write too."""
+    """``pbkdf2_sha256$<iterations>$<salt>$<digest>``, salt and digest in base64
+    (padding optional)."""
     salt = salt if salt is not None else secrets.token_bytes(16)
     digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
     return f"{_ALGORITHM}${iterations}${_b64(salt)}${_b64(digest)}"
