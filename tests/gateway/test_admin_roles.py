@@ -7,6 +7,8 @@ import hashlib
 from typing import Any
 
 import pytest
+from kairos_client import KairosClient
+from kairos_core import WhoAmI
 from kairos_gateway.management.access import needed_role
 from kairos_gateway.settings import SettingsError, parse_named_tokens
 
@@ -180,3 +182,23 @@ async def test_a_redacted_config_sent_back_keeps_every_token(gateway: RunningGat
         resp = await api_call(port, "GET", "/api/routes", headers=bearer(token))
         assert resp.status == 200, token
         assert resp.json()["routes"] == []
+
+
+async def test_whoami_names_the_callers_token_and_role(
+    gateway: RunningGateway, gateway_factory: GatewayFactory
+) -> None:
+    port = gateway.port
+    for token, name, role in [
+        (ADMIN, "admin", "admin"),
+        (VIEWER, "dashboards", "viewer"),
+        (OPERATOR, "deployer", "operator"),
+        (FROM_ENV, "ci", "operator"),
+    ]:
+        async with KairosClient(gateway.url, token=token) as client:
+            assert await client.whoami() == WhoAmI(name=name, role=role)
+    assert (await api_call(port, "GET", "/api/whoami", headers=bearer("x" * 24))).status == 401
+    refused = await api_call(port, "POST", "/api/whoami", headers=bearer(ADMIN))
+    assert refused.status == 405
+    open_gateway = await gateway_factory({"version": 1, "routers": []})
+    loopback = await api_call(open_gateway.port, "GET", "/api/whoami")
+    assert loopback.json() == {"name": "loopback", "role": "admin"}

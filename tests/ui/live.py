@@ -23,16 +23,19 @@ START_TIMEOUT_S = 15
 
 class LiveStack:
     """``with LiveStack(tmp_path) as stack:`` a gateway (``stack.url``) from a config file
-    with one route ``/echo/{*rest}`` to an echo backend (``stack.backend``), and
-    ``extra_routes(backend)`` after it when given."""
+    with one route ``/echo/{*rest}`` to an echo backend (``stack.backend``),
+    ``extra_routes(backend)`` after it when given, and the ``admin`` section given
+    (tokens, say)."""
 
     def __init__(
         self,
         directory: Path,
         extra_routes: Callable[[EchoBackend], list[dict[str, Any]]] | None = None,
+        admin: dict[str, Any] | None = None,
     ) -> None:
         self.config = directory / "config.json"
         self.extra_routes = extra_routes
+        self.admin = admin
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, name="live-gateway", daemon=True)
         self.backend = EchoBackend(name="live")
@@ -61,7 +64,9 @@ class LiveStack:
         routers = [route("/echo/{*rest}", "/{*rest}", [self.backend])]
         if self.extra_routes is not None:
             routers += self.extra_routes(self.backend)
-        config = {"version": 1, "routers": routers}
+        config: dict[str, Any] = {"version": 1, "routers": routers}
+        if self.admin is not None:
+            config["admin"] = self.admin
         self.config.write_text(json.dumps(config, indent=2))
         self.gateway = Gateway(
             load_config_file(self.config),

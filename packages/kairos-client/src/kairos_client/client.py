@@ -41,6 +41,7 @@ from kairos_core import (
     RouteList,
     Router,
     ValidationResult,
+    WhoAmI,
     load_config,
 )
 from kairos_core.ai import AiUsageReport
@@ -538,6 +539,11 @@ class KairosClient:
             problem=_problem,
             last_event_id=last_event_id,
         )
+
+    async def whoami(self) -> WhoAmI:
+        """`GET /api/whoami`: the name and role (viewer, operator, admin) of this
+        client's token; `Unauthorized` when the gateway does not accept it."""
+        return _model(WhoAmI, await self._send("GET", "/api/whoami"))
 
     async def openapi(self) -> dict[str, Any]:
         """`GET /api/openapi.json`: the API's OpenAPI 3.1 document (plain JSON data)."""

@@ -116,7 +116,7 @@ from .resilience import (
     effective_health_check,
     effective_outlier_detection,
 )
-from .roles import ADMIN_ROLES, AdminRole, AdminTokenConfig, role_allows
+from .roles import ADMIN_ROLES, AdminRole, AdminTokenConfig, WhoAmI, role_allows
 from .route import (
     HTTP_METHODS,
     MAX_BODY_LIMIT,
@@ -247,6 +247,7 @@ __all__ = [
     "UriTooLong",
     "ValidationResult",
     "WebSocketConfig",
+    "WhoAmI",
     "check_limit",
     "config_to_json",
     "derived_route_id",

@@ -42,6 +42,7 @@ RESERVED_PATHS: frozenset[str] = frozenset(
         "/api/cache",
         "/api/events",
         "/api/openapi.json",
+        "/api/whoami",
     }
 )
 """Paths the gateway serves itself; a route may not use them."""

@@ -14,6 +14,8 @@ import re
 from typing import Annotated, Literal
 
 from pydantic import (
+    BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     SerializationInfo,
@@ -30,6 +32,7 @@ __all__ = [
     "MIN_ADMIN_TOKEN_CHARS",
     "AdminRole",
     "AdminTokenConfig",
+    "WhoAmI",
     "check_token_fields",
     "role_allows",
 ]
@@ -82,3 +85,13 @@ class AdminTokenConfig(KairosModel):
             raise ValueError("give the token as 'token' or 'token_sha256'")
         check_token_fields(self.token, self.token_sha256, info)
         return self
+
+
+class WhoAmI(BaseModel):
+    """`GET /api/whoami`: the calling token's name and role. Without any token
+    configured a loopback caller is ``{"name": "loopback", "role": "admin"}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    role: AdminRole

@@ -41,8 +41,12 @@ def build(settings: UiSettings) -> Gateway:
     (closed when the app shuts down)."""
     gateway = Gateway(settings)
     app.on_shutdown(gateway.aclose)
+    # The shared token's role (the pages hide what it may not do): asked at start and,
+    # until the gateway has answered, whenever a page connects.
+    app.on_startup(gateway.learn_role)
+    app.on_connect(gateway.learn_role)
     if settings.login_required:
-        install_login(settings)
+        install_login(settings, gateway)
     dashboard.register(settings, gateway)
     routes.register(settings, gateway)
     backends.register(settings, gateway)
@@ -113,7 +117,10 @@ def serve(settings: UiSettings) -> None:
     """Register the pages for ``settings`` and run the server until it is stopped."""
     build(settings)
     if not settings.login_required:
-        print(f"kairos-ui: no KAIROS_UI_PASSWORD set: open to anyone on {settings.host}")
+        print(
+            f"kairos-ui: no login (KAIROS_UI_PASSWORD or KAIROS_UI_LOGIN=token): open to "
+            f"anyone on {settings.host}"
+        )
     ui.run(
         host=settings.host,
         port=settings.port,

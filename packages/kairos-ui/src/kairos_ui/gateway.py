@@ -1,8 +1,11 @@
-"""The app's one link to the gateway: a shared `KairosClient` and readable errors.
+"""The app's one link to the gateway: the `KairosClient` of each page, its role,
+and readable errors.
 
 Every page talks to the gateway through `Gateway.client` (kairos-client), never over
 HTTP of its own, and turns any `KairosClientError` into a one-line message with
-`describe`; no traceback ever reaches the page.
+`describe`; no traceback ever reaches the page. With token login the client is the
+logged-in session's (`session.Sessions`); otherwise one client with
+``KAIROS_ADMIN_TOKEN`` serves every page.
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ from kairos_client import (
     InvalidResponse,
     KairosClient,
     KairosClientError,
+    NotFound,
     PreconditionFailed,
+    Transport,
     Unauthorized,
     ValidationFailed,
 )
-from kairos_core import FieldErrorBody
+from kairos_core import AdminRole, FieldErrorBody, role_allows
 
+from .session import EndingTransport, SessionEnded, Sessions
 from .settings import UiSettings
 
 __all__ = ["CHANGED_ON_DISK", "Gateway", "describe", "field_message", "is_outage"]
@@ -38,19 +44,72 @@ _CHANGED_ON_DISK_DETAIL = "was changed on disk since it was loaded"
 
 
 class Gateway:
-    """Owns the `KairosClient` the pages share (one keep-alive session for the app)."""
+    """Owns the `KairosClient` the pages use: one shared keep-alive client, or with
+    token login one per logged-in session (`sessions`)."""
 
     def __init__(self, settings: UiSettings) -> None:
         self.url = settings.gateway_url
-        self.client = KairosClient(
-            settings.gateway_url,
-            token=settings.admin_token or "",
-            timeout=settings.gateway_timeout_s,
+        self._timeout = settings.gateway_timeout_s
+        # Closed when the app stops; a page still refreshing then is refused rather
+        # than given a new connection pool that nobody would close.
+        self._shared = self._client(settings.admin_token or "", EndingTransport())
+        #: The sessions of token or user logins (None: every page uses the shared client).
+        self.sessions = (
+            Sessions(lambda token: self._client(token, EndingTransport()))
+            if settings.personal_login
+            else None
+        )
+        #: The shared token's role, once the gateway has said it (`learn_role`).
+        self.shared_role: AdminRole | None = None
+
+    def _client(self, token: str, transport: Transport | None = None) -> KairosClient:
+        return KairosClient(
+            self.url,
+            token=token,
+            transport=transport,
+            timeout=self._timeout,
             retries=0,  # live pages poll again soon anyway; a retry would only delay the banner
         )
 
+    @property
+    def client(self) -> KairosClient:
+        """The client for the page being served (`SessionEnded` for a page of no
+        token session)."""
+        if self.sessions is None:
+            return self._shared
+        return self.sessions.current().client
+
+    def role(self) -> AdminRole:
+        """What the page's token may do. The shared token's role is ``admin`` until the
+        gateway has said otherwise, as before roles existed; a page of no token
+        session may only look."""
+        if self.sessions is None:
+            return self.shared_role or "admin"
+        try:
+            return self.sessions.current().role
+        except SessionEnded:
+            return "viewer"
+
+    def allows(self, needed: AdminRole) -> bool:
+        """May this page's token make calls that need ``needed``?"""
+        return role_allows(self.role(), needed)
+
+    async def learn_role(self) -> None:
+        """Ask the gateway the shared token's role (kept once known; a gateway too old
+        to answer `GET /api/whoami` leaves it ``admin``)."""
+        if self.sessions is not None or self.shared_role is not None:
+            return
+        try:
+            self.shared_role = (await self._shared.whoami()).role
+        except NotFound:
+            self.shared_role = "admin"
+        except KairosClientError:
+            pass  # not known yet: asked again at the next login or start of a page
+
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self._shared.aclose()
+        if self.sessions is not None:
+            await self.sessions.aclose()
 
 
 def is_outage(exc: KairosClientError) -> bool:
@@ -76,6 +135,9 @@ def describe(exc: KairosClientError, url: str) -> str:
         return f"{url} did not answer like a Kairos gateway: {exc}"
     if isinstance(exc, Unauthorized):
         return "The gateway refused the admin token (401): check KAIROS_ADMIN_TOKEN."
+    if isinstance(exc, Forbidden) and " role" in exc.detail:
+        # The gateway names the role the call needs and the one the token has.
+        return f"Not allowed (403): {exc.detail}."
     if isinstance(exc, Forbidden):
         return (
             "The gateway has no admin token and accepts management calls from loopback "

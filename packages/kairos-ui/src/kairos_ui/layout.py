@@ -46,11 +46,6 @@ class Banner:
         return bool(self.row.visible)
 
 
-def _logout() -> None:
-    app.storage.user.update({"authenticated": False})
-    ui.navigate.to("/login")
-
-
 @contextmanager
 def frame(settings: UiSettings, current: str) -> Iterator[Banner]:
     """Lay out the header and navigation, then yield the page's gateway banner; the
@@ -72,9 +67,11 @@ def frame(settings: UiSettings, current: str) -> Iterator[Banner]:
             "Dark mode"
         ).mark("dark-toggle")
         if settings.login_required:
-            ui.button(icon="logout", on_click=_logout).props("flat round color=white").tooltip(
-                "Log out"
-            )
+            who = " · ".join(str(app.storage.user.get(k) or "") for k in ("name", "role"))
+            ui.label(who.strip(" ·")).classes("text-xs opacity-80").mark("whoami")
+            ui.button(icon="logout", on_click=lambda: ui.navigate.to("/logout")).props(
+                "flat round color=white"
+            ).tooltip("Log out").mark("logout")
     with ui.column().classes("w-full max-w-screen-xl mx-auto p-4 gap-4"):
         with ui.row().classes(
             "w-full items-center gap-2 p-3 rounded bg-red-100 text-red-900"

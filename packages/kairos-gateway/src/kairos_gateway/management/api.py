@@ -17,6 +17,7 @@
     /api/plugins                GET (built-in policies, installed plugins)
     /api/events                 GET Server-Sent Events          (events_api, feed)
     /api/openapi.json           GET                             (openapi)
+    /api/whoami                 GET the caller's token name and role
 
 It is given what it works with (the runtime, `LiveConfig`, the metrics sampler, the
 file watcher, the cluster node and the event bus, built by the app). `start()` begins
@@ -47,6 +48,7 @@ from kairos_core import (
     MetricsSnapshot,
     RollbackResult,
     RouteNotFound,
+    WhoAmI,
 )
 from kairos_core.ai import AiUsageReport
 
@@ -306,6 +308,11 @@ class ManagementApi:
                 needed_role(request.method, request.path, request.query_params()),
             )
             actor = Actor("loopback" if caller is None else caller.name, request.peer_ip)
+            if request.path == "/api/whoami":
+                _allow(request, _READ)
+                # Without tokens, a loopback caller may do everything (see access).
+                role = "admin" if caller is None else caller.role
+                return ApiResponse.model(200, WhoAmI(name=actor.name, role=role))
             with acting(actor):
                 return await self._dispatch(request)
         except KairosError as exc:

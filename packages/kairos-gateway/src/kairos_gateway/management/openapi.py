@@ -28,6 +28,7 @@ from kairos_core import (
     RouteList,
     Router,
     ValidationResult,
+    WhoAmI,
 )
 from kairos_core.ai import AiUsageReport
 from kairos_core.cache import CachePurged, CacheStatus
@@ -58,11 +59,13 @@ _MODELS: tuple[type[BaseModel], ...] = (
     CacheStatus,
     CachePurged,
     AiUsageReport,
+    WhoAmI,
 )
 _ERRORS = {
     400: "Malformed JSON or query parameter",
     401: "The admin token is missing or wrong",
-    403: "No admin token is configured and the caller is not on loopback",
+    403: "The token's role is short of the one the call needs, or no admin token is "
+    "configured and the caller is not on loopback",
     404: "No such route or endpoint",
     405: "Method not allowed (see Allow)",
     409: "Conflict: the route exists, several routes share the path, or the config "
@@ -503,6 +506,13 @@ def openapi_document() -> dict[str, Any]:
             ),
         },
         "/api/events": {"get": _events_operation()},
+        "/api/whoami": {
+            "get": _op(
+                "The calling token's name and role (viewer, operator or admin); without "
+                "any token configured, a loopback caller is 'loopback' with the admin role",
+                {"200": _json(_ref(WhoAmI), "ok")},
+            ),
+        },
         "/api/openapi.json": {
             "get": _op("This document", {"200": _json({"type": "object"}, "ok")}),
         },

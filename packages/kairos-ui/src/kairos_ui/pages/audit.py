@@ -94,7 +94,7 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
                         if version.live:
                             live_version = version.version
                             ui.badge("live").mark(f"live:{version.version}")
-                        else:
+                        elif gateway.allows("operator"):
                             ui.button(
                                 "Roll back",
                                 icon="history",

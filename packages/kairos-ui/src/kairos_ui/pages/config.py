@@ -25,6 +25,7 @@ from kairos_core import (
 from kairos_core.auth import MIN_SECRET_BYTES, REDACTED, JwtAlgorithm
 from kairos_core.ratelimit import RateLimitAlgorithm
 from nicegui import ui
+from nicegui.elements.mixins.disableable_element import DisableableElement
 from nicegui.elements.mixins.validation_element import ValidationElement
 
 from .. import live
@@ -282,13 +283,22 @@ class _Section:
             with ui.row().classes("w-full items-center"):
                 ui.label(title).classes("text-lg font-semibold")
                 ui.space()
-                ui.button("Save", icon="save", on_click=self.save).mark(f"save-{name}")
+                self.save_button = ui.button("Save", icon="save", on_click=self.save)
+                self.save_button.mark(f"save-{name}")
             self.body = ui.column().classes("w-full gap-2")
             with ui.row().classes("items-center gap-2"):
                 self.general = ui.label("").classes("text-negative").mark(f"error-{name}")
                 self.stale = ui.button("Reload", icon="refresh", on_click=self.reload)
                 self.stale.props("flat dense").mark(f"reload-{name}")
                 self.stale.visible = False
+        #: False for a token whose role may not change settings: read-only fields.
+        self.editable = True
+
+    def read_only(self) -> None:
+        """Show the section without a way to change it (the role may not)."""
+        self.editable = False
+        self.save_button.delete()
+        disable_inputs(self.body)
 
     def field(self, path: str, element: ValidationElement[Any]) -> ValidationElement[Any]:
         self.fields[path] = element
@@ -328,6 +338,8 @@ class _Section:
         self.body.clear()
         with self.body:
             self.build(self)
+        if not self.editable:
+            disable_inputs(self.body)
         self.clear_errors()
         self.stale.visible = False
 
@@ -483,6 +495,13 @@ def _build_cors(section: _Section) -> None:
         ui.switch("Allow credentials").bind_value(form, "allow_credentials")
 
 
+def disable_inputs(container: ui.element) -> None:
+    """Turn every input under ``container`` off (shown, not editable)."""
+    for element in container.descendants():
+        if isinstance(element, DisableableElement):
+            element.disable()
+
+
 def register(settings: UiSettings, gateway: Gateway) -> None:
     @ui.page("/config", title="Kairos · configuration")
     def config_page() -> None:
@@ -491,9 +510,10 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
             with ui.row().classes("w-full items-center"):
                 ui.label("Configuration").classes("text-2xl font-semibold")
                 ui.space()
-                ui.button("Reload from file", icon="sync", on_click=lambda: reload_file()).mark(
-                    "reload-config"
-                )
+                if gateway.allows("operator"):
+                    ui.button("Reload from file", icon="sync", on_click=lambda: reload_file()).mark(
+                        "reload-config"
+                    )
             with ui.row().classes("w-full gap-4 items-start no-wrap max-lg:flex-wrap"):
                 with ui.column().classes("flex-[2] min-w-80 gap-4"):
                     jwt = _Section(
@@ -513,6 +533,9 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
                         client.get_cors_config, client.update_cors_config, _build_cors, gateway,
                         banner,
                     )  # fmt: skip
+                if not gateway.allows("admin"):  # authentication and limits: admin only
+                    for section in (jwt, limit, cors):
+                        section.read_only()
                 with ui.card().classes("flex-1 min-w-72"):
                     ui.label("Status").classes("text-lg font-semibold")
                     status_box = ui.column().classes("w-full gap-1")

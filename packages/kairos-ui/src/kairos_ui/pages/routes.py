@@ -57,6 +57,7 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
     def routes_page() -> None:
         state = RoutesState()
         view = _View()
+        can_change = gateway.allows("operator")  # a viewer sees no add, edit or delete
         with frame(settings, "/routes") as banner:
             with ui.row().classes("w-full items-center gap-3"):
                 ui.label("Routes").classes("text-2xl font-semibold")
@@ -71,9 +72,10 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
                 ui.button("Refresh", icon="refresh", on_click=lambda: load()).props("flat").mark(
                     "refresh"
                 )
-                ui.button("Add route", icon="add", on_click=lambda: editor.open(None)).mark(
-                    "add-route"
-                )
+                if can_change:
+                    ui.button("Add route", icon="add", on_click=lambda: editor.open(None)).mark(
+                        "add-route"
+                    )
             with ui.row().classes("w-full items-center gap-3"):
                 count = ui.label("").classes("text-sm opacity-70").mark("route-count")
                 count.props('data-testid="route-count"')
@@ -84,6 +86,7 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
                 clear.props('flat no-caps data-testid="clear-selection"').mark("clear-selection")
                 bulk = ui.button("Delete selected", icon="delete_sweep", on_click=lambda: ask())
                 bulk.props('color=negative outline data-testid="bulk-delete"').mark("bulk-delete")
+                select_all.visible = bulk.visible = can_change
             with ui.card().classes("w-full p-0"):
                 table_box = ui.column().classes("w-full p-3")
             with ui.row().classes("w-full items-center gap-3"):
@@ -143,9 +146,12 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
         def _row(route: Router) -> None:
             key = route_key(route)
             row = route_row(route)
-            ui.checkbox(
-                value=key in view.selected, on_change=lambda e, k=key: pick(k, e.value)
-            ).props(f'dense data-testid="select:{key}"').mark(f"select:{key}")
+            if can_change:
+                ui.checkbox(
+                    value=key in view.selected, on_change=lambda e, k=key: pick(k, e.value)
+                ).props(f'dense data-testid="select:{key}"').mark(f"select:{key}")
+            else:
+                ui.label("")  # the selection column stays in the grid
             with ui.column().classes("gap-0 min-w-0"):
                 path = ui.label(row["path"]).classes("font-mono break-all").mark("route-path")
                 path.props('data-testid="route-path"')
@@ -170,6 +176,8 @@ def register(settings: UiSettings, gateway: Gateway) -> None:
             ui.label(row["auth"]).classes("text-sm")
             ui.label(row["rate_limit"]).classes("text-sm")
             with ui.row().classes("gap-0 no-wrap"):
+                if not can_change:
+                    return
                 ui.button(icon="edit", on_click=lambda r=route: editor.open(r)).props(
                     f'flat round dense data-testid="edit:{route.external_path}"'
                 ).mark(f"edit:{route.external_path}")
