@@ -1,6 +1,7 @@
 """Several gateway nodes sharing their configuration (and optionally breaker state)
 through Redis: `ClusterNode` follows and changes the shared configuration, `ConfigStore`
-is its Redis side, `BreakerShare` spreads circuit-breaker openings.
+is its Redis side, `SharedHistory` reads the cluster's audit trail and kept versions
+(written with each change), `BreakerShare` spreads circuit-breaker openings.
 
 The Redis-backed classes load on first use (module ``__getattr__``), so a gateway
 without a ``cluster`` block never imports redis-py.

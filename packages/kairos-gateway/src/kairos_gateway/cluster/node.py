@@ -12,7 +12,9 @@ The shared configuration is versioned (`ConfigStore`). The node
   version it runs (`store`), before making it live;
 - puts its version back when Redis comes back without it (restarted with no
   persistence): the highest version any node ran wins, so a change answered with 2xx
-  before the outage is not lost while one node that ran it is up.
+  before the outage is not lost while one node that ran it is up;
+- records each change it stores in the cluster's audit trail and kept versions, in the
+  same step (`history`): the seed and a put-back version are kept, without an entry.
 
 While Redis is unreachable the node keeps serving what it last applied and reports
 itself ``degraded``; management changes fail with 503 and change nothing.
@@ -44,9 +46,12 @@ from kairos_core import (
 )
 from redis.exceptions import RedisError
 
+from ..management.audit import change_entry
+from ..management.live import config_etag, redacted_data
 from .base import CannotApply, StaleVersion, StoreUnavailable, shared_json
 from .breakers import BreakerShare
-from .store import ConfigStore, digest_of
+from .history import SharedHistory
+from .store import ConfigStore, Kept, digest_of
 
 if TYPE_CHECKING:
     from ..management.live import LiveConfig
@@ -70,6 +75,8 @@ class ClusterNode:
         self.store = ConfigStore(
             config.redis_url, key_prefix=config.key_prefix, timeout_s=config.timeout_ms / 1000
         )
+        #: The cluster's audit trail and kept versions.
+        self.history = SharedHistory(self.store)
         self.poll_s = config.poll_interval_ms / 1000
         #: The cluster version this node runs, and the digest of its stored JSON.
         self.applied_version = 0
@@ -155,17 +162,31 @@ class ClusterNode:
         `StoreUnavailable` (nothing changed anywhere).
         """
         text = shared_json(config)
+        kept = self._kept(config, self.runtime.snapshot.config)
         try:
             with self._contact():
-                version = await self.store.write(self.applied_version, text, self.node_id)
+                version = await self.store.write(self.applied_version, text, self.node_id, kept)
         except StaleVersion as exc:
             if self.applied_version == 0 or exc.stored >= self.applied_version:
                 raise
             # Redis lost what this node runs: put it back, then change it.
             await self._restore()
             with self._contact():
-                version = await self.store.write(self.applied_version, text, self.node_id)
+                version = await self.store.write(self.applied_version, text, self.node_id, kept)
         return version, digest_of(text)
+
+    @staticmethod
+    def _kept(config: GatewayConfig, before: GatewayConfig | None = None) -> Kept:
+        """``config`` kept as a version; with ``before``, also the change's audit entry
+        (made by the current actor) and ``before`` as a version if not kept yet."""
+        audit = config.admin.audit
+        version = config_etag(config).strip('"')
+        entry = previous = ""
+        if before is not None:
+            previous = config_etag(before).strip('"')
+            made = change_entry(redacted_data(before), redacted_data(config), previous, version)
+            entry = "" if made is None else json.dumps(made)
+        return Kept(version, previous, entry, audit.keep_versions, audit.keep_entries)
 
     def stored_change(self, version: int, digest: str) -> None:
         self.stored_version = version
@@ -270,7 +291,9 @@ class ClusterNode:
         text = shared_json(self.runtime.snapshot.config)
         try:
             with self._contact():
-                version = await self.store.write(0, text, self.node_id)
+                version = await self.store.write(
+                    0, text, self.node_id, self._kept(self.runtime.snapshot.config)
+                )
         except StaleVersion:  # another node seeded first: take its configuration
             await self._adopt()
             return
@@ -282,10 +305,13 @@ class ClusterNode:
         )
 
     async def _restore(self) -> None:
-        text = shared_json(self.runtime.snapshot.config)
+        config = self.runtime.snapshot.config
+        text = shared_json(config)
         try:
             with self._contact():
-                await self.store.restore(self.applied_version, text, self.node_id)
+                await self.store.restore(
+                    self.applied_version, text, self.node_id, self._kept(config)
+                )
         except StaleVersion:  # another node put back one at least as new
             await self._adopt()
             return

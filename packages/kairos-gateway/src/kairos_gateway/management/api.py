@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from kairos_core import (
@@ -48,11 +49,13 @@ from kairos_core import (
     MetricsSnapshot,
     RollbackResult,
     RouteNotFound,
+    ServiceUnavailable,
     WhoAmI,
 )
 from kairos_core.ai import AiUsageReport
 
 from ..ai import usage_report
+from ..cluster.base import StoreUnavailable
 from ..events import EventBus
 from ..messages import ApiRequest, ApiResponse, StreamedResponse
 from ..settings import NamedToken
@@ -188,6 +191,7 @@ class ManagementApi:
             directory=None if file is None else file.path.parent / audit.dir,
             keep_entries=audit.keep_entries,
             keep_versions=audit.keep_versions,
+            shared=cluster is not None,  # the cluster's trail, in its Redis
         )
         #: The live events (`GET /api/events`) and what publishes them.
         self.events = events if events is not None else EventBus()
@@ -340,7 +344,7 @@ class ManagementApi:
         if path == "/api/config":
             if _allow(request, (*_READ, "PUT")) == "PUT":
                 return await config_api.put_config(self, request)
-            return self.read_config(request)
+            return await self.read_config(request)
         if path == "/api/config/status":
             _allow(request, _READ)
             return config_api.status(self)
@@ -352,15 +356,13 @@ class ManagementApi:
             return config_api.validate_config(self, request)
         if path == "/api/config/versions":
             _allow(request, _READ)
-            return ApiResponse.model(
-                200, ConfigVersions.model_validate({"versions": self.audit.versions()})
-            )
+            return await self.config_versions()
         if path == "/api/config/rollback":
             _allow(request, ("POST",))
             return await self.rollback(request)
         if path == "/api/audit":
             _allow(request, _READ)
-            return self.audit_entries(request)
+            return await self.audit_entries(request)
         if path.startswith("/api/config/") and path.count("/") == 3:
             name = path.rsplit("/", 1)[1]
             if _allow(request, (*_READ, "PUT")) == "PUT":
@@ -400,7 +402,7 @@ class ManagementApi:
             return ApiResponse.json(200, openapi_document())
         raise RouteNotFound(f"no management endpoint at {path}")
 
-    def read_config(self, request: ApiRequest) -> ApiResponse:
+    async def read_config(self, request: ApiRequest) -> ApiResponse:
         """``GET /api/config``; with ``?secrets=clear`` (admin role, checked by
         `needed_role`) the secrets in clear, which is logged and audited."""
         clear = config_api.wants_clear_secrets(request)
@@ -410,22 +412,59 @@ class ManagementApi:
                 "configuration read with its secrets in clear",
                 extra={"fields": {"actor": actor.name, "source": actor.source}},
             )
-            self.audit.secrets_read(actor, _bare_etag(self.live.etag))
+            entry = self.audit.secrets_read(actor, _bare_etag(self.live.etag))
+            if entry is not None and self.cluster is not None:
+                keep = self.runtime.snapshot.config.admin.audit.keep_entries
+                try:
+                    await self.cluster.store.append_entry(json.dumps(entry), keep)
+                except Exception as exc:
+                    # The read is refused: secrets are not handed out unrecorded.
+                    raise ServiceUnavailable(
+                        "the cluster's audit trail cannot be written: try again"
+                    ) from exc
         return config_api.get_config(self, clear=clear)
 
-    def audit_entries(self, request: ApiRequest) -> ApiResponse:
+    async def audit_entries(self, request: ApiRequest) -> ApiResponse:
         """``GET /api/audit?limit=50&before=<id>``: entries, newest first; ``next`` is
         the ``before`` of the following page (null on the last)."""
         params = request.query_params()
         limit = _count("limit", params.get("limit", "50"), 1, 500)
         before = params.get("before")
-        entries = self.audit.entries(
-            limit=limit + 1,
-            before=None if before is None else _count("before", before, 1, 2**62),
-        )
+        after = None if before is None else _count("before", before, 1, 2**62)
+        if self.cluster is None:
+            entries = self.audit.entries(limit=limit + 1, before=after)
+        else:
+            with self._shared_history():
+                entries = await self.cluster.history.entries(limit=limit + 1, before=after)
         page, more = entries[:limit], len(entries) > limit
         body = {"entries": page, "next": page[-1]["id"] if more and page else None}
         return ApiResponse.model(200, AuditPage.model_validate(body))
+
+    async def config_versions(self) -> ApiResponse:
+        """``GET /api/config/versions``: the kept versions, newest first."""
+        if self.cluster is None:
+            versions = self.audit.versions()
+        else:
+            with self._shared_history():
+                versions = await self.cluster.history.versions(self.live.etag)
+        return ApiResponse.model(200, ConfigVersions.model_validate({"versions": versions}))
+
+    @contextlib.contextmanager
+    def _shared_history(self) -> Iterator[None]:
+        """The cluster's Redis not answering, as a 503 naming it (the trail and the
+        versions are only there; changes are refused meanwhile, so none goes unrecorded)."""
+        assert self.cluster is not None
+        try:
+            yield
+        except StoreUnavailable as exc:
+            log.warning(
+                "audit trail unavailable: the cluster's Redis cannot be reached",
+                extra={"fields": {"redis": self.cluster.store.url, "error": str(exc)}},
+            )
+            raise ServiceUnavailable(
+                f"the audit trail and kept versions are in the cluster's Redis "
+                f"({self.cluster.store.url}), which cannot be reached; retry when it is back"
+            ) from exc
 
     async def rollback(self, request: ApiRequest) -> ApiResponse:
         """``POST /api/config/rollback`` ``{"version": ...}``: make a kept version live
@@ -434,7 +473,14 @@ class ManagementApi:
         version = body.get("version") if isinstance(body, dict) else None
         if not isinstance(version, str) or not version:
             raise BadRequest('send {"version": "<a version from GET /api/config/versions>"}')
-        data = self.audit.version(version)
+        if self.cluster is None:
+            data = self.audit.version(version)
+        else:
+            with self._shared_history():
+                found = await self.cluster.history.version(version)
+            if found is None:
+                raise RouteNotFound(f"no kept configuration version {version}")
+            data = found
         current = ACTOR.get()
         actor = Actor(current.name if current else "loopback", request.peer_ip, "rollback")
         with acting(actor):

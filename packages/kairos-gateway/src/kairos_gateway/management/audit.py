@@ -20,6 +20,12 @@ gateway's user only, like the config file's backups). Worker processes share the
 change already recorded (same version reached from the same one) is not recorded again,
 so the sibling workers' reloads of a change leave one entry. Without a config file
 both are kept in memory. Both are bounded (``keep_entries``, ``keep_versions``).
+
+In a cluster the trail and the versions are the cluster's, kept in its Redis
+(`cluster.history`): the node that stores a change records its entry and version in
+the same atomic step (`change_entry` builds it), so every node shows the same trail
+and can roll back to a version another node recorded. A trail made ``shared`` keeps
+nothing itself; `applied` still returns each entry (the live event feed's).
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from .live import ACTOR, Actor, ConfigData, redacted_data, revealed_data
 if TYPE_CHECKING:
     from ..snapshot import Snapshot
 
-__all__ = ["AuditTrail", "config_changes"]
+__all__ = ["AuditTrail", "change_entry", "config_changes"]
 
 
 def _bare(etag: str) -> str:
@@ -86,6 +92,27 @@ def config_changes(before: ConfigData, after: ConfigData) -> list[dict[str, str]
     return changes
 
 
+def change_entry(
+    before: ConfigData, after: ConfigData, previous: str, version: str
+) -> dict[str, Any] | None:
+    """The entry of a change from ``before`` to ``after`` (redacted dumps) made by the
+    current `ACTOR`, going from version ``previous`` to ``version``; None when nothing
+    changed."""
+    changes = config_changes(before, after)
+    if not changes:
+        return None
+    actor = ACTOR.get() or Actor("gateway", trigger="gateway")
+    return {
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "actor": actor.name,
+        "source": actor.source,
+        "trigger": actor.trigger,
+        "previous_version": _bare(previous),
+        "version": _bare(version),
+        "changes": changes,
+    }
+
+
 class AuditTrail:
     """The audit entries and kept versions of one gateway (see the module docstring)."""
 
@@ -97,8 +124,11 @@ class AuditTrail:
         directory: Path | None,
         keep_entries: int = 1000,
         keep_versions: int = 20,
+        shared: bool = False,
     ) -> None:
         self._etag_of = etag_of
+        #: The cluster keeps the trail (see the module docstring): record nothing here.
+        self.shared = shared
         self._dir = directory
         self._keep_entries = keep_entries
         self._keep_versions = keep_versions
@@ -120,22 +150,12 @@ class AuditTrail:
         version = _bare(self._etag_of(snapshot))
         before, previous = self._last, self._last_version
         self._last, self._last_version = after, version
-        changes = config_changes(before, after)
-        if not changes:
-            return None
-        actor = ACTOR.get() or Actor("gateway", trigger="gateway")
+        entry = change_entry(before, after, previous, version)
+        if entry is None or self.shared:
+            return entry
         if self._initial is not None:
             self._keep_version(*self._initial)
             self._initial = None
-        entry = {
-            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "actor": actor.name,
-            "source": actor.source,
-            "trigger": actor.trigger,
-            "previous_version": previous,
-            "version": version,
-            "changes": changes,
-        }
         self._keep_version(version, snapshot.config)
         try:
             self._append(dict(entry))
@@ -143,9 +163,10 @@ class AuditTrail:
             log.error("audit entry not written", extra={"fields": {"error": str(exc)}})
         return entry
 
-    def secrets_read(self, actor: Actor, version: str) -> None:
+    def secrets_read(self, actor: Actor, version: str) -> dict[str, Any] | None:
         """Someone read the configuration with its secrets in clear: an entry with
-        trigger ``secrets_read`` and no changes (the version stays what it was)."""
+        trigger ``secrets_read`` and no changes (the version stays what it was).
+        A ``shared`` trail records nothing and returns the entry for the cluster's."""
         entry = {
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "actor": actor.name,
@@ -155,10 +176,13 @@ class AuditTrail:
             "version": version,
             "changes": [],
         }
+        if self.shared:
+            return entry
         try:
             self._append(entry, dedupe=False)
         except OSError as exc:
             log.error("audit entry not written", extra={"fields": {"error": str(exc)}})
+        return None
 
     # -- reading ---------------------------------------------------------------------
 

@@ -192,7 +192,17 @@ def etag_of(snapshot: Snapshot) -> str:
     differ between worker processes, while the same configuration must carry the same
     tag wherever and whenever it is read, so an If-Match sent to another worker (or
     after a restart) is judged by what it names."""
-    canonical = json.dumps(redacted_data(snapshot.config), sort_keys=True).encode()
+    return config_etag(snapshot.config)
+
+
+def config_etag(config: GatewayConfig) -> str:
+    """`etag_of` a configuration. A cluster node's own ``cluster`` block is left out:
+    no change can set it (see `ClusterNode.keep_own_block`), and without it every node
+    running the cluster's configuration names it with the same tag, so an If-Match or
+    a kept version recorded on one node means the same on every other."""
+    data = redacted_data(config)
+    data.pop("cluster", None)
+    canonical = json.dumps(data, sort_keys=True).encode()
     return f'"{hashlib.sha256(canonical).hexdigest()[:20]}"'
 
 

@@ -300,6 +300,16 @@ def _events_operation() -> dict[str, Any]:
     return operation
 
 
+def _in_cluster_redis(operation: dict[str, Any]) -> dict[str, Any]:
+    """``operation`` reading the audit trail, which a cluster node reads from Redis."""
+    operation["responses"]["503"] = {
+        "description": "A cluster node's Redis, where the cluster keeps its audit trail "
+        "and versions, cannot be reached",
+        "content": {problem_module.CONTENT_TYPE: {"schema": _ref(Problem)}},
+    }
+    return operation
+
+
 def _section_paths() -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, model in (("jwt", JwtConfig), ("rate_limit", RateLimitConfig), ("cors", CorsConfig)):
@@ -433,9 +443,11 @@ def openapi_document() -> dict[str, Any]:
             ),
         },
         "/api/config/versions": {
-            "get": _op(
-                "The configuration versions kept for rollback, newest first",
-                {"200": _json(_ref(ConfigVersions), "ok")},
+            "get": _in_cluster_redis(
+                _op(
+                    "The configuration versions kept for rollback, newest first",
+                    {"200": _json(_ref(ConfigVersions), "ok")},
+                )
             ),
         },
         "/api/config/rollback": {
@@ -454,11 +466,13 @@ def openapi_document() -> dict[str, Any]:
             ),
         },
         "/api/audit": {
-            "get": _op(
-                "The audit trail: who changed what, newest first, in pages",
-                {"200": _json(_ref(AuditPage), "ok")},
-                errors=(400,),
-                params=_AUDIT_PARAMS,
+            "get": _in_cluster_redis(
+                _op(
+                    "The audit trail: who changed what, newest first, in pages",
+                    {"200": _json(_ref(AuditPage), "ok")},
+                    errors=(400,),
+                    params=_AUDIT_PARAMS,
+                )
             ),
         },
         "/api/ai/usage": {
