@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import GatewayFactory, RunningGateway
-from tests.support import EchoBackend, raw_request, route
+from tests.support import EchoBackend, eventually, raw_request, route
 
 DEBOUNCE = {"watch_debounce_ms": 50, "metrics_interval_s": 0.02}
 
@@ -163,6 +163,14 @@ async def test_watcher_keeps_serving_on_an_invalid_file(
     assert "invalid JSON" in status["last_reload"]["error"]
     assert status["config_version"] == 1
     assert (await raw_request(gw.port, "/only0")).status == 200
+
+    # The file put back as it was: nothing to apply, and the failure no longer holds.
+    source.write_text(json.dumps(config(0, backend), indent=2))
+    live = gw.gateway.management.live
+    await eventually(lambda: live.last_reload is not None and live.last_reload.ok, timeout=10)
+    status = (await raw_request(gw.port, "/api/config/status")).json()
+    assert status["last_reload"]["ok"] is True
+    assert status["config_version"] == 1
 
 
 async def test_hot_reload_false_turns_the_watcher_off(

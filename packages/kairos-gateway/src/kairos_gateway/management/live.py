@@ -397,6 +397,10 @@ class LiveConfig:
                 if trigger in ("watcher", "sibling"):
                     digest = await asyncio.to_thread(file.current_digest)
                     if digest == file.digest:
+                        last = self._last_reload
+                        if last is not None and not last.ok:
+                            # The file is back to what is running: the failure is over.
+                            self.last_reload = ReloadRecord(trigger, True, time.time())
                         return None
                 config, digest = await asyncio.to_thread(file.load)
                 snapshot = self.runtime.prepare(config)
