@@ -5,9 +5,9 @@ Locally they skip without chromium; in CI they fail."""
 from __future__ import annotations
 
 import asyncio
-import json
+import subprocess
+import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,31 +34,37 @@ def _indicator(screen: Screen) -> str:
     return str(screen.find_by_css('[data-testid="live-indicator"]').text)
 
 
-def _post(stack: LiveStack, path: str, body: object) -> int:
-    request = urllib.request.Request(
-        stack.url + path,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return int(response.status)
-
-
-def test_a_route_added_through_the_api_shows_on_the_routes_page_without_a_reload(
+def test_a_route_added_by_the_cli_shows_on_the_routes_page_without_a_reload(
     screen: Screen, stack: LiveStack
 ) -> None:
     screen.open("/routes")
     screen.should_contain("/echo/{*rest}")
     screen.wait_for(lambda: _indicator(screen) == "● live")
-    started = time.monotonic()
-    route = {
-        "external_path": "/pushed/{id}",
-        "internal_path": "/inside/{id}",
-        "methods": ["GET"],
-        "backends": [{"host": "http://127.0.0.1", "port": stack.backend.port}],
-    }
-    assert _post(stack, "/api/routes", route) == 201
+    added = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kairos_cli",
+            "--url",
+            stack.url,
+            "routes",
+            "add",
+            "-e",
+            "/pushed/{id}",
+            "-i",
+            "/inside/{id}",
+            "-m",
+            "GET",
+            "-b",
+            f"127.0.0.1:{stack.backend.port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert added.returncode == 0, added.stderr
+    started = time.monotonic()  # from the moment the gateway has the route
     screen.should_contain("/pushed/{id}")
     assert time.monotonic() - started < 2
     screen.should_contain("2 of 2 routes")
