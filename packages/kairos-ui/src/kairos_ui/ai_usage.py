@@ -15,7 +15,7 @@ from typing import Any
 
 from kairos_core.ai import AiTargetStatus, AiUsageMinute, AiUsageReport, AiUsageRow
 
-from . import format
+from . import charts, format
 
 __all__ = [
     "ESTIMATED",
@@ -45,10 +45,6 @@ WINDOW_MINUTES = 60
 OTHER = "other"
 #: Put before a token count the gateway estimated, in part or in whole.
 ESTIMATED = "\u2248"
-
-#: (text, axis lines, grid lines) per mode, as the page's other charts.
-_LIGHT = ("#4b5563", "#9ca3af", "#e5e7eb")
-_DARK = ("#c9d1d9", "#6b7280", "rgba(255, 255, 255, 0.08)")
 
 
 def has_ai_route(report: AiUsageReport) -> bool:
@@ -190,61 +186,7 @@ def minute_chart(
     a minute on top of each other, so a bar's height is the minute's total). The time
     axis spans ``axis`` (`minute_axis`) and half a minute more on each side, so the
     first and last bars are drawn whole."""
-    text, line, grid = _DARK if dark else _LIGHT
-    span = {"min": iso_time(axis[0] - 30), "max": iso_time(axis[-1] + 30)} if axis else {}
-    legend = len(series) > 1
-    return {
-        "animation": False,
-        "backgroundColor": "transparent",
-        "textStyle": {"color": text},
-        "tooltip": {
-            "trigger": "axis",
-            # A JavaScript function (NiceGUI evaluates keys starting with ":").
-            ":valueFormatter": f"v => v == null ? '{format.DASH}' : `${{v}} {unit}`",
-        },
-        "legend": {
-            "show": legend,
-            "type": "scroll",
-            "bottom": 0,
-            "left": 8,
-            "right": 8,
-            "textStyle": {"color": text, "width": 180, "overflow": "truncate"},
-            "tooltip": {"show": True},
-            "pageTextStyle": {"color": text},
-            "pageIconColor": text,
-            "pageIconInactiveColor": line,
-        },
-        "grid": {
-            "left": 8,
-            "right": 16,
-            "top": 28,
-            "bottom": 36 if legend else 8,
-            "containLabel": True,
-        },
-        "xAxis": {
-            "type": "time",
-            **span,
-            "axisLabel": {"hideOverlap": True, "color": text},
-            "axisLine": {"lineStyle": {"color": line}},
-            "splitLine": {"show": False},
-        },
-        "yAxis": {
-            "type": "value",
-            "min": 0,
-            "minInterval": 1,  # counts: no fractional ticks
-            "name": unit,
-            "nameTextStyle": {"color": text, "align": "left"},
-            "axisLabel": {"color": text},
-            "splitLine": {"lineStyle": {"color": grid}},
-        },
-        "series": [
-            {
-                "name": name,
-                "type": "bar",
-                "barMaxWidth": 14,
-                **({"stack": "total"} if stacked else {}),
-                "data": data,
-            }
-            for name, data in series
-        ],
-    }
+    span = (iso_time(axis[0] - 30), iso_time(axis[-1] + 30)) if axis else None
+    return charts.time_chart(
+        unit, series, kind="bar", stacked=stacked, dark=dark, span=span, whole_numbers=True
+    )

@@ -46,20 +46,29 @@ def error_rate(point: HistoryPoint) -> float | None:
     return round(100 * (point.client_errors + point.server_errors) / point.requests, 2)
 
 
-def line_chart(
+def time_chart(
     unit: str,
     series: Sequence[Series],
     *,
+    kind: str = "line",
     dark: bool = False,
     span: tuple[str, str] | None = None,
+    stacked: bool = False,
+    whole_numbers: bool = False,
 ) -> dict[str, Any]:
-    """A time-axis line chart in ``unit``; each series is (name, [[iso time, value], ...]).
+    """A time-axis chart in ``unit``; each series is (name, [[iso time, value], ...]),
+    drawn as ``kind`` (``line`` or ``bar``; ``stacked`` bars add up).
 
     ``span`` (first, last time) fixes the time axis, so charts of one page line up
-    even where a series has few points; a series of one or two points shows them as
-    dots, since a line needs two."""
+    even where a series has few points; a line series of one or two points shows them
+    as dots, since a line needs two. ``whole_numbers``: no fractional ticks (counts)."""
     text, axis, grid = _DARK if dark else _LIGHT
     legend = len(series) > 1
+    shape: dict[str, Any] = (
+        {"type": "bar", "barMaxWidth": 14, **({"stack": "total"} if stacked else {})}
+        if kind == "bar"
+        else {"type": "line", "connectNulls": False}
+    )
     return {
         "animation": False,
         "backgroundColor": "transparent",
@@ -99,6 +108,7 @@ def line_chart(
         "yAxis": {
             "type": "value",
             "min": 0,
+            **({"minInterval": 1} if whole_numbers else {}),
             "name": unit,
             "nameTextStyle": {"color": text, "align": "left"},
             "axisLabel": {"color": text},
@@ -107,14 +117,24 @@ def line_chart(
         "series": [
             {
                 "name": name,
-                "type": "line",
-                "showSymbol": len(data) <= 2,
-                "connectNulls": False,
+                **shape,
+                **({"showSymbol": len(data) <= 2} if kind == "line" else {}),
                 "data": data,
             }
             for name, data in series
         ],
     }
+
+
+def line_chart(
+    unit: str,
+    series: Sequence[Series],
+    *,
+    dark: bool = False,
+    span: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """A time-axis line chart in ``unit`` (see `time_chart`)."""
+    return time_chart(unit, series, dark=dark, span=span)
 
 
 def requests_chart(points: Sequence[HistoryPoint], *, dark: bool = False) -> dict[str, Any]:
