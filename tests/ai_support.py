@@ -5,12 +5,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import aiohttp
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,6 +30,31 @@ def load_fake_llm() -> ModuleType:
     return module
 
 
+FakeFactory = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+async def start_fake() -> AsyncIterator[FakeFactory]:
+    """``await start_fake(**options)``: a `FakeLLM` on a free port, stopped after the test."""
+    fake_llm = load_fake_llm()
+    started: list[Any] = []
+
+    async def make(**options: Any) -> Any:
+        fake = await fake_llm.FakeLLM(**options).start()
+        started.append(fake)
+        return fake
+
+    yield make
+    for fake in started:
+        await fake.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+        yield s
+
+
 def ai_route(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """A route answered by the ``ai`` plugin with ``config``; no backends."""
     return {
@@ -42,6 +68,16 @@ def ai_route(config: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 def provider(fake: Any, kind: str = "openai", **extra: Any) -> dict[str, Any]:
     return {"kind": kind, "url": f"{fake.url}/v1", **extra}
+
+
+def one_target(fake: Any, **extra: Any) -> dict[str, Any]:
+    """An ``ai`` config with one OpenAI-compatible provider ``p`` behind the alias
+    ``fast`` (model ``m``), plus ``extra`` settings."""
+    return {
+        "providers": {"p": provider(fake)},
+        "models": {"fast": {"targets": [{"provider": "p", "model": "m"}]}},
+        **extra,
+    }
 
 
 async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -17,36 +17,27 @@ from kairos_core import ConfigError, load_config
 from kairos_gateway.ai import AiPolicy
 from multidict import CIMultiDict
 
-from tests.ai_support import ai_route, content_of, load_fake_llm, provider, sse_events
+from tests.ai_support import (
+    FakeFactory,
+    ai_route,
+    content_of,
+    load_fake_llm,
+    one_target,
+    provider,
+    session,
+    sse_events,
+    start_fake,
+)
 from tests.conftest import GatewayFactory, RunningGateway
 from tests.redis_server import RedisServer
 from tests.support import eventually, unused_port
+
+__all__ = ["session", "start_fake"]  # fixtures
 
 fake_llm = load_fake_llm()
 REPLY = fake_llm.DEFAULT_REPLY
 WORDS = len(REPLY.split())
 KEY = "sk-test-0123456789abcdef0123456789"
-FakeFactory = Callable[..., Awaitable[Any]]
-
-
-@pytest.fixture
-async def start_fake() -> AsyncIterator[FakeFactory]:
-    started: list[Any] = []
-
-    async def make(**options: Any) -> Any:
-        fake = await fake_llm.FakeLLM(**options).start()
-        started.append(fake)
-        return fake
-
-    yield make
-    for fake in started:
-        await fake.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
-        yield s
 
 
 def chat(model: str = "fast", text: str = "Say hello to me", **extra: Any) -> dict[str, Any]:
@@ -344,10 +335,7 @@ async def test_a_stream_is_relayed_chunk_by_chunk(
     fake = await start_fake(chunk_delay_s=0.2)
     gw = await gateway_for(
         gateway_factory,
-        {
-            "providers": {"p": provider(fake)},
-            "models": {"fast": {"targets": [{"provider": "p", "model": "m"}]}},
-        },
+        one_target(fake),
     )
     loop = asyncio.get_running_loop()
     arrivals: list[float] = []
@@ -378,10 +366,7 @@ async def test_a_client_that_asked_for_usage_gets_the_usage_chunk(
     fake = await start_fake()
     gw = await gateway_for(
         gateway_factory,
-        {
-            "providers": {"p": provider(fake)},
-            "models": {"fast": {"targets": [{"provider": "p", "model": "m"}]}},
-        },
+        one_target(fake),
     )
     _, chunks = await stream(session, gw, chat(stream_options={"include_usage": True}))
     usage = [json.loads(c)["usage"] for c in chunks[:-1] if '"usage"' in c]
@@ -395,10 +380,7 @@ async def test_a_client_leaving_cancels_the_provider_call(
     fake = await start_fake(chunk_delay_s=0.2)
     gw = await gateway_for(
         gateway_factory,
-        {
-            "providers": {"p": provider(fake)},
-            "models": {"fast": {"targets": [{"provider": "p", "model": "m"}]}},
-        },
+        one_target(fake),
     )
     async with session.post(
         gw.url + "/v1/chat/completions", json={**chat(), "stream": True}
@@ -517,12 +499,11 @@ async def test_usage_and_cost_are_counted_per_consumer_and_model(
     fake = await start_fake()
     gw = await gateway_for(
         gateway_factory,
-        {
-            "providers": {"p": provider(fake)},
-            "models": {"fast": {"targets": [{"provider": "p", "model": "m"}]}},
-            "consumer": "header:X-Team",
-            "costs": {"m": {"prompt_per_1k": 1.0, "completion_per_1k": 2.0}},
-        },
+        one_target(
+            fake,
+            consumer="header:X-Team",
+            costs={"m": {"prompt_per_1k": 1.0, "completion_per_1k": 2.0}},
+        ),
     )
     for team in ("red", "red", "blue"):
         assert (await post(session, gw, chat(text="one two three"), **{"X-Team": team}))[0] == 200
@@ -546,11 +527,7 @@ async def test_a_consumer_keyed_by_a_credential_header_is_shown_by_digest(
     fake = await start_fake()
     gw = await gateway_for(
         gateway_factory,
-        {
-            "providers": {"p": provider(fake)},
-            "models": {"fast": {"targets": [{"provider": "p", "model": "m"}]}},
-            "consumer": "header:X-Api-Key",
-        },
+        one_target(fake, consumer="header:X-Api-Key"),
     )
     client_key = "client-secret-key-123456"
     assert (await post(session, gw, chat(), **{"X-Api-Key": client_key}))[0] == 200
@@ -568,10 +545,7 @@ async def test_a_provider_without_usage_is_estimated_and_labelled_so(
     fake = await start_fake(usage=False)
     gw = await gateway_for(
         gateway_factory,
-        {
-            "providers": {"p": provider(fake)},
-            "models": {"fast": {"targets": [{"provider": "p", "model": "m"}]}},
-        },
+        one_target(fake),
     )
     assert (await post(session, gw, chat()))[0] == 200
     _, chunks = await stream(session, gw, chat())
@@ -591,11 +565,7 @@ async def test_token_limits_refuse_with_429_and_ratelimit_fields(
     per_minute = 2 * (WORDS + 10)
     gw = await gateway_for(
         gateway_factory,
-        {
-            "providers": {"p": provider(fake)},
-            "models": {"fast": {"targets": [{"provider": "p", "model": "m"}]}},
-            "token_limits": {"key": "header:X-Team", "tokens_per_minute": per_minute},
-        },
+        one_target(fake, token_limits={"key": "header:X-Team", "tokens_per_minute": per_minute}),
     )
     served = 0
     for _ in range(5):
@@ -618,17 +588,16 @@ async def test_token_limits_are_shared_by_two_gateways_through_redis(
     redis_server: RedisServer,
 ) -> None:
     fake = await start_fake()
-    config = {
-        "providers": {"p": provider(fake)},
-        "models": {"fast": {"targets": [{"provider": "p", "model": "m"}]}},
-        "token_limits": {
+    config = one_target(
+        fake,
+        token_limits={
             "key": "ip",
             # Three calls' real usage (4 prompt words + the reply) fit, a fourth's
             # estimate (10 tokens) does not.
             "tokens_per_day": 3 * (4 + WORDS) + 5,
             "store": {"type": "redis", "url": redis_server.url},
         },
-    }
+    )
     one, two = (
         await gateway_for(gateway_factory, config),
         await gateway_for(gateway_factory, config),
@@ -682,10 +651,7 @@ async def test_the_routes_body_limit_is_not_lifted_by_the_plugins(
     gateway_factory: GatewayFactory, start_fake: FakeFactory, session: aiohttp.ClientSession
 ) -> None:
     fake = await start_fake()
-    config = {
-        "providers": {"p": provider(fake)},
-        "models": {"fast": {"targets": [{"provider": "p", "model": "m"}]}},
-    }
+    config = one_target(fake)
     gw = await gateway_factory({"version": 1, "routers": [ai_route(config, max_body_size=2048)]})
     code, _, got = await post(session, gw, chat(text="word " * 1000))
     assert code == 413, got
@@ -698,11 +664,7 @@ async def test_the_response_cache_answers_an_identical_call(
     fake = await start_fake()
     gw = await gateway_for(
         gateway_factory,
-        {
-            "providers": {"p": provider(fake)},
-            "models": {"fast": {"targets": [{"provider": "p", "model": "m"}]}},
-            "cache": {"ttl_s": 60},
-        },
+        one_target(fake, cache={"ttl_s": 60}),
     )
     first = await post(session, gw, chat())
     await eventually(lambda: True)

@@ -6,39 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.ai_support import load_fake_llm
+from tests.ai_support import FakeFactory, load_fake_llm, session, start_fake
 from tests.support import eventually, unused_port
+
+__all__ = ["session", "start_fake"]  # fixtures
 
 fake_llm = load_fake_llm()
 REPLY = fake_llm.DEFAULT_REPLY
 ANTHROPIC = {"anthropic-version": "2023-06-01"}
-FakeFactory = Callable[..., Awaitable[Any]]
-
-
-@pytest.fixture
-async def start_fake() -> AsyncIterator[FakeFactory]:
-    started: list[Any] = []
-
-    async def make(**options: Any) -> Any:
-        fake = await fake_llm.FakeLLM(**options).start()
-        started.append(fake)
-        return fake
-
-    yield make
-    for fake in started:
-        await fake.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
-        yield s
 
 
 def chat(text: str = "Say hello to me", **extra: Any) -> dict[str, Any]:
