@@ -34,6 +34,7 @@ from kairos_core import (
 )
 
 from .body import RequestBody
+from .headers import header_value
 from .retry import RetryBudget, Stop, decide_stale
 from .upstream import (
     RequestBodyFailed,
@@ -184,13 +185,6 @@ def _rewound(upstream: UpstreamRequest, request_id: str) -> bool:
     return False
 
 
-def _header(headers: Sequence[tuple[str, str]], lower_name: str) -> str | None:
-    for name, value in headers:
-        if name.lower() == lower_name:
-            return value
-    return None
-
-
 class Tries:
     """The tries of one request: which backends were tried, the deadline, the budget,
     and the decisions between tries. `forward` drives it with the pooled client, the
@@ -302,7 +296,7 @@ class Tries:
             self.method,
             len(self.tried),
             failed=False,
-            retry_after=_header(headers, "retry-after"),
+            retry_after=header_value(headers, "retry-after"),
             budget=runtime.budget,
             now=self._loop.time(),
             deadline=self.deadline,

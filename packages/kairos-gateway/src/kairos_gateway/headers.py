@@ -302,3 +302,11 @@ def fill_headers(pairs: Iterable[tuple[str, str]]) -> HTTPHeaders:
         else:
             seen.append(value)
     return out
+
+
+def header_value(headers: Sequence[tuple[str, str]], lower_name: str) -> str | None:
+    """The first value of a header (``lower_name``: its name in lower case), or None."""
+    for name, value in headers:
+        if name.lower() == lower_name:
+            return value
+    return None

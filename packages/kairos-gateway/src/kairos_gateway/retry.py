@@ -15,7 +15,14 @@ from typing import Literal
 
 from kairos_core import RetryConfig
 
-__all__ = ["IDEMPOTENT", "RetryBudget", "RetryPolicy", "Stop", "decide_stale"]
+__all__ = [
+    "IDEMPOTENT",
+    "RetryBudget",
+    "RetryPolicy",
+    "Stop",
+    "decide_stale",
+    "parse_retry_after",
+]
 
 #: Methods whose replay is safe by definition (RFC 9110 9.2.2), CONNECT and PATCH aside.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -128,25 +135,28 @@ class RetryPolicy:
         return rng.uniform(0.0, min(self._max_s, ceiling))
 
     def retry_after_s(self, header_value: str | None) -> float | None:
-        """An upstream ``Retry-After`` as a delay in seconds, at most ``max_backoff_ms``.
+        """An upstream ``Retry-After`` as a delay in seconds, at most ``max_backoff_ms``
+        (see `parse_retry_after`); None means the computed backoff applies."""
+        delay = parse_retry_after(header_value, self._wall_clock)
+        return None if delay is None else min(delay, self._max_s)
 
-        Accepts delta-seconds (``"120"``) and an HTTP-date (a past date gives 0).
-        None when absent or unparseable (a negative or fractional number included),
-        in which case the computed backoff applies.
-        """
-        if header_value is None:
-            return None
-        value = header_value.strip()
-        if value.isascii() and value.isdigit():
-            return min(float(value), self._max_s)
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            return None  # HTTP-dates are GMT; a date without a zone is not one
-        delay = when.timestamp() - self._wall_clock()
-        return min(max(0.0, delay), self._max_s)
+
+def parse_retry_after(header_value: str | None, wall_clock: Callable[[], float]) -> float | None:
+    """A ``Retry-After`` value as a delay in seconds: delta-seconds (``"120"``) or an
+    HTTP-date (a past date gives 0; ``wall_clock``, epoch seconds, is read only for a
+    date). None when absent or unparseable (a negative or fractional number included)."""
+    if header_value is None:
+        return None
+    value = header_value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None  # HTTP-dates are GMT; a date without a zone is not one
+    return max(0.0, when.timestamp() - wall_clock())
 
 
 class RetryBudget:

@@ -17,15 +17,14 @@ The route's backends are never called: every request is answered here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import random
 import re
 import time
-from collections.abc import AsyncGenerator, Mapping
-from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
+from collections.abc import Mapping
 from time import perf_counter
 from typing import Any, Final
 
@@ -44,18 +43,22 @@ from kairos_core.ai import AiConfig, ModelAlias, Target
 
 from ..cache import Entry, SharedCache
 from ..chain import Policy, Request, UpstreamRequest
+from ..headers import header_value
 from ..messages import Response, StreamedResponse
 from ..ratelimit import limit_key
+from ..retry import parse_retry_after
 from ..services import PluginServices
 from ..upstream import UpstreamError as UpstreamFailure
 from ..upstream import UpstreamResponse
 from ..upstream import UpstreamTimeout as UpstreamTimedOut
-from . import anthropic, sse
-from .limits import Refusal, Reservation, TokenBudget
+from . import anthropic
+from .calls import Call, Choice, completion_texts, read_all, shown_consumer
+from .limits import Refusal, TokenBudget
 from .providers import Provider
+from .relay import Relayed, StreamRelay
 from .state import AiState, TargetState
 from .tokens import estimate_text, prompt_texts, prompt_tokens, usage_of
-from .usage import AiCollector, Series
+from .usage import AiCollector
 
 __all__ = ["AiPolicy", "ai_policy"]
 
@@ -88,80 +91,6 @@ class PromptRefused(BadRequest):
 class TokenLimitExceeded(TooManyRequests):
     type = "token_limit_exceeded"
     title = "Token limit exceeded"
-
-
-@dataclass(slots=True)
-class _Choice:
-    """One target, ready to call."""
-
-    provider: Provider
-    target: Target
-    state: TargetState
-
-    @property
-    def label(self) -> str:
-        return f"{self.provider.name}/{self.target.model}"
-
-
-@dataclass(slots=True)
-class _Call:
-    """What one request has decided before the first try."""
-
-    endpoint: str
-    body: dict[str, Any]
-    model: str  # as the client named it
-    choices: list[_Choice]
-    consumer: str
-    prompt_estimate: int
-    stream: bool
-    added_usage: bool  # the gateway asked for stream usage the client did not
-    started: float
-    reservation: Reservation | None = None
-    series: Series | None = None
-    fallbacks: int = 0
-    tried: list[str] = field(default_factory=list)
-
-
-def _retry_after_s(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def _header(headers: list[tuple[str, str]], name: str) -> str | None:
-    for key, value in headers:
-        if key.lower() == name:
-            return value
-    return None
-
-
-async def _read_all(response: UpstreamResponse, limit: int, label: str) -> bytes:
-    """The whole body (at most ``limit`` bytes); the response is aborted on any
-    failure, cancellation included, so its connection is never left checked out."""
-    parts: list[bytes] = []
-    size = 0
-    try:
-        while chunk := await response.read():
-            size += len(chunk)
-            if size > limit:
-                raise UpstreamError(f"{label}'s answer is larger than {limit} bytes")
-            parts.append(chunk)
-    except UpstreamTimedOut:
-        response.abort()
-        raise UpstreamTimeout(f"{label} stopped sending its answer") from None
-    except UpstreamFailure:
-        response.abort()
-        raise UpstreamError(f"{label}'s answer broke off") from None
-    except BaseException:
-        response.abort()
-        raise
-    return b"".join(parts)
 
 
 class AiPolicy(Policy):
@@ -256,7 +185,7 @@ class AiPolicy(Policy):
         data = [{"id": n, "object": "model", "created": 0, "owned_by": "kairos"} for n in names]
         return Response.json(200, {"object": "list", "data": data})
 
-    def _prepare(self, request: Request, endpoint: str, raw: bytes) -> _Call:
+    def _prepare(self, request: Request, endpoint: str, raw: bytes) -> Call:
         try:
             body = json.loads(raw)
         except (UnicodeDecodeError, ValueError, RecursionError):
@@ -300,9 +229,9 @@ class AiPolicy(Policy):
                 }
                 added_usage = True
         consumer = self.state.usage.consumer(
-            _shown(self._consumer(request, self.config.consumer), self.config.consumer)
+            shown_consumer(self._consumer(request, self.config.consumer), self.config.consumer)
         )
-        return _Call(
+        return Call(
             endpoint=endpoint,
             body=body,
             model=model,
@@ -314,7 +243,7 @@ class AiPolicy(Policy):
             started=perf_counter(),
         )
 
-    def _choices(self, model: str, endpoint: str) -> list[_Choice]:
+    def _choices(self, model: str, endpoint: str) -> list[Choice]:
         alias = self.aliases.get(model)
         if alias is not None:
             targets = self._ordered(alias)
@@ -327,7 +256,7 @@ class AiPolicy(Policy):
             known = ", ".join(sorted(self.aliases)) or "none"
             raise ModelNotFound(f"no model {model!r} on this route (models: {known})")
         choices = [
-            _Choice(p, t, self._state_of(p, t.model))
+            Choice(p, t, self._state_of(p, t.model))
             for t in targets
             if (p := self.providers[t.provider]).serves(endpoint)
         ]
@@ -375,7 +304,7 @@ class AiPolicy(Policy):
 
     # -- token limits ------------------------------------------------------------------
 
-    async def _reserve(self, request: Request, call: _Call) -> None:
+    async def _reserve(self, request: Request, call: Call) -> None:
         assert self.budget is not None
         asked = call.body.get("max_completion_tokens", call.body.get("max_tokens"))
         tokens = call.prompt_estimate + (asked if isinstance(asked, int) else 0)
@@ -399,20 +328,20 @@ class AiPolicy(Policy):
             )
         call.reservation = result
 
-    async def _settle(self, call: _Call, used: int) -> None:
+    async def _settle(self, call: Call, used: int) -> None:
         reservation, call.reservation = call.reservation, None
         if reservation is not None:
             await reservation.settle(used)
 
     # -- the response cache ------------------------------------------------------------
 
-    def _cache_key(self, call: _Call) -> str:
+    def _cache_key(self, call: Call) -> str:
         document = json.dumps(call.body, sort_keys=True, separators=(",", ":"))
         consumer = call.consumer if self.config.cache and self.config.cache.per_consumer else ""
         digest = hashlib.sha256(f"{call.endpoint}\n{consumer}\n{document}".encode()).hexdigest()
         return f"ai:{digest}"
 
-    async def _cached(self, call: _Call) -> Response | None:
+    async def _cached(self, call: Call) -> Response | None:
         assert self.cache is not None
         try:
             entry = await self.cache.store.get(self._cache_key(call), {})
@@ -422,7 +351,7 @@ class AiPolicy(Policy):
             return None
         return Response(entry.status, entry.body, [*entry.headers, ("X-Cache", "HIT")])
 
-    def _store(self, call: _Call, body: bytes) -> None:
+    def _store(self, call: Call, body: bytes) -> None:
         cache, config = self.cache, self.config.cache
         if cache is None or config is None:
             return
@@ -446,7 +375,7 @@ class AiPolicy(Policy):
     # -- calling the targets -----------------------------------------------------------
 
     async def _try_targets(
-        self, request: Request, upstream: UpstreamRequest, call: _Call
+        self, request: Request, upstream: UpstreamRequest, call: Call
     ) -> Response | StreamedResponse:
         usage = self.state.usage
         last_error: KairosError | None = None
@@ -457,14 +386,12 @@ class AiPolicy(Policy):
         for n, choice in enumerate(call.choices):
             series = usage.of(template, call.consumer, choice.provider.name, choice.target.model)
             if n > 0 and (last_error is not None or last_answer is not None):
-                call.fallbacks += 1
                 usage.fallback(call.series or series)
             call.series = series
             permit = choice.state.breaker.acquire()
             if permit is None:
                 skipped_open.append(choice.state.breaker.retry_after_s())
                 continue
-            call.tried.append(choice.label)
             series.requests += 1
             target, headers, data = choice.provider.call(
                 call.endpoint,
@@ -518,7 +445,9 @@ class AiPolicy(Policy):
                 answer = await self._provider_error(choice, response)
                 if status == 429:
                     permit.success()  # throttled, not broken: set aside for Retry-After
-                    wait = _retry_after_s(_header(response.headers, "retry-after"))
+                    wait = parse_retry_after(
+                        header_value(response.headers, "retry-after"), time.time
+                    )
                     choice.state.breaker.force_open(min(wait or 1.0, self.config.max_cooldown_s))
                 elif status >= 500:
                     permit.failure()
@@ -547,7 +476,13 @@ class AiPolicy(Policy):
                 await self._settle(call, 0)
                 return answer
             if call.stream:
-                relay = _Relay(self._relay(call, choice, response), self, call, choice, response)
+                relay = StreamRelay(
+                    response,
+                    translate=choice.target.model if choice.provider.kind == "anthropic" else None,
+                    added_usage=call.added_usage,
+                    prompt_estimate=call.prompt_estimate,
+                    done=functools.partial(self._relayed, call, choice),
+                )
                 return StreamedResponse(200, list(_SSE), relay)
             try:
                 return await self._whole(call, choice, response)
@@ -563,11 +498,11 @@ class AiPolicy(Policy):
             retry_after_s=min(skipped_open) if skipped_open else 1.0,
         )
 
-    async def _provider_error(self, choice: _Choice, response: UpstreamResponse) -> Response:
+    async def _provider_error(self, choice: Choice, response: UpstreamResponse) -> Response:
         """A provider's error answer as the client gets it: OpenAI's error shape, the
         key scrubbed, ``Retry-After`` kept."""
         try:
-            raw = await _read_all(response, _ERROR_BODY_MAX, choice.label)
+            raw = await read_all(response, _ERROR_BODY_MAX, choice.label)
         except KairosError:
             raw = b""
         text = choice.provider.scrub(raw.decode("utf-8", "replace"))
@@ -579,12 +514,12 @@ class AiPolicy(Policy):
             isinstance(document, dict) and isinstance(document.get("error"), dict)
         ):
             document = anthropic.error_body(document, response.status)
-        retry_after = _header(response.headers, "retry-after")
+        retry_after = header_value(response.headers, "retry-after")
         extra = [] if retry_after is None else [("Retry-After", retry_after)]
         return Response.json(response.status, document, extra)
 
-    async def _whole(self, call: _Call, choice: _Choice, response: UpstreamResponse) -> Response:
-        raw = await _read_all(response, self.config.limits.max_response_bytes, choice.label)
+    async def _whole(self, call: Call, choice: Choice, response: UpstreamResponse) -> Response:
+        raw = await read_all(response, self.config.limits.max_response_bytes, choice.label)
         try:
             document = json.loads(raw)
         except ValueError:
@@ -593,7 +528,7 @@ class AiPolicy(Policy):
             document = anthropic.from_message(document, choice.target.model)
         counted = usage_of(document)
         if counted is None:
-            completion = sum(estimate_text(t) for t in _completion_texts(document))
+            completion = sum(estimate_text(t) for t in completion_texts(document))
             prompt, estimated = call.prompt_estimate, True
         else:
             (prompt, completion), estimated = counted, False
@@ -604,88 +539,25 @@ class AiPolicy(Policy):
             self._store(call, body)
         return Response(200, body, list(_JSON))
 
-    async def _relay(
-        self, call: _Call, choice: _Choice, response: UpstreamResponse
-    ) -> AsyncGenerator[bytes, None]:
-        """The provider's stream as chat-completion chunks, event by event."""
-        reader = sse.SseReader()
-        translator = (
-            anthropic.StreamTranslator(choice.target.model, include_usage=not call.added_usage)
-            if choice.provider.kind == "anthropic"
-            else None
-        )
-        prompt = completion = 0
-        counted = False
-        events = 0  # chunks relayed, for the estimate when no usage comes
-        first_byte: float | None = None
-        finished = False
-        try:
-            while True:
-                chunk = await response.read()
-                out: list[bytes] = []
-                for event in reader.feed(chunk) if chunk else reader.finish():
-                    if translator is not None:
-                        try:
-                            pieces = translator.feed(event.event, event.data)
-                        except anthropic.ProviderStreamError as exc:
-                            out.append(sse.encode(exc.args[0]))
-                            break
-                        except ValueError:
-                            continue
-                        events += len(pieces)
-                        out += [sse.encode(piece) for piece in pieces]
-                        continue
-                    data = event.data
-                    # Relayed as received; only a chunk that may carry usage is parsed.
-                    if '"usage"' in data:
-                        try:
-                            document = json.loads(data)
-                        except ValueError:
-                            document = None
-                        found = usage_of(document)
-                        if found is not None:
-                            (prompt, completion), counted = found, True
-                            if call.added_usage and not document.get("choices"):
-                                continue  # the client did not ask for the usage chunk
-                    events += 1
-                    out.append(event.raw or sse.encode(data))
-                if out:
-                    if first_byte is None:
-                        first_byte = perf_counter()
-                    yield b"".join(out)
-                if not chunk:
-                    break
-            finished = True
-        finally:
-            choice.state.inflight -= 1
-            if not finished:
-                response.abort()
-            if translator is not None and translator.seen_usage:
-                prompt, completion, counted = translator.prompt, translator.completion, True
-            if not counted:
-                # One token per chunk, less the role chunk, the finish chunk and [DONE]:
-                # OpenAI-compatible servers stream about a token per chunk.
-                prompt, completion = call.prompt_estimate, max(0, events - 3)
-            self._account(
-                call, choice, prompt, completion, estimated=not counted, first_byte=first_byte
-            )
-            if not finished and call.series is not None:
-                self.state.usage.error(call.series)
-            await self._settle(call, prompt + completion)
-
-    async def _abandon(self, call: _Call, choice: _Choice, response: UpstreamResponse) -> None:
-        """A streamed answer that was never relayed (the response was refused or the
-        client left first): release the call."""
-        response.abort()
+    async def _relayed(self, call: Call, choice: Choice, relayed: Relayed) -> None:
+        """A streamed answer ended: release and account the call."""
         choice.state.inflight -= 1
-        if call.series is not None:
+        self._account(
+            call,
+            choice,
+            relayed.prompt,
+            relayed.completion,
+            estimated=relayed.estimated,
+            first_byte=relayed.first_byte,
+        )
+        if not relayed.whole and call.series is not None:
             self.state.usage.error(call.series)
-        await self._settle(call, 0)
+        await self._settle(call, relayed.prompt + relayed.completion)
 
     def _account(
         self,
-        call: _Call,
-        choice: _Choice,
+        call: Call,
+        choice: Choice,
         prompt: int,
         completion: int,
         *,
@@ -706,69 +578,6 @@ class AiPolicy(Policy):
         self.state.usage.tokens(
             series, call.model, call.consumer, prompt, completion, estimated=estimated, cost=price
         )
-
-
-class _Relay:
-    """The stream a `StreamedResponse` writes: ``relay`` (an async generator), and the
-    release of the call when it is closed without having been iterated (an async
-    generator never started runs none of its ``finally``)."""
-
-    __slots__ = ("_args", "_policy", "_relay", "_started")
-
-    def __init__(
-        self,
-        relay: AsyncGenerator[bytes, None],
-        policy: AiPolicy,
-        call: _Call,
-        choice: _Choice,
-        response: UpstreamResponse,
-    ) -> None:
-        self._relay = relay
-        self._policy = policy
-        self._args = (call, choice, response)
-        self._started = False
-
-    def __aiter__(self) -> _Relay:
-        return self
-
-    async def __anext__(self) -> bytes:
-        self._started = True
-        return await anext(self._relay)
-
-    async def aclose(self) -> None:
-        if not self._started:
-            self._started = True
-            await self._policy._abandon(*self._args)
-        await self._relay.aclose()
-
-
-#: Header names whose values are credentials: never shown as a consumer's name.
-_SECRET_HEADER: Final = re.compile(r"key|token|auth|secret|cookie|session|password", re.I)
-
-
-def _shown(consumer: str, key: str) -> str:
-    """A consumer as metrics and usage show it: a header-keyed consumer whose header
-    carries a credential (``X-Api-Key``, ``Authorization``) is shown by a digest of the
-    value, never the value."""
-    if key.startswith("header:") and _SECRET_HEADER.search(key) and consumer.startswith("header:"):
-        digest = hashlib.blake2b(consumer.encode(), digest_size=6).hexdigest()
-        return f"header:#{digest}"
-    return consumer
-
-
-def _completion_texts(document: Any) -> list[str]:
-    texts: list[str] = []
-    if not isinstance(document, dict):
-        return texts
-    for choice in document.get("choices") or ():
-        if not isinstance(choice, dict):
-            continue
-        message = choice.get("message")
-        if isinstance(message, dict) and isinstance(message.get("content"), str):
-            texts.append(message["content"])
-        elif isinstance(choice.get("text"), str):
-            texts.append(choice["text"])
-    return texts
 
 
 def _new_state(services: PluginServices) -> AiState:
