@@ -126,11 +126,16 @@ async def test_a_failed_reload_put_right_on_disk_is_not_shown_as_failing(
 
         source.write_text('{"version": 1, "routers": [{"external_path": "/x"}]}')
         await eventually(last_reload_failed)
-        source.write_text(good)  # put back as it was: the watcher has nothing to load
+        source.write_text(good)  # put back as it was: nothing to load, the failure ends
         status = await client.config_status()
         assert status.file_changed_on_disk is False
+
+        async def failure_over() -> bool:
+            return not await last_reload_failed()
+
+        await eventually(failure_over)
     await user.open("/config")
-    await user.should_see("put right since", retries=40)
+    await user.should_see("Last reload", retries=40)
     await user.should_not_see("FAILED")
 
 

@@ -232,8 +232,8 @@ def status_rows(status: ConfigStatus) -> list[tuple[str, str]]:
     if last is None:
         rows.append(("Last reload", "none since start-up"))
     elif not last.ok and status.source_path and not status.file_changed_on_disk:
-        # The gateway keeps its last failure until the next reload, but the watcher does
-        # not reload a file put back as it was: the failure is history, not a problem.
+        # The file already matches the running configuration again: the failure is
+        # history (the gateway says so itself once its watcher has seen the file).
         rows.append(
             (
                 "Last reload",
