@@ -183,6 +183,10 @@ def test_routes_page_at_500_routes(
     screen.find_by_css('[data-testid="bulk-delete"]').click()
     screen.should_contain("Delete 20 routes?")
     screen.find_by_css('[data-testid="cancel-bulk-delete"]').click()
+    # The dialog fades out (300 ms); its backdrop takes clicks until it is gone.
+    screen.wait_for(
+        lambda: not screen.selenium.find_elements(By.CSS_SELECTOR, ".q-dialog__backdrop")
+    )
     assert len(crowded.get("/api/routes")[1]["routes"]) == MANY
     screen.find_by_css('[data-testid="bulk-delete"]').click()
     screen.should_contain("Delete 20 routes?")
