@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -396,26 +397,35 @@ async def test_a_client_leaving_cancels_the_provider_call(
 # -- Anthropic -------------------------------------------------------------------------
 
 
-async def anthropic_gateway(factory: GatewayFactory, fake: Any) -> RunningGateway:
-    return await gateway_for(
-        factory,
+@dataclass
+class AnthropicSetup:
+    gw: RunningGateway
+    fake: Any
+
+
+@pytest.fixture
+async def anthropic(
+    gateway_factory: GatewayFactory, start_fake: FakeFactory, monkeypatch: pytest.MonkeyPatch
+) -> AnthropicSetup:
+    """A gateway whose alias ``fast`` is an Anthropic provider (the fake, wanting the
+    key the gateway reads from ``FAKE_KEY``)."""
+    monkeypatch.setenv("FAKE_KEY", KEY)
+    fake = await start_fake(api_key=KEY)
+    gw = await gateway_for(
+        gateway_factory,
         {
             "providers": {"claude": provider(fake, "anthropic", api_key_env="FAKE_KEY")},
             "models": {"fast": {"targets": [{"provider": "claude", "model": "claude-x"}]}},
             "limits": {"max_tokens": 512},
         },
     )
+    return AnthropicSetup(gw, fake)
 
 
 async def test_anthropic_is_spoken_in_the_openai_shape(
-    gateway_factory: GatewayFactory,
-    start_fake: FakeFactory,
-    session: aiohttp.ClientSession,
-    monkeypatch: pytest.MonkeyPatch,
+    anthropic: AnthropicSetup, session: aiohttp.ClientSession
 ) -> None:
-    monkeypatch.setenv("FAKE_KEY", KEY)
-    fake = await start_fake(api_key=KEY)
-    gw = await anthropic_gateway(gateway_factory, fake)
+    gw, fake = anthropic.gw, anthropic.fake
     body = {
         "model": "fast",
         "messages": [
@@ -443,15 +453,11 @@ async def test_anthropic_is_spoken_in_the_openai_shape(
 
 
 async def test_an_anthropic_stream_becomes_chat_completion_chunks(
-    gateway_factory: GatewayFactory,
-    start_fake: FakeFactory,
-    session: aiohttp.ClientSession,
-    monkeypatch: pytest.MonkeyPatch,
+    anthropic: AnthropicSetup, session: aiohttp.ClientSession
 ) -> None:
-    monkeypatch.setenv("FAKE_KEY", KEY)
-    fake = await start_fake(api_key=KEY)
-    gw = await anthropic_gateway(gateway_factory, fake)
-    status, chunks = await stream(session, gw, chat(stream_options={"include_usage": True}))
+    status, chunks = await stream(
+        session, anthropic.gw, chat(stream_options={"include_usage": True})
+    )
     assert status == 200
     assert chunks[-1] == "[DONE]"
     documents = [json.loads(c) for c in chunks[:-1]]
@@ -462,14 +468,9 @@ async def test_an_anthropic_stream_becomes_chat_completion_chunks(
 
 
 async def test_anthropic_tool_calls_come_back_as_openai_tool_calls(
-    gateway_factory: GatewayFactory,
-    start_fake: FakeFactory,
-    session: aiohttp.ClientSession,
-    monkeypatch: pytest.MonkeyPatch,
+    anthropic: AnthropicSetup, session: aiohttp.ClientSession
 ) -> None:
-    monkeypatch.setenv("FAKE_KEY", KEY)
-    fake = await start_fake(api_key=KEY)
-    gw = await anthropic_gateway(gateway_factory, fake)
+    gw, fake = anthropic.gw, anthropic.fake
     tools = [{"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}}]
     status, _, got = await post(session, gw, chat(text="please use tool", tools=tools))
     assert status == 200, got

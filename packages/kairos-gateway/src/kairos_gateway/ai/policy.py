@@ -39,7 +39,7 @@ from kairos_core import (
     UpstreamError,
     UpstreamTimeout,
 )
-from kairos_core.ai import AiConfig, ModelAlias, Target
+from kairos_core.ai import AiConfig, ModelAlias, PromptGuard, Target
 
 from ..cache import Entry, SharedCache
 from ..chain import Policy, Request, UpstreamRequest
@@ -104,17 +104,10 @@ class AiPolicy(Policy):
         self.aliases: dict[str, ModelAlias] = dict(config.models)
         self.allowed = None if config.allowed_models is None else frozenset(config.allowed_models)
         self.fallback_on = frozenset(config.fallback_on)
-        flags = re.IGNORECASE if config.guard is not None and config.guard.ignore_case else 0
-        self.deny = (
-            [(r.name, re.compile(r.pattern, flags)) for r in config.guard.deny]
-            if config.guard
-            else []
-        )
-        self.allow = (
-            [(r.name, re.compile(r.pattern, flags)) for r in config.guard.allow]
-            if config.guard
-            else []
-        )
+        guard = config.guard or PromptGuard()
+        flags = re.IGNORECASE if guard.ignore_case else 0
+        self.deny = [(r.name, re.compile(r.pattern, flags)) for r in guard.deny]
+        self.allow = [(r.name, re.compile(r.pattern, flags)) for r in guard.allow]
         self.budget: TokenBudget | None = (
             None if config.token_limits is None else state.budget(config.token_limits)
         )
