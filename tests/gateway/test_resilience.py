@@ -218,7 +218,9 @@ async def test_latency_aware_prefers_fast_backends_and_retries_a_recovered_one(
     slow.delay_s = 0.05
     gw = await gateway_factory(
         cfg(route("/x", "/x", [slow, b, c], load_balancing_strategy="latency_aware")),
-        ewma_decay_s=0.5,
+        # Long enough that a slow backend stays costly for a whole burst on a busy
+        # machine, short enough that its recovery shows within seconds.
+        ewma_decay_s=2.0,
     )
 
     async def burst(n: int) -> Counter[str]:
