@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from kairos_core import MAX_BODY_LIMIT, KairosError, Match, PayloadTooLarge, RouteNotFound
 from tornado import httputil
-from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
+from tornado.http1connection import HTTP1ServerConnection
 from tornado.iostream import StreamClosedError
 
 from . import problems
@@ -29,8 +29,8 @@ from .headers import (
     client_response_headers,
     client_response_pairs,
     complete_response_headers,
-    fill_headers,
 )
+from .http1 import StrictHTTP1Connection
 from .messages import (
     ApiRequest,
     ApiResponse,
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from .snapshot import RouteRuntime, Snapshot
     from .tracing import RequestTrace, Tracer
 
-__all__ = ["CLIENT_CLOSED", "Host", "Responder", "body_too_large"]
+__all__ = ["CLIENT_CLOSED", "Host", "Responder", "body_too_large", "reason_phrase"]
 
 log = logging.getLogger("kairos.gateway")
 
@@ -83,6 +83,17 @@ class Host(Protocol):
     async def handle_management(self, request: ApiRequest) -> ApiResponse | StreamedResponse: ...
     def request_started(self) -> None: ...
     def request_finished(self) -> None: ...
+
+
+#: Statuses whose responses carry no content and, from the gateway, no Content-Length
+#: (a 304's would have to be the stored 200's length, RFC 9110 8.6).
+_NO_CONTENT = frozenset({204, 304})
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
+
+
+def reason_phrase(status: int) -> str:
+    """The reason phrase of ``status`` ("" for a code without one)."""
+    return _PHRASES.get(status, "")
 
 
 def body_too_large(limit: int) -> PayloadTooLarge:
@@ -144,7 +155,7 @@ class Responder(httputil.HTTPMessageDelegate):
         self,
         host: Host,
         server_conn: HTTP1ServerConnection,
-        conn: HTTP1Connection,
+        conn: StrictHTTP1Connection,
         *,
         admin_listener: bool = False,
     ) -> None:
@@ -356,12 +367,10 @@ class Responder(httputil.HTTPMessageDelegate):
             # stays out of the active-requests gauge (the dashboard's "in flight now").
             metrics.active_requests -= 1
         try:
-            try:
-                reason = HTTPStatus(response.status).phrase
-            except ValueError:
-                reason = ""
             head = ResponseHead(
-                response.status, reason, [*response.headers, *self.response_headers]
+                response.status,
+                reason_phrase(response.status),
+                [*response.headers, *self.response_headers],
             )
             if self.chain.on_response:
                 try:
@@ -453,10 +462,7 @@ class Responder(httputil.HTTPMessageDelegate):
         close: bool = False,
         hooks: bool = True,
     ) -> None:
-        try:
-            reason = HTTPStatus(status).phrase
-        except ValueError:
-            reason = ""
+        reason = reason_phrase(status)
         pairs = [*headers, *self.response_headers]
         if hooks and self.chain.on_response:
             head = ResponseHead(status, reason, pairs)
@@ -471,18 +477,16 @@ class Responder(httputil.HTTPMessageDelegate):
                 body = head.body
         present = {name.lower() for name, _ in pairs} if self._defaults else ()
         pairs += [(n, v) for n, v in self._defaults if n.lower() not in present]
-        if status != 204:
+        if status not in _NO_CONTENT:
             pairs.append(("Content-Length", str(len(body))))
+        elif body:
+            body = b""  # a 204 or 304 has no content (RFC 9110 15.3.5, 15.4.5)
         pairs.append(("X-Request-Id", self.request_id))
         if close or self.host.draining:
             pairs.append(("Connection", "close"))
         self.status = status
         self.bytes_out = len(body)
-        start = httputil.ResponseStartLine("HTTP/1.1", status, reason)
-        self.conn.write_headers(
-            start, fill_headers(pairs), body if self.method != "HEAD" and body else None
-        )
-        self.conn.finish()
+        self.conn.write_whole(status, reason, pairs, b"" if self.method == "HEAD" else body)
         self._complete()
 
     def _cut(self) -> None:

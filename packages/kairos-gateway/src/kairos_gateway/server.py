@@ -22,12 +22,12 @@ from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from tornado import httputil
-from tornado.http1connection import HTTP1Connection, HTTP1ServerConnection
+from tornado.http1connection import HTTP1ServerConnection
 from tornado.httpserver import HTTPServer, _HTTPRequestContext
 from tornado.iostream import IOStream
 
 from .exchange import Exchange, Host
-from .http1 import StrictServerConnection
+from .http1 import StrictHTTP1Connection, StrictServerConnection
 
 
 class ServerHost(Host, Protocol):
@@ -87,7 +87,7 @@ class KairosHTTPServer(HTTPServer):
         self, server_conn: object, request_conn: httputil.HTTPConnection
     ) -> httputil.HTTPMessageDelegate:
         gateway = self.gateway
-        conn = cast(HTTP1Connection, request_conn)
+        conn = cast(StrictHTTP1Connection, request_conn)
         server = cast(HTTP1ServerConnection, server_conn)
         if gateway.draining:
             # Between two requests on a keep-alive connection while shutting down:
