@@ -14,12 +14,14 @@ import jwt
 import pytest
 from kairos_core import ConfigError, load_config
 from kairos_gateway import PluginRegistry
+from kairos_gateway import cache as cache_package
+from kairos_gateway.cache import CacheStats
 from kairos_gateway.cache.rfc import http_date
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
-from tests.conftest import GatewayFactory
+from tests.conftest import GatewayFactory, RunningGateway
 from tests.support import eventually, raw_request, route
 
 
@@ -40,6 +42,8 @@ class Origin:
     seen: list[dict[str, str]] = field(default_factory=list)
     #: While set, responses wait for it (coalescing).
     hold: asyncio.Event | None = None
+    #: Seconds every response waits before it is sent.
+    delay_s: float = 0.0
     port: int = 0
     server: HTTPServer | None = None
 
@@ -66,6 +70,8 @@ class _Handler(web.RequestHandler):
         origin.seen.append(dict(self.request.headers))
         if origin.hold is not None:
             await origin.hold.wait()
+        if origin.delay_s:
+            await asyncio.sleep(origin.delay_s)
         reply = origin.replies.get(name, Reply(404, [], b"none"))
         self.set_status(reply.status)
         named: set[str] = set()
@@ -443,23 +449,158 @@ def test_settings_errors_name_the_field() -> None:
     ) in str(caught.value)
 
 
-async def test_stale_while_revalidate_serves_stale_while_one_request_revalidates(
+def store_stats(gw: RunningGateway) -> CacheStats:
+    (cache_,) = gw.gateway.runtime.caches()
+    return cache_.store.stats
+
+
+async def test_stale_while_revalidate_answers_at_once_and_refreshes_in_the_background(
     origin: Origin, gateway_factory: GatewayFactory
 ) -> None:
     origin.reply("s", ("Cache-Control", "max-age=0, stale-while-revalidate=60"), body=b"old")
-    port = await gateway(gateway_factory, origin)
-    await get(port, "s")
+    gw = await gateway_factory(
+        {"version": 1, "routers": [route("/c/{*rest}", "/{*rest}", [origin], plugins=cache())]}
+    )
+    await get(gw.port, "s")
+    started = store_stats(gw).revalidations  # the store may be an earlier test's
     origin.reply("s", ("Cache-Control", "max-age=60"), body=b"new")
+    # The backend answers nothing until released: every answer below is the cache's.
     origin.hold = asyncio.Event()
-    refreshing = asyncio.ensure_future(get(port, "s"))
+    answers = await asyncio.wait_for(
+        asyncio.gather(*(get(gw.port, "s") for _ in range(20))), timeout=2
+    )
+    for answer in answers:
+        assert (answer.status, answer.body, answer.header("X-Cache")) == (200, b"old", "STALE")
+        assert answer.header("Age") is not None
     await eventually(lambda: origin.hits["s"] == 2)
-    meanwhile = await get(port, "s")
-    assert (meanwhile.body, meanwhile.header("X-Cache")) == (b"old", "STALE")
+    assert store_stats(gw).revalidations == started + 1
     origin.hold.set()
-    assert (await refreshing).body == b"new"
-    hit = await get(port, "s")
-    assert (hit.body, hit.header("X-Cache")) == (b"new", "HIT")
-    assert origin.hits["s"] == 2
+
+    async def refreshed() -> bool:
+        answer = await get(gw.port, "s")
+        return bool(answer.body == b"new" and answer.header("X-Cache") == "HIT")
+
+    await eventually(refreshed)
+    assert origin.hits["s"] == 2  # one background request for all twenty
+
+
+async def test_a_slow_backend_does_not_delay_the_stale_answer(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("slow", ("Cache-Control", "max-age=0, stale-while-revalidate=60"), body=b"old")
+    port = await gateway(gateway_factory, origin)
+    await get(port, "slow")
+    origin.delay_s = 1.0
+    started = time.perf_counter()
+    stale = await get(port, "slow")
+    assert time.perf_counter() - started < 0.5
+    assert (stale.body, stale.header("X-Cache")) == (b"old", "STALE")
+    await eventually(lambda: origin.hits["slow"] == 2)
+
+
+async def test_a_background_304_refreshes_the_entry_through_the_routes_policies(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    swr = ("Cache-Control", "max-age=0, stale-while-revalidate=60")
+    origin.reply("v", swr, ("ETag", '"v1"'), ("X-Version", "1"), body=b"same body")
+    plugins = [
+        *cache(),
+        {"name": "transform", "config": {"request": {"headers": {"set": {"X-Via": "cache"}}}}},
+    ]
+    port = (
+        await gateway_factory(
+            {"version": 1, "routers": [route("/c/{*rest}", "/{*rest}", [origin], plugins=plugins)]}
+        )
+    ).port
+    await get(port, "v")
+    origin.reply("v", ("Cache-Control", "max-age=60"), ("ETag", '"v1"'), ("X-Version", "2"))
+    # The client's own conditionals and range are not the background request's.
+    stale = await get(port, "v", ("If-None-Match", '"other"'))
+    assert (stale.status, stale.header("X-Cache"), stale.header("X-Version")) == (
+        200,
+        "STALE",
+        "1",
+    )
+    await eventually(lambda: origin.hits["v"] == 2)
+    background = origin.seen[-1]
+    assert background.get("If-None-Match") == '"v1"'
+    assert background.get("X-Via") == "cache"  # the chain's before_upstream ran
+
+    async def refreshed() -> bool:
+        answer = await get(port, "v")
+        return bool(answer.header("X-Cache") == "HIT" and answer.header("X-Version") == "2")
+
+    await eventually(refreshed)
+    hit = await get(port, "v")
+    assert (hit.status, hit.body) == (200, b"same body")
+    assert origin.hits["v"] == 2
+
+
+async def test_a_failed_background_revalidation_keeps_the_stale_entry(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("f", ("Cache-Control", "max-age=0, stale-while-revalidate=60"), body=b"old")
+    gw = await gateway_factory(
+        {"version": 1, "routers": [route("/c/{*rest}", "/{*rest}", [origin], plugins=cache())]}
+    )
+    await get(gw.port, "f")
+    stats = store_stats(gw)  # the store may be an earlier test's (same settings)
+    before = stats.revalidations, stats.revalidation_errors
+    origin.reply("f", status=503, body=b"down")
+    first = await get(gw.port, "f")
+    assert (first.body, first.header("X-Cache")) == (b"old", "STALE")
+    await eventually(lambda: stats.revalidation_errors == before[1] + 1)
+    again = await get(gw.port, "f")
+    assert (again.body, again.header("X-Cache")) == (b"old", "STALE")
+    await eventually(lambda: origin.hits["f"] == 3)
+    assert stats.revalidations == before[0] + 2
+
+
+async def test_must_revalidate_and_no_cache_entries_are_never_served_stale(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    swr = "stale-while-revalidate=60"
+    origin.reply("m", ("Cache-Control", f"max-age=0, must-revalidate, {swr}"), body=b"old")
+    origin.reply("n", ("Cache-Control", f"no-cache, {swr}"), ("ETag", '"n1"'), body=b"old")
+    port = await gateway(gateway_factory, origin)
+    for name in ("m", "n"):
+        await get(port, name)
+        origin.reply(name, ("Cache-Control", f"max-age=0, {swr}"), body=b"new")
+        answer = await get(port, name)
+        assert answer.header("X-Cache") != "STALE"
+        assert answer.body == b"new"  # the client waited for the backend
+        assert origin.hits[name] == 2
+
+
+async def test_past_the_process_cap_a_stale_request_revalidates_itself(
+    origin: Origin, gateway_factory: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_package, "MAX_REVALIDATIONS", 0)
+    origin.reply("c", ("Cache-Control", "max-age=0, stale-while-revalidate=60"), body=b"old")
+    port = await gateway(gateway_factory, origin)
+    await get(port, "c")
+    origin.reply("c", ("Cache-Control", "max-age=60"), body=b"new")
+    answer = await get(port, "c")
+    assert (answer.body, answer.header("X-Cache")) == (b"new", "MISS")
+
+
+async def test_stopping_the_gateway_ends_a_background_revalidation(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("x", ("Cache-Control", "max-age=0, stale-while-revalidate=60"), body=b"old")
+    gw = await gateway_factory(
+        {"version": 1, "routers": [route("/c/{*rest}", "/{*rest}", [origin], plugins=cache())]}
+    )
+    await get(gw.port, "x")
+    origin.hold = asyncio.Event()
+    assert (await get(gw.port, "x")).header("X-Cache") == "STALE"
+    await eventually(lambda: origin.hits["x"] == 2)
+    (shared,) = gw.gateway.runtime.caches()
+    assert shared.inflight
+    await gw.gateway.stop(drain_timeout_s=1)
+    assert not shared.inflight
+    assert all(s.inflight == 0 for s in gw.gateway.runtime.registry)
+    origin.hold.set()
 
 
 def test_the_plugin_is_bundled_and_listed_between_jwt_and_rate_limits() -> None:

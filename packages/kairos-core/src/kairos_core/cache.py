@@ -101,6 +101,10 @@ class CacheStoreStats(KairosModel):
     stored: int
     evictions: int
     store_errors: int
+    #: Background revalidations started (``stale-while-revalidate``), and those that
+    #: got no usable answer (the stale entry was kept).
+    revalidations: int = 0
+    revalidation_errors: int = 0
 
 
 class CacheStatus(KairosModel):

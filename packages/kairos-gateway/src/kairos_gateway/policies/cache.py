@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import Awaitable, Coroutine, Mapping
+from collections.abc import Awaitable, Coroutine, Iterable, Mapping
 from dataclasses import replace
 from http import HTTPStatus
 from typing import Any, Final
@@ -30,6 +30,7 @@ from urllib.parse import unquote_plus
 from kairos_core.cache import CacheConfig
 
 from ..cache import Entry, Purge, SharedCache, shared_cache
+from ..cache.refresh import Replay, fetch, replay
 from ..cache.rfc import (
     directives,
     freshness,
@@ -221,11 +222,20 @@ class CachePolicy(Policy):
         inflight = self.cache.inflight.get(state.primary)
         if (
             entry is not None
+            and inflight is None
+            and not reload
+            and state.label != BYPASS
+            and self._may_serve_stale(entry, now)
+            and self._revalidate_in_background(request, state, entry)
+        ):
+            # RFC 5861: answer now from the stale entry; a background request refreshes it.
+            self.stats.stale += 1
+            return self._answer(request, entry, now, STALE)
+        if (
+            entry is not None
             and inflight is not None
             and not reload
-            and not entry.no_cache
-            and not entry.must_revalidate
-            and entry.stale_for(now) <= entry.stale_while_revalidate
+            and self._may_serve_stale(entry, now)
         ):
             # Someone is revalidating it: serve it stale meanwhile.
             self.stats.stale += 1
@@ -255,6 +265,71 @@ class CachePolicy(Policy):
         if answer is None or isinstance(answer, Response):
             return answer
         return await answer
+
+    @staticmethod
+    def _may_serve_stale(entry: Entry, now: float) -> bool:
+        """Within ``stale-while-revalidate``, and not an entry that must be revalidated
+        before any use (``no-cache``, ``must-revalidate``, ``s-maxage``)?"""
+        return (
+            not entry.no_cache
+            and not entry.must_revalidate
+            and entry.stale_for(now) <= entry.stale_while_revalidate
+        )
+
+    def _revalidate_in_background(self, request: Request, state: _State, entry: Entry) -> bool:
+        """Start the background revalidation of ``entry``, holding its key meanwhile
+        (concurrent requests get the stale entry too); False when it cannot start (the
+        process runs its maximum of them, or the request was not proxied)."""
+        mine = _State(state.primary, state.label)
+        mine.entry = entry
+        mine.revalidating = entry.etag is not None or entry.last_modified is not None
+        view = replay(request, mine)
+        if view is None:
+            return False
+        done = asyncio.get_running_loop().create_future()
+        if self.cache.revalidate(self._refresh(view, mine, done)) is None:
+            return False
+        self.cache.inflight[state.primary] = done
+        self.stats.revalidations += 1
+        return True
+
+    async def _refresh(self, view: Replay, state: _State, done: asyncio.Future[None]) -> None:
+        """The background revalidation: a 304 refreshes the entry, a storable answer
+        replaces it, anything else (an error, no backend) leaves it as it is."""
+        primary = state.primary
+        entry = state.entry
+        assert entry is not None
+        try:
+            fetched = await fetch(view, self.config.max_object_bytes)
+            if fetched is None:
+                return
+            now = time.time()
+            stored: Entry | None = None
+            if fetched.status == 304 and state.revalidating:
+                stored = self._refreshed_entry(entry, fetched.headers, (), now)
+                stored.body = entry.body
+            elif fetched.status in _ERRORS:
+                self.stats.revalidation_errors += 1
+            elif fetched.body is not None:
+                head = ResponseHead(
+                    fetched.status, fetched.reason, fetched.headers, from_backend=True
+                )
+                stored = self._storable(view, state, head, now)
+                if stored is not None:
+                    stored.body = fetched.body
+            if stored is not None:
+                if self._memory is not None:
+                    self.cache.store.store(primary, view.headers, stored)  # type: ignore[attr-defined]
+                else:
+                    await self._put(primary, view.headers, stored)
+        except Exception:
+            # No backend, a 502/504, a policy that refused: the stale entry stays (and
+            # serves stale-if-error); the next request past the window revalidates.
+            self.stats.revalidation_errors += 1
+        finally:
+            if self.cache.inflight.get(primary) is done:
+                del self.cache.inflight[primary]
+            done.set_result(None)
 
     def _shareable(self, entry: Entry) -> bool:
         """May ``entry`` answer a request with credentials (``public``, ``s-maxage``)?"""
@@ -341,23 +416,8 @@ class CachePolicy(Policy):
         self, request: Request, state: _State, response: ResponseHead, entry: Entry, now: float
     ) -> None:
         """The backend says the stored response is still good: update and serve it."""
-        updates = {
-            n.lower() for n, _ in response.headers if n.lower() not in _KEPT_ON_304
-        } - _NOT_STORED
-        mine = set(request.response_headers)
-        headers = [(n, v) for n, v in entry.headers if n.lower() not in updates]
-        headers += [
-            (n, v) for n, v in response.headers if n.lower() in updates and (n, v) not in mine
-        ]
-        cc = directives(_get(headers, "cache-control"))
-        ttl = freshness(
-            cc,
-            next(iter(_get(headers, "expires")), None),
-            next(iter(_get(headers, "date")), None),
-            now,
-            self.config.default_ttl_s,
-        )
-        fresh = replace(entry, headers=headers, stored_at=now, initial_age=0.0, ttl=float(ttl or 0))
+        fresh = self._refreshed_entry(entry, response.headers, request.response_headers, now)
+        headers = fresh.headers
         state.meta = fresh
         state.capture = [entry.body]
         state.captured = len(entry.body)
@@ -377,6 +437,29 @@ class CachePolicy(Policy):
             ("X-Cache", HIT),
         ]
         state.answer = b"" if request.method == "HEAD" else fresh.body
+
+    def _refreshed_entry(
+        self,
+        entry: Entry,
+        received: list[tuple[str, str]],
+        mine: Iterable[tuple[str, str]],
+        now: float,
+    ) -> Entry:
+        """``entry`` updated by the headers of a 304 (RFC 9111 4.3.4; ``mine``: headers
+        policies added for this exchange, not stored), fresh again from ``now``."""
+        updates = {n.lower() for n, _ in received if n.lower() not in _KEPT_ON_304} - _NOT_STORED
+        added = set(mine)
+        headers = [(n, v) for n, v in entry.headers if n.lower() not in updates]
+        headers += [(n, v) for n, v in received if n.lower() in updates and (n, v) not in added]
+        cc = directives(_get(headers, "cache-control"))
+        ttl = freshness(
+            cc,
+            next(iter(_get(headers, "expires")), None),
+            next(iter(_get(headers, "date")), None),
+            now,
+            self.config.default_ttl_s,
+        )
+        return replace(entry, headers=headers, stored_at=now, initial_age=0.0, ttl=float(ttl or 0))
 
     def _storable(
         self, request: Request, state: _State, response: ResponseHead, now: float
