@@ -619,15 +619,118 @@ def test_the_plugin_is_bundled_and_listed_between_jwt_and_rate_limits() -> None:
     ]
 
 
-async def test_range_requests_go_to_the_backend(
+DIGITS = b"0123456789abcdef"
+
+
+async def test_a_single_range_of_a_fresh_entry_is_answered_from_the_cache(
     origin: Origin, gateway_factory: GatewayFactory
 ) -> None:
-    origin.reply("r", ("Cache-Control", "max-age=60"))
+    origin.reply("r", ("Cache-Control", "max-age=60"), ("Content-Type", "text/x"), body=DIGITS)
     port = await gateway(gateway_factory, origin)
     await get(port, "r")
+    whole = await get(port, "r")
+    assert (whole.status, whole.body, whole.header("Accept-Ranges")) == (200, DIGITS, "bytes")
+    for asked, content_range, part in [
+        ("bytes=2-5", "bytes 2-5/16", b"2345"),
+        ("bytes=10-", "bytes 10-15/16", b"abcdef"),
+        ("bytes=-3", "bytes 13-15/16", b"def"),
+        ("bytes=5-100", "bytes 5-15/16", b"56789abcdef"),
+        ("bytes=-100", "bytes 0-15/16", DIGITS),
+        ("bytes=0-0", "bytes 0-0/16", b"0"),
+        ("bytes=15-15", "bytes 15-15/16", b"f"),
+        (" BYTES = 3-4", "bytes 3-4/16", b"34"),
+    ]:
+        ranged = await get(port, "r", ("Range", asked))
+        assert ranged.status == 206, asked
+        assert ranged.body == part, asked
+        assert ranged.header("Content-Range") == content_range, asked
+        assert ranged.header("Content-Length") == str(len(part)), asked
+        assert ranged.header("Content-Type") == "text/x"
+        assert ranged.header("X-Cache") == "HIT"
+        assert ranged.header("Accept-Ranges") == "bytes"
+    head = await get(port, "r", ("Range", "bytes=2-5"), method="HEAD")
+    assert (head.status, head.header("Content-Length")) == (200, "16")  # HEAD: no ranges
+    assert origin.hits["r"] == 1
+
+
+async def test_an_unsatisfiable_range_is_a_416_with_the_length(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("r", ("Cache-Control", "max-age=60"), body=DIGITS)
+    port = await gateway(gateway_factory, origin)
+    await get(port, "r")
+    for asked in ("bytes=16-", "bytes=100-200", "bytes=-0"):
+        refused = await get(port, "r", ("Range", asked))
+        assert refused.status == 416, asked
+        assert refused.header("Content-Range") == "bytes */16"
+        assert refused.body == b""
+    assert origin.hits["r"] == 1
+
+
+async def test_several_ranges_or_a_malformed_range_get_the_whole_response(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("r", ("Cache-Control", "max-age=60"), body=DIGITS)
+    port = await gateway(gateway_factory, origin)
+    await get(port, "r")
+    for asked in ("bytes=0-1,3-4", "bytes=5-2", "items=0-1", "bytes=abc", "bytes=1", "bytes=-"):
+        whole = await get(port, "r", ("Range", asked))
+        assert (whole.status, whole.body, whole.header("X-Cache")) == (200, DIGITS, "HIT"), asked
+        assert whole.header("Content-Range") is None
+    assert origin.hits["r"] == 1
+
+
+async def test_if_range_serves_the_range_only_while_it_names_the_entry(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    modified = http_date(time.time() - 3600)
+    origin.reply(
+        "r",
+        ("Cache-Control", "max-age=60"),
+        ("ETag", '"e1"'),
+        ("Last-Modified", modified),
+        body=DIGITS,
+    )
+    origin.reply("w", ("Cache-Control", "max-age=60"), ("ETag", 'W/"w1"'), body=DIGITS)
+    port = await gateway(gateway_factory, origin)
+    await get(port, "r")
+    await get(port, "w")
+    part = ("Range", "bytes=0-3")
+    for name, validator, status in [
+        ("r", '"e1"', 206),
+        ("r", '"e2"', 200),
+        ("r", 'W/"e1"', 200),  # a weak tag never matches (strong comparison)
+        ("r", modified, 206),
+        ("r", http_date(time.time() - 7200), 200),
+        ("r", "not a date", 200),
+        ("w", 'W/"w1"', 200),  # nor does a weak stored one
+    ]:
+        answer = await get(port, name, part, ("If-Range", validator))
+        assert answer.status == status, validator
+        assert answer.body == (b"0123" if status == 206 else DIGITS)
+        assert answer.header("X-Cache") == "HIT"
+    assert origin.hits == Counter({"r": 1, "w": 1})
+
+
+async def test_a_range_miss_goes_to_the_backend_and_nothing_partial_is_stored(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("r", ("Cache-Control", "max-age=60"), body=DIGITS)
+    origin.reply(
+        "p", ("Cache-Control", "max-age=60"), ("Content-Range", "bytes 0-1/16"), status=206
+    )
+    port = await gateway(gateway_factory, origin, statuses=[200, 206])
+    first = await get(port, "r", ("Range", "bytes=0-1"))
+    assert (first.status, first.header("X-Cache")) == (200, "MISS")  # the origin's answer
+    assert origin.seen[-1].get("Range") == "bytes=0-1"
+    assert (await get(port, "r")).header("X-Cache") == "MISS"  # not stored by the range
     ranged = await get(port, "r", ("Range", "bytes=0-1"))
-    assert ranged.header("X-Cache") == "BYPASS"
+    assert (ranged.status, ranged.body, ranged.header("X-Cache")) == (206, b"01", "HIT")
     assert origin.hits["r"] == 2
+    for _ in range(2):
+        partial = await get(port, "p")
+        assert (partial.status, partial.header("X-Cache")) == (206, "MISS")
+    assert origin.hits["p"] == 2
 
 
 async def test_a_no_cache_response_is_revalidated_before_every_use(

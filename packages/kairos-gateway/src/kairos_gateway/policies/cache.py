@@ -32,8 +32,11 @@ from kairos_core.cache import CacheConfig
 from ..cache import Entry, Purge, SharedCache, shared_cache
 from ..cache.refresh import Replay, fetch, replay
 from ..cache.rfc import (
+    UNSATISFIABLE,
+    byte_range,
     directives,
     freshness,
+    if_range_matches,
     not_modified,
     parse_date,
     seconds,
@@ -55,7 +58,9 @@ _NOT_STORED: Final = frozenset(
     {"content-length", "age", "x-cache", "x-request-id", "connection", "transfer-encoding"}
 )
 #: A 304 does not change these of the stored response (RFC 9111 4.3.4).
-_KEPT_ON_304: Final = frozenset({"content-length", "content-encoding", "content-type"})
+_KEPT_ON_304: Final = frozenset(
+    {"content-length", "content-encoding", "content-type", "accept-ranges"}
+)
 
 HIT, MISS, STALE, BYPASS = "HIT", "MISS", "STALE", "BYPASS"
 
@@ -159,8 +164,7 @@ class CachePolicy(Policy):
         if method not in _CACHEABLE_METHODS:
             return None
         cc = directives(_pairs(headers, "Cache-Control")) if "Cache-Control" in headers else {}
-        if "no-store" in cc or "Range" in headers:
-            # Ranges go to the backend (partial content is not served from the cache).
+        if "no-store" in cc:
             self._bypass(request)
             return None
         primary = self.primary_key(request)
@@ -218,6 +222,11 @@ class CachePolicy(Policy):
             elif not reload and entry.fresh(now):
                 self.stats.hits += 1
                 return self._answer(request, entry, now, HIT)
+        if request.method == "GET" and "Range" in request.headers:
+            # Partial content comes from a fresh entry only; else the backend answers
+            # the range, and nothing of it is stored.
+            self._pass(request, state.label)
+            return None
         state.entry = entry
         inflight = self.cache.inflight.get(state.primary)
         if (
@@ -337,16 +346,64 @@ class CachePolicy(Policy):
 
     def _answer(self, request: Request, entry: Entry, now: float, label: str) -> Response:
         age = str(int(entry.age(now)))
-        if not_modified(request.headers, entry.etag, entry.last_modified):
+        headers_in = request.headers
+        if not_modified(headers_in, entry.etag, entry.last_modified):
             headers = [(n, v) for n, v in entry.headers if n.lower() not in _KEPT_ON_304]
             return Response(304, b"", [*headers, ("Age", age), ("X-Cache", label)])
+        if "Range" in headers_in and entry.status == 200 and request.method == "GET":
+            ranged = self._partial(headers_in, entry, age, label)
+            if ranged is not None:
+                return ranged
         return Response(
             entry.status, entry.body, [*entry.headers, ("Age", age), ("X-Cache", label)]
+        )
+
+    @staticmethod
+    def _partial(headers: Mapping[str, str], entry: Entry, age: str, label: str) -> Response | None:
+        """The 206 (or 416) a single byte range of ``entry`` makes (RFC 9110 14), or
+        None to send the whole response (several ranges, a malformed header, an
+        ``If-Range`` that no longer names the entry)."""
+        if_range = headers.get("If-Range")
+        if if_range is not None and not if_range_matches(if_range, entry.etag, entry.last_modified):
+            return None
+        body = entry.body
+        length = len(body)
+        wanted = byte_range(headers.get("Range", ""), length)
+        if wanted is None:
+            return None
+        if wanted == UNSATISFIABLE:
+            return Response(
+                416,
+                b"",
+                [
+                    ("Content-Range", f"bytes */{length}"),
+                    ("Accept-Ranges", "bytes"),
+                    ("X-Cache", label),
+                ],
+            )
+        first, last = wanted
+        return Response(
+            206,
+            body[first : last + 1],
+            [
+                *entry.headers,
+                ("Content-Range", f"bytes {first}-{last}/{length}"),
+                ("Age", age),
+                ("X-Cache", label),
+            ],
         )
 
     def _bypass(self, request: Request) -> None:
         self.stats.bypass += 1
         request.state["cache"] = _State("", BYPASS)
+
+    def _pass(self, request: Request, label: str) -> None:
+        """Send the request to the backend without coalescing, revalidating or storing."""
+        if label == BYPASS:
+            self.stats.bypass += 1
+        else:
+            self.stats.misses += 1
+        request.state["cache"] = _State("", label)
 
     # -- before_upstream -----------------------------------------------------------
 
@@ -368,7 +425,7 @@ class CachePolicy(Policy):
         state = request.state.get("cache")
         if state is None or not state.primary:
             if state is not None:
-                response.headers.append(("X-Cache", BYPASS))
+                response.headers.append(("X-Cache", state.label))
             return
         entry = state.entry
         now = time.time()
@@ -466,8 +523,8 @@ class CachePolicy(Policy):
     ) -> Entry | None:
         """The entry ``response`` makes, or None when RFC 9111 (or the settings) say it
         may not be stored."""
-        if response.status not in self._statuses:
-            return None
+        if response.status not in self._statuses or response.status == 206:
+            return None  # partial content is never stored, whatever ``statuses`` says
         pairs = response.headers
         cc = directives(_get(pairs, "cache-control"))
         if "no-store" in cc or "private" in cc or _get(pairs, "set-cookie"):
@@ -502,6 +559,10 @@ class CachePolicy(Policy):
                 continue
             if pair[0].lower() not in _NOT_STORED:
                 stored.append(pair)
+        if response.status == 200:
+            # Ranges of a stored 200 are served from the cache, whatever the backend does.
+            stored = [p for p in stored if p[0].lower() != "accept-ranges"]
+            stored.append(("Accept-Ranges", "bytes"))
         tags = tuple(
             tag
             for value in _get(pairs, self._tag_header)
