@@ -556,6 +556,23 @@ async def test_a_failed_background_revalidation_keeps_the_stale_entry(
     assert stats.revalidations == before[0] + 2
 
 
+async def test_a_background_answer_that_may_not_be_stored_removes_the_stale_entry(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("g", ("Cache-Control", "max-age=0, stale-while-revalidate=60"), body=b"old")
+    port = await gateway(gateway_factory, origin)
+    await get(port, "g")
+    origin.reply("g", ("Cache-Control", "no-store"), body=b"now private")
+    assert (await get(port, "g")).header("X-Cache") == "STALE"
+    await eventually(lambda: origin.hits["g"] == 2)
+
+    async def gone() -> bool:
+        answer = await get(port, "g")
+        return bool(answer.header("X-Cache") == "MISS" and answer.body == b"now private")
+
+    await eventually(gone)
+
+
 async def test_must_revalidate_and_no_cache_entries_are_never_served_stale(
     origin: Origin, gateway_factory: GatewayFactory
 ) -> None:

@@ -304,7 +304,9 @@ class CachePolicy(Policy):
 
     async def _refresh(self, view: Replay, state: _State, done: asyncio.Future[None]) -> None:
         """The background revalidation: a 304 refreshes the entry, a storable answer
-        replaces it, anything else (an error, no backend) leaves it as it is."""
+        replaces it; an answer that may not be stored (or is too large) removes it, as
+        the stale copy no longer stands for the resource; an error (a 5xx, no backend)
+        leaves it as it is."""
         primary = state.primary
         entry = state.entry
         assert entry is not None
@@ -314,11 +316,15 @@ class CachePolicy(Policy):
                 return
             now = time.time()
             stored: Entry | None = None
-            if fetched.status == 304 and state.revalidating:
+            if fetched.status == 304:
+                if not state.revalidating:  # a 304 to a request without validators
+                    self.stats.revalidation_errors += 1
+                    return
                 stored = self._refreshed_entry(entry, fetched.headers, (), now)
                 stored.body = entry.body
             elif fetched.status in _ERRORS:
                 self.stats.revalidation_errors += 1
+                return
             elif fetched.body is not None:
                 head = ResponseHead(
                     fetched.status, fetched.reason, fetched.headers, from_backend=True
@@ -326,14 +332,15 @@ class CachePolicy(Policy):
                 stored = self._storable(view, state, head, now)
                 if stored is not None:
                     stored.body = fetched.body
-            if stored is not None:
-                if self._memory is not None:
-                    self.cache.store.store(primary, view.headers, stored)  # type: ignore[attr-defined]
-                else:
-                    await self._put(primary, view.headers, stored)
+            if stored is None:
+                await self._forget(primary)
+            elif self._memory is not None:
+                self.cache.store.store(primary, view.headers, stored)  # type: ignore[attr-defined]
+            else:
+                await self._put(primary, view.headers, stored)
         except Exception:
             # No backend, a 502/504, a policy that refused: the stale entry stays (and
-            # serves stale-if-error); the next request past the window revalidates.
+            # serves stale-if-error); the next request in the window tries again.
             self.stats.revalidation_errors += 1
         finally:
             if self.cache.inflight.get(primary) is done:
@@ -642,6 +649,13 @@ class CachePolicy(Policy):
                     return
         if stored is not None:
             self.cache.background(stored)
+
+    async def _forget(self, primary: str) -> None:
+        what = Purge(key=primary)
+        try:
+            await self.cache.store.purge(what)
+        except Exception:
+            self.stats.store_errors += 1
 
     async def _put(self, primary: str, headers: Mapping[str, str], entry: Entry) -> None:
         try:
