@@ -58,6 +58,8 @@ class Replay:
         self.response_headers: list[tuple[str, str]] = []
         self.method = "GET"
         self.status = 0
+        #: Read now: the client's connection may be gone when the hooks run.
+        self.peer_certificate = exchange.peer_certificate
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._exchange, name)
