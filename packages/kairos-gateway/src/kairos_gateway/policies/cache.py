@@ -3,9 +3,12 @@
 Phases (see docs/cache.md for the rules):
 
 - ``on_request``: GET/HEAD only. A fresh entry answers at once (``X-Cache: HIT``,
-  ``Age``; a 304 when the client's ``If-None-Match``/``If-Modified-Since`` matches).
-  A miss marks the request; the first miss for a key holds the key, concurrent ones
-  wait for its response (bounded by ``lock_timeout_s``) and are answered from it.
+  ``Age``; a 304 when the client's ``If-None-Match``/``If-Modified-Since`` matches; a
+  206 or 416 for a single byte ``Range``). A stale entry within
+  ``stale-while-revalidate`` answers at once too (``STALE``) and starts a background
+  revalidation (`cache.refresh`). A miss marks the request; the first miss for a key
+  holds the key, concurrent ones wait for its response (bounded by
+  ``lock_timeout_s``) and are answered from it. A ``Range`` miss passes through.
 - ``before_upstream``: revalidating a stale entry sends its validators upstream.
 - ``on_response``: a backend's 304 refreshes the entry and answers from it; a 5xx (or
   the gateway's own 502/503/504 when the backend is down) is replaced by the stale
