@@ -14,12 +14,14 @@ import jwt
 import pytest
 from kairos_core import ConfigError, load_config
 from kairos_gateway import PluginRegistry
+from kairos_gateway import cache as cache_package
+from kairos_gateway.cache import CacheStats
 from kairos_gateway.cache.rfc import http_date
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
-from tests.conftest import GatewayFactory
+from tests.conftest import GatewayFactory, RunningGateway
 from tests.support import eventually, raw_request, route
 
 
@@ -40,6 +42,8 @@ class Origin:
     seen: list[dict[str, str]] = field(default_factory=list)
     #: While set, responses wait for it (coalescing).
     hold: asyncio.Event | None = None
+    #: Seconds every response waits before it is sent.
+    delay_s: float = 0.0
     port: int = 0
     server: HTTPServer | None = None
 
@@ -66,6 +70,8 @@ class _Handler(web.RequestHandler):
         origin.seen.append(dict(self.request.headers))
         if origin.hold is not None:
             await origin.hold.wait()
+        if origin.delay_s:
+            await asyncio.sleep(origin.delay_s)
         reply = origin.replies.get(name, Reply(404, [], b"none"))
         self.set_status(reply.status)
         named: set[str] = set()
@@ -443,23 +449,175 @@ def test_settings_errors_name_the_field() -> None:
     ) in str(caught.value)
 
 
-async def test_stale_while_revalidate_serves_stale_while_one_request_revalidates(
+def store_stats(gw: RunningGateway) -> CacheStats:
+    (cache_,) = gw.gateway.runtime.caches()
+    return cache_.store.stats
+
+
+async def test_stale_while_revalidate_answers_at_once_and_refreshes_in_the_background(
     origin: Origin, gateway_factory: GatewayFactory
 ) -> None:
     origin.reply("s", ("Cache-Control", "max-age=0, stale-while-revalidate=60"), body=b"old")
-    port = await gateway(gateway_factory, origin)
-    await get(port, "s")
+    gw = await gateway_factory(
+        {"version": 1, "routers": [route("/c/{*rest}", "/{*rest}", [origin], plugins=cache())]}
+    )
+    await get(gw.port, "s")
+    started = store_stats(gw).revalidations  # the store may be an earlier test's
     origin.reply("s", ("Cache-Control", "max-age=60"), body=b"new")
+    # The backend answers nothing until released: every answer below is the cache's.
     origin.hold = asyncio.Event()
-    refreshing = asyncio.ensure_future(get(port, "s"))
+    answers = await asyncio.wait_for(
+        asyncio.gather(*(get(gw.port, "s") for _ in range(20))), timeout=2
+    )
+    for answer in answers:
+        assert (answer.status, answer.body, answer.header("X-Cache")) == (200, b"old", "STALE")
+        assert answer.header("Age") is not None
     await eventually(lambda: origin.hits["s"] == 2)
-    meanwhile = await get(port, "s")
-    assert (meanwhile.body, meanwhile.header("X-Cache")) == (b"old", "STALE")
+    assert store_stats(gw).revalidations == started + 1
     origin.hold.set()
-    assert (await refreshing).body == b"new"
-    hit = await get(port, "s")
-    assert (hit.body, hit.header("X-Cache")) == (b"new", "HIT")
-    assert origin.hits["s"] == 2
+
+    async def refreshed() -> bool:
+        answer = await get(gw.port, "s")
+        return bool(answer.body == b"new" and answer.header("X-Cache") == "HIT")
+
+    await eventually(refreshed)
+    assert origin.hits["s"] == 2  # one background request for all twenty
+
+
+async def test_a_slow_backend_does_not_delay_the_stale_answer(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("slow", ("Cache-Control", "max-age=0, stale-while-revalidate=60"), body=b"old")
+    port = await gateway(gateway_factory, origin)
+    await get(port, "slow")
+    origin.delay_s = 1.0
+    started = time.perf_counter()
+    stale = await get(port, "slow")
+    assert time.perf_counter() - started < 0.5
+    assert (stale.body, stale.header("X-Cache")) == (b"old", "STALE")
+    await eventually(lambda: origin.hits["slow"] == 2)
+
+
+async def test_a_background_304_refreshes_the_entry_through_the_routes_policies(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    swr = ("Cache-Control", "max-age=0, stale-while-revalidate=60")
+    origin.reply("v", swr, ("ETag", '"v1"'), ("X-Version", "1"), body=b"same body")
+    plugins = [
+        *cache(),
+        {"name": "transform", "config": {"request": {"headers": {"set": {"X-Via": "cache"}}}}},
+    ]
+    port = (
+        await gateway_factory(
+            {"version": 1, "routers": [route("/c/{*rest}", "/{*rest}", [origin], plugins=plugins)]}
+        )
+    ).port
+    await get(port, "v")
+    origin.reply("v", ("Cache-Control", "max-age=60"), ("ETag", '"v1"'), ("X-Version", "2"))
+    # The client's own conditionals and range are not the background request's.
+    stale = await get(port, "v", ("If-None-Match", '"other"'))
+    assert (stale.status, stale.header("X-Cache"), stale.header("X-Version")) == (
+        200,
+        "STALE",
+        "1",
+    )
+    await eventually(lambda: origin.hits["v"] == 2)
+    background = origin.seen[-1]
+    assert background.get("If-None-Match") == '"v1"'
+    assert background.get("X-Via") == "cache"  # the chain's before_upstream ran
+
+    async def refreshed() -> bool:
+        answer = await get(port, "v")
+        return bool(answer.header("X-Cache") == "HIT" and answer.header("X-Version") == "2")
+
+    await eventually(refreshed)
+    hit = await get(port, "v")
+    assert (hit.status, hit.body) == (200, b"same body")
+    assert origin.hits["v"] == 2
+
+
+async def test_a_failed_background_revalidation_keeps_the_stale_entry(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("f", ("Cache-Control", "max-age=0, stale-while-revalidate=60"), body=b"old")
+    gw = await gateway_factory(
+        {"version": 1, "routers": [route("/c/{*rest}", "/{*rest}", [origin], plugins=cache())]}
+    )
+    await get(gw.port, "f")
+    stats = store_stats(gw)  # the store may be an earlier test's (same settings)
+    before = stats.revalidations, stats.revalidation_errors
+    origin.reply("f", status=503, body=b"down")
+    first = await get(gw.port, "f")
+    assert (first.body, first.header("X-Cache")) == (b"old", "STALE")
+    await eventually(lambda: stats.revalidation_errors == before[1] + 1)
+    again = await get(gw.port, "f")
+    assert (again.body, again.header("X-Cache")) == (b"old", "STALE")
+    await eventually(lambda: origin.hits["f"] == 3)
+    assert stats.revalidations == before[0] + 2
+
+
+async def test_a_background_answer_that_may_not_be_stored_removes_the_stale_entry(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("g", ("Cache-Control", "max-age=0, stale-while-revalidate=60"), body=b"old")
+    port = await gateway(gateway_factory, origin)
+    await get(port, "g")
+    origin.reply("g", ("Cache-Control", "no-store"), body=b"now private")
+    assert (await get(port, "g")).header("X-Cache") == "STALE"
+    await eventually(lambda: origin.hits["g"] == 2)
+
+    async def gone() -> bool:
+        answer = await get(port, "g")
+        return bool(answer.header("X-Cache") == "MISS" and answer.body == b"now private")
+
+    await eventually(gone)
+
+
+async def test_must_revalidate_and_no_cache_entries_are_never_served_stale(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    swr = "stale-while-revalidate=60"
+    origin.reply("m", ("Cache-Control", f"max-age=0, must-revalidate, {swr}"), body=b"old")
+    origin.reply("n", ("Cache-Control", f"no-cache, {swr}"), ("ETag", '"n1"'), body=b"old")
+    port = await gateway(gateway_factory, origin)
+    for name in ("m", "n"):
+        await get(port, name)
+        origin.reply(name, ("Cache-Control", f"max-age=0, {swr}"), body=b"new")
+        answer = await get(port, name)
+        assert answer.header("X-Cache") != "STALE"
+        assert answer.body == b"new"  # the client waited for the backend
+        assert origin.hits[name] == 2
+
+
+async def test_past_the_process_cap_a_stale_request_revalidates_itself(
+    origin: Origin, gateway_factory: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_package, "MAX_REVALIDATIONS", 0)
+    origin.reply("c", ("Cache-Control", "max-age=0, stale-while-revalidate=60"), body=b"old")
+    port = await gateway(gateway_factory, origin)
+    await get(port, "c")
+    origin.reply("c", ("Cache-Control", "max-age=60"), body=b"new")
+    answer = await get(port, "c")
+    assert (answer.body, answer.header("X-Cache")) == (b"new", "MISS")
+
+
+async def test_stopping_the_gateway_ends_a_background_revalidation(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("x", ("Cache-Control", "max-age=0, stale-while-revalidate=60"), body=b"old")
+    gw = await gateway_factory(
+        {"version": 1, "routers": [route("/c/{*rest}", "/{*rest}", [origin], plugins=cache())]}
+    )
+    await get(gw.port, "x")
+    origin.hold = asyncio.Event()
+    assert (await get(gw.port, "x")).header("X-Cache") == "STALE"
+    await eventually(lambda: origin.hits["x"] == 2)
+    (shared,) = gw.gateway.runtime.caches()
+    assert shared.inflight
+    await gw.gateway.stop(drain_timeout_s=1)
+    assert not shared.inflight
+    assert all(s.inflight == 0 for s in gw.gateway.runtime.registry)
+    origin.hold.set()
 
 
 def test_the_plugin_is_bundled_and_listed_between_jwt_and_rate_limits() -> None:
@@ -478,15 +636,118 @@ def test_the_plugin_is_bundled_and_listed_between_jwt_and_rate_limits() -> None:
     ]
 
 
-async def test_range_requests_go_to_the_backend(
+DIGITS = b"0123456789abcdef"
+
+
+async def test_a_single_range_of_a_fresh_entry_is_answered_from_the_cache(
     origin: Origin, gateway_factory: GatewayFactory
 ) -> None:
-    origin.reply("r", ("Cache-Control", "max-age=60"))
+    origin.reply("r", ("Cache-Control", "max-age=60"), ("Content-Type", "text/x"), body=DIGITS)
     port = await gateway(gateway_factory, origin)
     await get(port, "r")
+    whole = await get(port, "r")
+    assert (whole.status, whole.body, whole.header("Accept-Ranges")) == (200, DIGITS, "bytes")
+    for asked, content_range, part in [
+        ("bytes=2-5", "bytes 2-5/16", b"2345"),
+        ("bytes=10-", "bytes 10-15/16", b"abcdef"),
+        ("bytes=-3", "bytes 13-15/16", b"def"),
+        ("bytes=5-100", "bytes 5-15/16", b"56789abcdef"),
+        ("bytes=-100", "bytes 0-15/16", DIGITS),
+        ("bytes=0-0", "bytes 0-0/16", b"0"),
+        ("bytes=15-15", "bytes 15-15/16", b"f"),
+        (" BYTES = 3-4", "bytes 3-4/16", b"34"),
+    ]:
+        ranged = await get(port, "r", ("Range", asked))
+        assert ranged.status == 206, asked
+        assert ranged.body == part, asked
+        assert ranged.header("Content-Range") == content_range, asked
+        assert ranged.header("Content-Length") == str(len(part)), asked
+        assert ranged.header("Content-Type") == "text/x"
+        assert ranged.header("X-Cache") == "HIT"
+        assert ranged.header("Accept-Ranges") == "bytes"
+    head = await get(port, "r", ("Range", "bytes=2-5"), method="HEAD")
+    assert (head.status, head.header("Content-Length")) == (200, "16")  # HEAD: no ranges
+    assert origin.hits["r"] == 1
+
+
+async def test_an_unsatisfiable_range_is_a_416_with_the_length(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("r", ("Cache-Control", "max-age=60"), body=DIGITS)
+    port = await gateway(gateway_factory, origin)
+    await get(port, "r")
+    for asked in ("bytes=16-", "bytes=100-200", "bytes=-0"):
+        refused = await get(port, "r", ("Range", asked))
+        assert refused.status == 416, asked
+        assert refused.header("Content-Range") == "bytes */16"
+        assert refused.body == b""
+    assert origin.hits["r"] == 1
+
+
+async def test_several_ranges_or_a_malformed_range_get_the_whole_response(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("r", ("Cache-Control", "max-age=60"), body=DIGITS)
+    port = await gateway(gateway_factory, origin)
+    await get(port, "r")
+    for asked in ("bytes=0-1,3-4", "bytes=5-2", "items=0-1", "bytes=abc", "bytes=1", "bytes=-"):
+        whole = await get(port, "r", ("Range", asked))
+        assert (whole.status, whole.body, whole.header("X-Cache")) == (200, DIGITS, "HIT"), asked
+        assert whole.header("Content-Range") is None
+    assert origin.hits["r"] == 1
+
+
+async def test_if_range_serves_the_range_only_while_it_names_the_entry(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    modified = http_date(time.time() - 3600)
+    origin.reply(
+        "r",
+        ("Cache-Control", "max-age=60"),
+        ("ETag", '"e1"'),
+        ("Last-Modified", modified),
+        body=DIGITS,
+    )
+    origin.reply("w", ("Cache-Control", "max-age=60"), ("ETag", 'W/"w1"'), body=DIGITS)
+    port = await gateway(gateway_factory, origin)
+    await get(port, "r")
+    await get(port, "w")
+    part = ("Range", "bytes=0-3")
+    for name, validator, status in [
+        ("r", '"e1"', 206),
+        ("r", '"e2"', 200),
+        ("r", 'W/"e1"', 200),  # a weak tag never matches (strong comparison)
+        ("r", modified, 206),
+        ("r", http_date(time.time() - 7200), 200),
+        ("r", "not a date", 200),
+        ("w", 'W/"w1"', 200),  # nor does a weak stored one
+    ]:
+        answer = await get(port, name, part, ("If-Range", validator))
+        assert answer.status == status, validator
+        assert answer.body == (b"0123" if status == 206 else DIGITS)
+        assert answer.header("X-Cache") == "HIT"
+    assert origin.hits == Counter({"r": 1, "w": 1})
+
+
+async def test_a_range_miss_goes_to_the_backend_and_nothing_partial_is_stored(
+    origin: Origin, gateway_factory: GatewayFactory
+) -> None:
+    origin.reply("r", ("Cache-Control", "max-age=60"), body=DIGITS)
+    origin.reply(
+        "p", ("Cache-Control", "max-age=60"), ("Content-Range", "bytes 0-1/16"), status=206
+    )
+    port = await gateway(gateway_factory, origin, statuses=[200, 206])
+    first = await get(port, "r", ("Range", "bytes=0-1"))
+    assert (first.status, first.header("X-Cache")) == (200, "MISS")  # the origin's answer
+    assert origin.seen[-1].get("Range") == "bytes=0-1"
+    assert (await get(port, "r")).header("X-Cache") == "MISS"  # not stored by the range
     ranged = await get(port, "r", ("Range", "bytes=0-1"))
-    assert ranged.header("X-Cache") == "BYPASS"
+    assert (ranged.status, ranged.body, ranged.header("X-Cache")) == (206, b"01", "HIT")
     assert origin.hits["r"] == 2
+    for _ in range(2):
+        partial = await get(port, "p")
+        assert (partial.status, partial.header("X-Cache")) == (206, "MISS")
+    assert origin.hits["p"] == 2
 
 
 async def test_a_no_cache_response_is_revalidated_before_every_use(

@@ -80,3 +80,22 @@ async def test_the_origin_serves_when_redis_is_down(
         assert got.body == b"body of a"
         assert got.header("X-Cache") == "MISS"
     assert origin.hits["a"] >= 3
+
+
+async def test_a_background_revalidation_refreshes_the_redis_entry(
+    origin: Origin, gateway_factory: GatewayFactory, redis_server: RedisServer, redis: Redis
+) -> None:
+    origin.reply("s", ("Cache-Control", "max-age=0, stale-while-revalidate=60"), body=b"old")
+    port = await redis_gateway(gateway_factory, origin, redis_server)
+    await get(port, "s")
+    await eventually(lambda: redis.zcard("kairos:cache:lru"))
+    origin.reply("s", ("Cache-Control", "max-age=60"), body=b"new")
+    stale = await get(port, "s")
+    assert (stale.body, stale.header("X-Cache")) == (b"old", "STALE")
+
+    async def refreshed() -> bool:
+        answer = await get(port, "s")
+        return bool(answer.body == b"new" and answer.header("X-Cache") == "HIT")
+
+    await eventually(refreshed)
+    assert origin.hits["s"] == 2

@@ -101,6 +101,10 @@ class CacheStoreStats(KairosModel):
     stored: int
     evictions: int
     store_errors: int
+    #: Background revalidations started (``stale-while-revalidate``), and those that
+    #: got no usable answer (the stale entry was kept).
+    revalidations: int = 0
+    revalidation_errors: int = 0
 
 
 class CacheStatus(KairosModel):
@@ -110,7 +114,14 @@ class CacheStatus(KairosModel):
 class CachePurged(KairosModel):
     """What ``DELETE /api/cache`` removed."""
 
+    #: Entries removed (with several workers: by the workers counted in ``workers``).
     purged: int
     key: str | None = None
     route: str | None = None
     tag: str | None = None
+    #: With ``--workers N``: the workers whose removals ``purged`` counts (the one that
+    #: got the call, and those that answered within a second), and those that had not
+    #: answered yet (they apply the purge as soon as they get the signal). Absent for a
+    #: single process.
+    workers: int | None = None
+    workers_pending: int | None = None

@@ -23,12 +23,13 @@ from kairos_core import ConfigError, GatewayConfig, RateLimitConfig, load_config
 
 from ._version import __version__
 from .app import Gateway
+from .cache.workers import WorkerPurges
 from .fdlimit import raise_fd_limit
 from .logs import configure
 from .plugins import PluginRegistry
 from .settings import GatewaySettings, SettingsError, parse_workers
 from .snapshot import check_runtime
-from .supervisor import CONFIG_CHANGED, SYNC_CONFIG, reserve_port, supervise
+from .supervisor import CACHE_PURGED, CONFIG_CHANGED, SYNC_CONFIG, reserve_port, supervise
 from .tls import check_listen
 
 log = logging.getLogger("kairos.gateway")
@@ -260,6 +261,16 @@ async def serve(
         loop.add_signal_handler(
             SYNC_CONFIG, lambda: gateway.management.reload_in_background("sibling")
         )
+        if metrics_dir is not None:
+            # A purge through this worker's API reaches the others' memory stores
+            # through a journal in the shared directory (see cache.workers).
+            purges = WorkerPurges(
+                metrics_dir,
+                workers=settings.workers,
+                notify=lambda: os.kill(supervisor, CACHE_PURGED),
+            )
+            gateway.management.cache_workers = purges
+            loop.add_signal_handler(CACHE_PURGED, lambda: purges.apply(gateway.runtime.caches()))
 
     for host, port in gateway.addresses:
         log.info(

@@ -9,6 +9,8 @@ The supervisor serves no traffic; it
 - on SIGUSR1 from a worker (its management API changed the config and saved it),
   sends SIGUSR2 to every worker, which then re-reads the file if it differs from what
   it runs, so a change made through any worker reaches all of them;
+- on CACHE_PURGED from a worker (it journaled a cache purge, see `cache.workers`),
+  sends CACHE_PURGED to every worker, which applies the journal to its memory stores;
 - restarts a worker that dies unexpectedly (at most `MAX_RESTARTS` in
   `RESTART_WINDOW_S`, then it stops the gateway rather than crash-loop);
 - owns the directory where workers publish their metrics, so `/metrics` on any worker
@@ -43,6 +45,10 @@ RESTART_WINDOW_S = 60.0
 CONFIG_CHANGED = signal.SIGUSR1
 #: Supervisor -> workers: "re-read the config file if it changed".
 SYNC_CONFIG = signal.SIGUSR2
+#: Worker -> supervisor, then supervisor -> workers: "a cache purge is in the journal".
+#: A signal whose default action is to ignore it: a worker not yet listening for it
+#: (starting up) is not killed, and its store is empty anyway.
+CACHE_PURGED = signal.SIGURG
 
 
 def reserve_port(host: str, port: int) -> tuple[int, socket.socket | None]:
@@ -80,7 +86,13 @@ def supervise(workers: int, run_worker: Callable[[int, Path], int]) -> int:
     def spawn(index: int) -> None:
         pid = os.fork()
         if pid == 0:  # the worker
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, CONFIG_CHANGED):
+            for signum in (
+                signal.SIGTERM,
+                signal.SIGINT,
+                signal.SIGHUP,
+                CONFIG_CHANGED,
+                CACHE_PURGED,
+            ):
                 signal.signal(signum, signal.SIG_DFL)
             _exit_with_parent()
             if os.getppid() != supervisor:
@@ -108,6 +120,7 @@ def supervise(workers: int, run_worker: Callable[[int, Path], int]) -> int:
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, lambda *_: send_all(signal.SIGHUP))
     signal.signal(CONFIG_CHANGED, lambda *_: send_all(SYNC_CONFIG))
+    signal.signal(CACHE_PURGED, lambda *_: send_all(CACHE_PURGED))
 
     try:
         for index in range(workers):

@@ -46,4 +46,10 @@ def purge(settings: Settings, key: str | None, route: str | None, tag: str | Non
     if settings.json:
         echo_json(result)
         return
-    console().print(f"purged {result.purged} cached responses", markup=False)
+    line = f"purged {result.purged} cached responses"
+    if result.workers is not None:
+        line += f" ({result.workers} workers"
+        if result.workers_pending:
+            line += f"; {result.workers_pending} more apply it without having answered"
+        line += ")"
+    console().print(line, markup=False)

@@ -3,6 +3,10 @@
 Stores are shared: every route (and every configuration snapshot) whose ``cache``
 settings name the same store gets the same `SharedCache`, so a reload keeps what is
 cached. `caches_of` finds the stores a snapshot's routes use (purging, metrics).
+
+Background revalidations (``stale-while-revalidate``) run as tasks of the store's
+`SharedCache`: one per key at a time (the key's entry in ``inflight``), at most
+`MAX_REVALIDATIONS` in the whole process, cancelled when the gateway stops.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from kairos_core.cache import MemoryStore, RedisStore
 from .store import CacheStats, Entry, MemoryCache, Purge, Store
 
 __all__ = [
+    "MAX_REVALIDATIONS",
     "CacheStats",
     "Entry",
     "MemoryCache",
@@ -29,10 +34,18 @@ __all__ = [
 ]
 
 
+#: Background revalidations running at once in a process, all stores together; past
+#: it, a request for a stale entry revalidates it itself (and waits), as without
+#: ``stale-while-revalidate``.
+MAX_REVALIDATIONS = 32
+
+_revalidating: set[asyncio.Task[Any]] = set()
+
+
 class SharedCache:
     """One store, and the misses under way for each of its keys (coalescing)."""
 
-    __slots__ = ("__weakref__", "_tasks", "describe", "inflight", "store")
+    __slots__ = ("__weakref__", "_revalidations", "_tasks", "describe", "inflight", "store")
 
     def __init__(self, store: Any, describe: str) -> None:
         self.store: Store = store
@@ -40,6 +53,19 @@ class SharedCache:
         #: Primary key -> resolved when the first miss for it has been stored (or not).
         self.inflight: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._revalidations: set[asyncio.Task[Any]] = set()
+
+    def revalidate(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
+        """Run ``work`` (a background revalidation) unless the process runs
+        `MAX_REVALIDATIONS` already (then None, and ``work`` is closed unstarted)."""
+        if len(_revalidating) >= MAX_REVALIDATIONS:
+            work.close()
+            return None
+        task = asyncio.ensure_future(work)
+        for running in (_revalidating, self._revalidations):
+            running.add(task)
+            task.add_done_callback(running.discard)
+        return task
 
     def background(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``work`` (a store write) without making the request wait for it."""
@@ -49,6 +75,12 @@ class SharedCache:
         return task
 
     async def aclose(self) -> None:
+        # A revalidation may wait for a slow backend: stop it (the stale entry stays).
+        revalidations = list(self._revalidations)
+        for task in revalidations:
+            task.cancel()
+        if revalidations:
+            await asyncio.wait(revalidations, timeout=1.0)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=1.0)
         close = getattr(self.store, "close", None)

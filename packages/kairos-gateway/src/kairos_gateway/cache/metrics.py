@@ -31,6 +31,8 @@ def cache_stats(caches: Iterable[SharedCache]) -> list[dict[str, object]]:
                 "stored": s.stored,
                 "evictions": s.evictions,
                 "store_errors": s.store_errors,
+                "revalidations": s.revalidations,
+                "revalidation_errors": s.revalidation_errors,
             }
         )
     return rows
@@ -44,6 +46,8 @@ _COUNTERS = (
     ("stored", "Responses stored"),
     ("evictions", "Entries evicted to stay within the store's bound"),
     ("store_errors", "Shared store calls that failed (the origin answered instead)"),
+    ("revalidations", "Background revalidations started (stale-while-revalidate)"),
+    ("revalidation_errors", "Background revalidations without a usable answer (stale kept)"),
 )
 
 

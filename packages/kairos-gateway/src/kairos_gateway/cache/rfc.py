@@ -11,10 +11,13 @@ from email.utils import formatdate, parsedate_to_datetime
 from typing import Final
 
 __all__ = [
+    "UNSATISFIABLE",
     "Directives",
+    "byte_range",
     "directives",
     "freshness",
     "http_date",
+    "if_range_matches",
     "normalise_vary_value",
     "not_modified",
     "parse_date",
@@ -127,3 +130,49 @@ def not_modified(
 def _weak(tag: str) -> str:
     tag = tag.strip()
     return tag[2:] if tag.startswith("W/") else tag
+
+
+#: `byte_range`'s answer for a range that selects no byte of the representation (416).
+UNSATISFIABLE: Final = (-1, -1)
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def byte_range(value: str, length: int) -> tuple[int, int] | None:
+    """The one byte range a ``Range`` header asks of a ``length``-byte representation
+    (RFC 9110 14.1.2), as (first, last) inclusive; `UNSATISFIABLE` when it selects no
+    byte; None to answer the whole representation (another unit, several ranges, a
+    malformed header: RFC 9110 14.2 allows ignoring them)."""
+    unit, eq, spec = value.partition("=")
+    if not eq or unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    if not first:  # bytes=-n: the last n bytes
+        if not _digits(last):
+            return None
+        suffix = int(last)
+        if suffix == 0 or length == 0:
+            return UNSATISFIABLE
+        return max(0, length - suffix), length - 1
+    if not _digits(first) or (last and not _digits(last)):
+        return None
+    start = int(first)
+    end = int(last) if last else length - 1
+    if last and end < start:
+        return None  # invalid: the header is ignored
+    if start >= length:
+        return UNSATISFIABLE
+    return start, min(end, length - 1)
+
+
+def if_range_matches(value: str, etag: str | None, last_modified: str | None) -> bool:
+    """Does an ``If-Range`` validator still name the stored representation (RFC 9110
+    13.1.5: an entity tag by strong comparison, a date by exact match)?"""
+    value = value.strip()
+    if value.startswith(("W/", '"')):
+        return etag is not None and not etag.startswith("W/") and value == etag.strip()
+    return last_modified is not None and parse_date(value) is not None and value == last_modified

@@ -93,6 +93,10 @@ class CacheStats:
     evictions: int = 0
     #: Calls to a shared store that failed (served from the origin instead).
     store_errors: int = 0
+    #: Background revalidations started (``stale-while-revalidate``).
+    revalidations: int = 0
+    #: Background revalidations that got no usable answer (the stale entry stays).
+    revalidation_errors: int = 0
 
 
 @dataclass(frozen=True, slots=True)

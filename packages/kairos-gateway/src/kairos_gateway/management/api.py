@@ -55,6 +55,7 @@ from kairos_core import (
 from kairos_core.ai import AiUsageReport
 
 from ..ai import usage_report
+from ..cache.workers import WorkerPurges
 from ..cluster.base import StoreUnavailable
 from ..events import EventBus
 from ..messages import ApiRequest, ApiResponse, StreamedResponse
@@ -206,6 +207,9 @@ class ManagementApi:
         #: Connections accepted by the admin listener (see `serves`).
         self._credentials: tuple[AdminConfig, tuple[AdminCredential, ...]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: With ``--workers N``: the purge journal shared with the other workers (set
+        #: by the worker's start-up, see `cache.workers`).
+        self.cache_workers: WorkerPurges | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -384,7 +388,7 @@ class ManagementApi:
         if path == "/api/cache":
             caches = self.runtime.caches()
             if _allow(request, (*_READ, "DELETE")) == "DELETE":
-                return await cache_api.purge_cache(request, caches)
+                return await cache_api.purge_cache(request, caches, self.cache_workers)
             return cache_api.cache_figures(caches)
         if path == "/api/ai/usage":
             _allow(request, _READ)

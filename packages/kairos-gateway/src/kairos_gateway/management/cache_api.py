@@ -4,7 +4,9 @@
 ``DELETE /api/cache?key=K`` | ``?route=/users/{id}`` | ``?tag=T`` removes the matching
 entries from every store the live configuration uses (a Redis store for every gateway
 sharing it)
-and answers ``{"purged": n}``.
+and answers ``{"purged": n}``. With ``--workers N`` the purge is journaled for the
+other workers' memory stores too (`cache.workers`), and the answer counts what they
+removed within a second, with ``workers`` and ``workers_pending``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from kairos_core.cache import CachePurged, CacheStatus
 
 from ..cache import Purge, SharedCache
 from ..cache.metrics import cache_stats
+from ..cache.workers import WorkerPurges
 from ..messages import ApiRequest, ApiResponse
 
 __all__ = ["cache_figures", "purge_cache"]
@@ -25,7 +28,9 @@ def cache_figures(caches: list[SharedCache]) -> ApiResponse:
     return ApiResponse.model(200, CacheStatus.model_validate({"stores": cache_stats(caches)}))
 
 
-async def purge_cache(request: ApiRequest, caches: list[SharedCache]) -> ApiResponse:
+async def purge_cache(
+    request: ApiRequest, caches: list[SharedCache], workers: WorkerPurges | None = None
+) -> ApiResponse:
     params = request.query_params()
     unknown = sorted(set(params) - set(_SELECTORS))
     if unknown:
@@ -45,4 +50,15 @@ async def purge_cache(request: ApiRequest, caches: list[SharedCache]) -> ApiResp
         raise ServiceUnavailable(
             f"purged {purged} entries, but a store failed ({', '.join(failed)}): try again"
         )
-    return ApiResponse.model(200, CachePurged(purged=purged, **given))
+    if workers is None:
+        return ApiResponse.model(200, CachePurged(purged=purged, **given))
+    others = await workers.announce(what)
+    return ApiResponse.model(
+        200,
+        CachePurged(
+            purged=purged + others.purged,
+            workers=1 + others.answered,
+            workers_pending=others.pending,
+            **given,
+        ),
+    )

@@ -3,9 +3,12 @@
 Phases (see docs/cache.md for the rules):
 
 - ``on_request``: GET/HEAD only. A fresh entry answers at once (``X-Cache: HIT``,
-  ``Age``; a 304 when the client's ``If-None-Match``/``If-Modified-Since`` matches).
-  A miss marks the request; the first miss for a key holds the key, concurrent ones
-  wait for its response (bounded by ``lock_timeout_s``) and are answered from it.
+  ``Age``; a 304 when the client's ``If-None-Match``/``If-Modified-Since`` matches; a
+  206 or 416 for a single byte ``Range``). A stale entry within
+  ``stale-while-revalidate`` answers at once too (``STALE``) and starts a background
+  revalidation (`cache.refresh`). A miss marks the request; the first miss for a key
+  holds the key, concurrent ones wait for its response (bounded by
+  ``lock_timeout_s``) and are answered from it. A ``Range`` miss passes through.
 - ``before_upstream``: revalidating a stale entry sends its validators upstream.
 - ``on_response``: a backend's 304 refreshes the entry and answers from it; a 5xx (or
   the gateway's own 502/503/504 when the backend is down) is replaced by the stale
@@ -21,7 +24,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import Awaitable, Coroutine, Mapping
+from collections.abc import Awaitable, Coroutine, Iterable, Mapping
 from dataclasses import replace
 from http import HTTPStatus
 from typing import Any, Final
@@ -30,9 +33,13 @@ from urllib.parse import unquote_plus
 from kairos_core.cache import CacheConfig
 
 from ..cache import Entry, Purge, SharedCache, shared_cache
+from ..cache.refresh import Replay, fetch, replay
 from ..cache.rfc import (
+    UNSATISFIABLE,
+    byte_range,
     directives,
     freshness,
+    if_range_matches,
     not_modified,
     parse_date,
     seconds,
@@ -54,7 +61,9 @@ _NOT_STORED: Final = frozenset(
     {"content-length", "age", "x-cache", "x-request-id", "connection", "transfer-encoding"}
 )
 #: A 304 does not change these of the stored response (RFC 9111 4.3.4).
-_KEPT_ON_304: Final = frozenset({"content-length", "content-encoding", "content-type"})
+_KEPT_ON_304: Final = frozenset(
+    {"content-length", "content-encoding", "content-type", "accept-ranges"}
+)
 
 HIT, MISS, STALE, BYPASS = "HIT", "MISS", "STALE", "BYPASS"
 
@@ -158,8 +167,7 @@ class CachePolicy(Policy):
         if method not in _CACHEABLE_METHODS:
             return None
         cc = directives(_pairs(headers, "Cache-Control")) if "Cache-Control" in headers else {}
-        if "no-store" in cc or "Range" in headers:
-            # Ranges go to the backend (partial content is not served from the cache).
+        if "no-store" in cc:
             self._bypass(request)
             return None
         primary = self.primary_key(request)
@@ -217,15 +225,29 @@ class CachePolicy(Policy):
             elif not reload and entry.fresh(now):
                 self.stats.hits += 1
                 return self._answer(request, entry, now, HIT)
+        if request.method == "GET" and "Range" in request.headers:
+            # Partial content comes from a fresh entry only; else the backend answers
+            # the range, and nothing of it is stored.
+            self._pass(request, state.label)
+            return None
         state.entry = entry
         inflight = self.cache.inflight.get(state.primary)
         if (
             entry is not None
+            and inflight is None
+            and not reload
+            and state.label != BYPASS
+            and self._may_serve_stale(entry, now)
+            and self._revalidate_in_background(request, state, entry)
+        ):
+            # RFC 5861: answer now from the stale entry; a background request refreshes it.
+            self.stats.stale += 1
+            return self._answer(request, entry, now, STALE)
+        if (
+            entry is not None
             and inflight is not None
             and not reload
-            and not entry.no_cache
-            and not entry.must_revalidate
-            and entry.stale_for(now) <= entry.stale_while_revalidate
+            and self._may_serve_stale(entry, now)
         ):
             # Someone is revalidating it: serve it stale meanwhile.
             self.stats.stale += 1
@@ -256,22 +278,142 @@ class CachePolicy(Policy):
             return answer
         return await answer
 
+    @staticmethod
+    def _may_serve_stale(entry: Entry, now: float) -> bool:
+        """Within ``stale-while-revalidate``, and not an entry that must be revalidated
+        before any use (``no-cache``, ``must-revalidate``, ``s-maxage``)?"""
+        return (
+            not entry.no_cache
+            and not entry.must_revalidate
+            and entry.stale_for(now) <= entry.stale_while_revalidate
+        )
+
+    def _revalidate_in_background(self, request: Request, state: _State, entry: Entry) -> bool:
+        """Start the background revalidation of ``entry``, holding its key meanwhile
+        (concurrent requests get the stale entry too); False when it cannot start (the
+        process runs its maximum of them, or the request was not proxied)."""
+        mine = _State(state.primary, state.label)
+        mine.entry = entry
+        mine.revalidating = entry.etag is not None or entry.last_modified is not None
+        view = replay(request, mine)
+        if view is None:
+            return False
+        done = asyncio.get_running_loop().create_future()
+        if self.cache.revalidate(self._refresh(view, mine, done)) is None:
+            return False
+        self.cache.inflight[state.primary] = done
+        self.stats.revalidations += 1
+        return True
+
+    async def _refresh(self, view: Replay, state: _State, done: asyncio.Future[None]) -> None:
+        """The background revalidation: a 304 refreshes the entry, a storable answer
+        replaces it; an answer that may not be stored (or is too large) removes it, as
+        the stale copy no longer stands for the resource; an error (a 5xx, no backend)
+        leaves it as it is."""
+        primary = state.primary
+        entry = state.entry
+        assert entry is not None
+        try:
+            fetched = await fetch(view, self.config.max_object_bytes)
+            if fetched is None:
+                return
+            now = time.time()
+            stored: Entry | None = None
+            if fetched.status == 304:
+                if not state.revalidating:  # a 304 to a request without validators
+                    self.stats.revalidation_errors += 1
+                    return
+                stored = self._refreshed_entry(entry, fetched.headers, (), now)
+                stored.body = entry.body
+            elif fetched.status in _ERRORS:
+                self.stats.revalidation_errors += 1
+                return
+            elif fetched.body is not None:
+                head = ResponseHead(
+                    fetched.status, fetched.reason, fetched.headers, from_backend=True
+                )
+                stored = self._storable(view, state, head, now)
+                if stored is not None:
+                    stored.body = fetched.body
+            if stored is None:
+                await self._forget(primary)
+            elif self._memory is not None:
+                self.cache.store.store(primary, view.headers, stored)  # type: ignore[attr-defined]
+            else:
+                await self._put(primary, view.headers, stored)
+        except Exception:
+            # No backend, a 502/504, a policy that refused: the stale entry stays (and
+            # serves stale-if-error); the next request in the window tries again.
+            self.stats.revalidation_errors += 1
+        finally:
+            if self.cache.inflight.get(primary) is done:
+                del self.cache.inflight[primary]
+            done.set_result(None)
+
     def _shareable(self, entry: Entry) -> bool:
         """May ``entry`` answer a request with credentials (``public``, ``s-maxage``)?"""
         return entry.public
 
     def _answer(self, request: Request, entry: Entry, now: float, label: str) -> Response:
         age = str(int(entry.age(now)))
-        if not_modified(request.headers, entry.etag, entry.last_modified):
+        headers_in = request.headers
+        if not_modified(headers_in, entry.etag, entry.last_modified):
             headers = [(n, v) for n, v in entry.headers if n.lower() not in _KEPT_ON_304]
             return Response(304, b"", [*headers, ("Age", age), ("X-Cache", label)])
+        if "Range" in headers_in and entry.status == 200 and request.method == "GET":
+            ranged = self._partial(headers_in, entry, age, label)
+            if ranged is not None:
+                return ranged
         return Response(
             entry.status, entry.body, [*entry.headers, ("Age", age), ("X-Cache", label)]
+        )
+
+    @staticmethod
+    def _partial(headers: Mapping[str, str], entry: Entry, age: str, label: str) -> Response | None:
+        """The 206 (or 416) a single byte range of ``entry`` makes (RFC 9110 14), or
+        None to send the whole response (several ranges, a malformed header, an
+        ``If-Range`` that no longer names the entry)."""
+        if_range = headers.get("If-Range")
+        if if_range is not None and not if_range_matches(if_range, entry.etag, entry.last_modified):
+            return None
+        body = entry.body
+        length = len(body)
+        wanted = byte_range(headers.get("Range", ""), length)
+        if wanted is None:
+            return None
+        if wanted == UNSATISFIABLE:
+            return Response(
+                416,
+                b"",
+                [
+                    ("Content-Range", f"bytes */{length}"),
+                    ("Accept-Ranges", "bytes"),
+                    ("X-Cache", label),
+                ],
+            )
+        first, last = wanted
+        return Response(
+            206,
+            body[first : last + 1],
+            [
+                *entry.headers,
+                ("Content-Range", f"bytes {first}-{last}/{length}"),
+                ("Age", age),
+                ("X-Cache", label),
+            ],
         )
 
     def _bypass(self, request: Request) -> None:
         self.stats.bypass += 1
         request.state["cache"] = _State("", BYPASS)
+
+    def _pass(self, request: Request, label: str) -> None:
+        """Send the request to the backend without coalescing, revalidating or storing."""
+        if label == BYPASS:
+            self.stats.bypass += 1
+        else:
+            self.stats.misses += 1
+        request.state["cache"] = _State("", label)
 
     # -- before_upstream -----------------------------------------------------------
 
@@ -293,7 +435,7 @@ class CachePolicy(Policy):
         state = request.state.get("cache")
         if state is None or not state.primary:
             if state is not None:
-                response.headers.append(("X-Cache", BYPASS))
+                response.headers.append(("X-Cache", state.label))
             return
         entry = state.entry
         now = time.time()
@@ -341,23 +483,8 @@ class CachePolicy(Policy):
         self, request: Request, state: _State, response: ResponseHead, entry: Entry, now: float
     ) -> None:
         """The backend says the stored response is still good: update and serve it."""
-        updates = {
-            n.lower() for n, _ in response.headers if n.lower() not in _KEPT_ON_304
-        } - _NOT_STORED
-        mine = set(request.response_headers)
-        headers = [(n, v) for n, v in entry.headers if n.lower() not in updates]
-        headers += [
-            (n, v) for n, v in response.headers if n.lower() in updates and (n, v) not in mine
-        ]
-        cc = directives(_get(headers, "cache-control"))
-        ttl = freshness(
-            cc,
-            next(iter(_get(headers, "expires")), None),
-            next(iter(_get(headers, "date")), None),
-            now,
-            self.config.default_ttl_s,
-        )
-        fresh = replace(entry, headers=headers, stored_at=now, initial_age=0.0, ttl=float(ttl or 0))
+        fresh = self._refreshed_entry(entry, response.headers, request.response_headers, now)
+        headers = fresh.headers
         state.meta = fresh
         state.capture = [entry.body]
         state.captured = len(entry.body)
@@ -378,13 +505,36 @@ class CachePolicy(Policy):
         ]
         state.answer = b"" if request.method == "HEAD" else fresh.body
 
+    def _refreshed_entry(
+        self,
+        entry: Entry,
+        received: list[tuple[str, str]],
+        mine: Iterable[tuple[str, str]],
+        now: float,
+    ) -> Entry:
+        """``entry`` updated by the headers of a 304 (RFC 9111 4.3.4; ``mine``: headers
+        policies added for this exchange, not stored), fresh again from ``now``."""
+        updates = {n.lower() for n, _ in received if n.lower() not in _KEPT_ON_304} - _NOT_STORED
+        added = set(mine)
+        headers = [(n, v) for n, v in entry.headers if n.lower() not in updates]
+        headers += [(n, v) for n, v in received if n.lower() in updates and (n, v) not in added]
+        cc = directives(_get(headers, "cache-control"))
+        ttl = freshness(
+            cc,
+            next(iter(_get(headers, "expires")), None),
+            next(iter(_get(headers, "date")), None),
+            now,
+            self.config.default_ttl_s,
+        )
+        return replace(entry, headers=headers, stored_at=now, initial_age=0.0, ttl=float(ttl or 0))
+
     def _storable(
         self, request: Request, state: _State, response: ResponseHead, now: float
     ) -> Entry | None:
         """The entry ``response`` makes, or None when RFC 9111 (or the settings) say it
         may not be stored."""
-        if response.status not in self._statuses:
-            return None
+        if response.status not in self._statuses or response.status == 206:
+            return None  # partial content is never stored, whatever ``statuses`` says
         pairs = response.headers
         cc = directives(_get(pairs, "cache-control"))
         if "no-store" in cc or "private" in cc or _get(pairs, "set-cookie"):
@@ -419,6 +569,10 @@ class CachePolicy(Policy):
                 continue
             if pair[0].lower() not in _NOT_STORED:
                 stored.append(pair)
+        if response.status == 200:
+            # Ranges of a stored 200 are served from the cache, whatever the backend does.
+            stored = [p for p in stored if p[0].lower() != "accept-ranges"]
+            stored.append(("Accept-Ranges", "bytes"))
         tags = tuple(
             tag
             for value in _get(pairs, self._tag_header)
@@ -498,6 +652,13 @@ class CachePolicy(Policy):
                     return
         if stored is not None:
             self.cache.background(stored)
+
+    async def _forget(self, primary: str) -> None:
+        what = Purge(key=primary)
+        try:
+            await self.cache.store.purge(what)
+        except Exception:
+            self.stats.store_errors += 1
 
     async def _put(self, primary: str, headers: Mapping[str, str], entry: Entry) -> None:
         try:

@@ -1,0 +1,157 @@
+"""The upstream request of a background revalidation (RFC 5861 ``stale-while-revalidate``).
+
+A client answered at once from a stale entry leaves the cache to refresh it. That
+refresh is the client's request replayed as a ``GET`` through the route, exactly as a
+miss would go: the upstream headers the proxy builds (forwarding headers, request id,
+trace context), the chain's ``before_upstream`` hooks (header and path transforms,
+credentials a plugin adds, the cache's own validators), then `forward.forward` (the
+route's balancer, breakers, retries and timeouts; a try span under the client
+request's trace). The ``on_response`` hooks do not run: what is stored is the
+backend's response, and the response-side policies apply when it is served, as for
+any hit.
+
+`replay` captures what it needs while the exchange is live; `fetch` runs later, in a
+task of the `SharedCache` (bounded there, cancelled when the gateway stops).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from ..chain import Request, UpstreamRequest
+from ..forward import forward
+from ..headers import upstream_request_headers
+from ..messages import Response, StreamedResponse
+
+if TYPE_CHECKING:
+    from tornado.httpserver import _HTTPRequestContext as HTTPRequestContext
+
+    from ..respond import Responder
+
+__all__ = ["Fetched", "Replay", "fetch", "replay"]
+
+#: Request headers of the client that are not the cache's to send: its conditionals
+#: and ranges concern its own copy, the refresh is for the whole stored response.
+_CLIENT_ONLY = frozenset(
+    {
+        "if-none-match",
+        "if-modified-since",
+        "if-match",
+        "if-unmodified-since",
+        "if-range",
+        "range",
+    }
+)
+
+
+class Replay:
+    """The client request as the ``before_upstream`` hooks of a background revalidation
+    see it: a ``GET``, with a copy of the policies' state (the cache's own replaced by
+    the revalidation's) and response headers of its own; everything else is the
+    client request's."""
+
+    def __init__(self, exchange: Responder, state: dict[str, Any]) -> None:
+        self._exchange = exchange
+        self.state = state
+        self.response_headers: list[tuple[str, str]] = []
+        self.method = "GET"
+        self.status = 0
+        #: Read now: the client's connection may be gone when the hooks run.
+        self.peer_certificate = exchange.peer_certificate
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._exchange, name)
+
+    def add_default_headers(self, pairs: Sequence[tuple[str, str]]) -> None:
+        return None  # no response of this request reaches a client
+
+    def limit_body(self, max_bytes: int) -> None:
+        return None  # a GET without a body
+
+    @property
+    def exchange(self) -> Responder:
+        return self._exchange
+
+
+def replay(request: Request, cache_state: object) -> Replay | None:
+    """The request to replay for ``request`` (None when it did not come through the
+    proxy: only a proxied exchange knows its route's backends)."""
+    exchange = cast("Responder", request)
+    if getattr(exchange, "match", None) is None or getattr(exchange, "snapshot", None) is None:
+        return None
+    state = dict(request.state)
+    state["cache"] = cache_state
+    return Replay(exchange, state)
+
+
+@dataclass(slots=True)
+class Fetched:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    #: None: larger than the cache keeps (``max_object_bytes``), not read.
+    body: bytes | None
+
+
+async def fetch(view: Replay, max_bytes: int) -> Fetched | None:
+    """Send ``view`` upstream like the proxy sends a miss and read the whole answer
+    (at most ``max_bytes`` of body). None when a ``before_upstream`` hook answered
+    instead; a `KairosError` when the route could not get an answer (no backend, 502,
+    504)."""
+    exchange = view.exchange
+    match = exchange.match
+    assert match is not None
+    route = exchange.snapshot.routes[match.route.index]
+    context = cast("HTTPRequestContext", exchange.conn.context)
+    trace = exchange.trace
+    target = match.upstream_path
+    headers = upstream_request_headers(
+        exchange.headers,
+        client_ip=exchange.peer_ip,
+        proto=context.protocol,
+        request_id=exchange.request_id,
+        trust_forwarded=exchange.snapshot.is_trusted_proxy(exchange.peer_ip),
+        forwarded=exchange.snapshot.config.forwarded_header,
+        traced=trace is not None,
+        tracestate=None if trace is None else trace.state,
+    )
+    upstream = UpstreamRequest(
+        f"{target}?{exchange.query}" if exchange.query else target,
+        [(n, v) for n, v in headers if n.lower() not in _CLIENT_ONLY],
+        b"",
+        exchange.headers.get("Host") if route.preserve_host else None,
+    )
+    for _policy, hook in route.chain.before_upstream:
+        answer = hook(view, upstream)
+        if answer is not None and not isinstance(answer, Response | StreamedResponse):
+            answer = await answer
+        if answer is not None:
+            return None  # a policy answers this request itself: nothing to refresh
+    runtime = exchange.host.runtime
+    attempt, response = await forward(
+        route,
+        upstream,
+        method="GET",
+        client_ip=exchange.client_ip,
+        request_id=exchange.request_id,
+        pool=runtime.pool,
+        rng=runtime.rng,
+        trace=trace,
+    )
+    try:
+        parts: list[bytes] = []
+        size = 0
+        while chunk := await response.read():
+            size += len(chunk)
+            if size > max_bytes:
+                response.abort()
+                return Fetched(response.status, response.reason, response.headers, None)
+            parts.append(chunk)
+        return Fetched(response.status, response.reason, response.headers, b"".join(parts))
+    except BaseException:
+        response.abort()
+        raise
+    finally:
+        attempt.close()
