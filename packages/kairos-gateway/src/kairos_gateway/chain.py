@@ -46,8 +46,10 @@ __all__ = [
     "EMPTY_CHAIN",
     "PHASES",
     "Chain",
+    "Fetched",
     "Policy",
     "PolicyFailed",
+    "Replayed",
     "Request",
     "ResponseHead",
     "UpstreamRequest",
@@ -133,6 +135,32 @@ class Request(Protocol):
     @property
     def backend(self) -> str:
         """The address of the backend that answered (last tried), or ""."""
+
+    def replay(self, state: dict[str, Any]) -> Replayed | None:
+        """This request as a ``GET`` to send again later, through the route as a proxied
+        request goes (the ``before_upstream`` hooks see it with ``state`` as its
+        state); None when the request is not a proxied one. The cache's background
+        revalidation uses it."""
+
+
+class Replayed(Request, Protocol):
+    """A request to send again (`Request.replay`)."""
+
+    async def fetch(self, max_bytes: int) -> Fetched | None:
+        """Send it upstream and read the whole answer, at most ``max_bytes`` of body.
+        None when a ``before_upstream`` hook answered instead; a `KairosError` when the
+        route got no answer (no backend, 502, 504)."""
+
+
+@dataclass(slots=True)
+class Fetched:
+    """The backend's answer to a `Replayed` request."""
+
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    #: None: larger than the ``max_bytes`` asked for, not read.
+    body: bytes | None
 
 
 class UpstreamRequest:

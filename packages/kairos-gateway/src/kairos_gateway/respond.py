@@ -39,6 +39,7 @@ from .messages import (
     StreamedResponse,
 )
 from .metrics import UNMATCHED, RouteStats
+from .refetch import Replay
 from .upstream import UpstreamError as UpstreamFailure
 from .upstream import UpstreamResponse
 
@@ -243,6 +244,11 @@ class Responder(httputil.HTTPMessageDelegate):
     def backend(self) -> str:
         attempt = self._attempt
         return "" if attempt is None else attempt.state.address
+
+    def replay(self, state: dict[str, Any]) -> Replay | None:
+        if self.match is None or self._route is None:
+            return None  # not proxied: no route's backends to send it to
+        return Replay(self, state)
 
     def add_default_headers(self, pairs: Sequence[tuple[str, str]]) -> None:
         self._defaults = pairs if not self._defaults else [*self._defaults, *pairs]

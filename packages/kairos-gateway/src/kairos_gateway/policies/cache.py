@@ -6,7 +6,7 @@ Phases (see docs/cache.md for the rules):
   ``Age``; a 304 when the client's ``If-None-Match``/``If-Modified-Since`` matches; a
   206 or 416 for a single byte ``Range``). A stale entry within
   ``stale-while-revalidate`` answers at once too (``STALE``) and starts a background
-  revalidation (`cache.refresh`). A miss marks the request; the first miss for a key
+  revalidation (`Request.replay`). A miss marks the request; the first miss for a key
   holds the key, concurrent ones wait for its response (bounded by
   ``lock_timeout_s``) and are answered from it. A ``Range`` miss passes through.
 - ``before_upstream``: revalidating a stale entry sends its validators upstream.
@@ -33,7 +33,6 @@ from urllib.parse import unquote_plus
 from kairos_core.cache import CacheConfig
 
 from ..cache import Entry, Purge, SharedCache, shared_cache
-from ..cache.refresh import Replay, fetch, replay
 from ..cache.rfc import (
     UNSATISFIABLE,
     byte_range,
@@ -45,7 +44,7 @@ from ..cache.rfc import (
     seconds,
     vary_names,
 )
-from ..chain import Policy, Request, ResponseHead, UpstreamRequest
+from ..chain import Policy, Replayed, Request, ResponseHead, UpstreamRequest
 from ..messages import Response
 
 __all__ = ["CachePolicy", "cache_policy"]
@@ -295,7 +294,7 @@ class CachePolicy(Policy):
         mine = _State(state.primary, state.label)
         mine.entry = entry
         mine.revalidating = entry.etag is not None or entry.last_modified is not None
-        view = replay(request, mine)
+        view = request.replay({**request.state, "cache": mine})
         if view is None:
             return False
         done = asyncio.get_running_loop().create_future()
@@ -305,7 +304,7 @@ class CachePolicy(Policy):
         self.stats.revalidations += 1
         return True
 
-    async def _refresh(self, view: Replay, state: _State, done: asyncio.Future[None]) -> None:
+    async def _refresh(self, view: Replayed, state: _State, done: asyncio.Future[None]) -> None:
         """The background revalidation: a 304 refreshes the entry, a storable answer
         replaces it; an answer that may not be stored (or is too large) removes it, as
         the stale copy no longer stands for the resource; an error (a 5xx, no backend)
@@ -314,7 +313,7 @@ class CachePolicy(Policy):
         entry = state.entry
         assert entry is not None
         try:
-            fetched = await fetch(view, self.config.max_object_bytes)
+            fetched = await view.fetch(self.config.max_object_bytes)
             if fetched is None:
                 return
             now = time.time()

@@ -1,4 +1,5 @@
-"""The upstream request of a background revalidation (RFC 5861 ``stale-while-revalidate``).
+"""A proxied request sent again later as a ``GET`` (`chain.Request.replay`): the cache's
+background revalidation (RFC 5861 ``stale-while-revalidate``).
 
 A client answered at once from a stale entry leaves the cache to refresh it. That
 refresh is the client's request replayed as a ``GET`` through the route, exactly as a
@@ -10,27 +11,26 @@ request's trace). The ``on_response`` hooks do not run: what is stored is the
 backend's response, and the response-side policies apply when it is served, as for
 any hit.
 
-`replay` captures what it needs while the exchange is live; `fetch` runs later, in a
-task of the `SharedCache` (bounded there, cancelled when the gateway stops).
+`Replay` is made while the exchange is live (`Responder.replay`); its `Replay.fetch`
+runs later, in a task of the cache's (bounded there, cancelled when the gateway stops).
+Policies see it through the `chain.Replayed` protocol, so they do not import the
+proxy's modules.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from ..chain import Request, UpstreamRequest
-from ..forward import forward
-from ..headers import upstream_request_headers
-from ..messages import Response, StreamedResponse
+from .chain import Fetched, UpstreamRequest
+from .forward import forward
+from .headers import upstream_request_headers
+from .messages import Response, StreamedResponse
 
 if TYPE_CHECKING:
     from tornado.httpserver import _HTTPRequestContext as HTTPRequestContext
 
-    from ..respond import Responder
-
-__all__ = ["Fetched", "Replay", "fetch", "replay"]
+__all__ = ["Replay"]
 
 #: Request headers of the client that are not the cache's to send: its conditionals
 #: and ranges concern its own copy, the refresh is for the whole stored response.
@@ -52,7 +52,8 @@ class Replay:
     the revalidation's) and response headers of its own; everything else is the
     client request's."""
 
-    def __init__(self, exchange: Responder, state: dict[str, Any]) -> None:
+    def __init__(self, exchange: Any, state: dict[str, Any]) -> None:
+        # ``exchange`` is the `respond.Responder` (not imported: it imports this).
         self._exchange = exchange
         self.state = state
         self.response_headers: list[tuple[str, str]] = []
@@ -70,37 +71,18 @@ class Replay:
     def limit_body(self, max_bytes: int) -> None:
         return None  # a GET without a body
 
-    @property
-    def exchange(self) -> Responder:
-        return self._exchange
+    def replay(self, state: dict[str, Any]) -> Replay:
+        return Replay(self._exchange, state)
+
+    async def fetch(self, max_bytes: int) -> Fetched | None:
+        """Send it upstream like the proxy sends a miss and read the whole answer (at
+        most ``max_bytes`` of body). None when a ``before_upstream`` hook answered
+        instead; a `KairosError` when the route could not get an answer (no backend,
+        502, 504)."""
+        return await _fetch(self, self._exchange, max_bytes)
 
 
-def replay(request: Request, cache_state: object) -> Replay | None:
-    """The request to replay for ``request`` (None when it did not come through the
-    proxy: only a proxied exchange knows its route's backends)."""
-    exchange = cast("Responder", request)
-    if getattr(exchange, "match", None) is None or getattr(exchange, "snapshot", None) is None:
-        return None
-    state = dict(request.state)
-    state["cache"] = cache_state
-    return Replay(exchange, state)
-
-
-@dataclass(slots=True)
-class Fetched:
-    status: int
-    reason: str
-    headers: list[tuple[str, str]]
-    #: None: larger than the cache keeps (``max_object_bytes``), not read.
-    body: bytes | None
-
-
-async def fetch(view: Replay, max_bytes: int) -> Fetched | None:
-    """Send ``view`` upstream like the proxy sends a miss and read the whole answer
-    (at most ``max_bytes`` of body). None when a ``before_upstream`` hook answered
-    instead; a `KairosError` when the route could not get an answer (no backend, 502,
-    504)."""
-    exchange = view.exchange
+async def _fetch(view: Replay, exchange: Any, max_bytes: int) -> Fetched | None:
     match = exchange.match
     assert match is not None
     route = exchange.snapshot.routes[match.route.index]
