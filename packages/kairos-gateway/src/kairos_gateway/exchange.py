@@ -41,7 +41,7 @@ from . import websocket
 from .body import BodyFailed, RequestBody
 from .chain import MaybeAsync, Policy, PolicyFailed, UpstreamRequest
 from .forward import forward
-from .headers import client_address, request_id_from, upstream_request_headers
+from .headers import client_address, request_id_from
 from .http1 import head_problem
 from .messages import (
     MAX_API_BODY,
@@ -399,7 +399,6 @@ class Exchange(Responder):
                     if answer is not None:
                         await self._answer(answer)
                         return
-            context = cast("HTTPRequestContext", self.conn.context)
             target = match.upstream_path
             stream = self._body_stream
             trace = self.trace
@@ -413,16 +412,7 @@ class Exchange(Responder):
                         body = whole
             upstream = UpstreamRequest(
                 f"{target}?{self.query}" if self.query else target,
-                upstream_request_headers(
-                    self.headers,
-                    client_ip=self.peer_ip,
-                    proto=context.protocol,
-                    request_id=self.request_id,
-                    trust_forwarded=self.snapshot.is_trusted_proxy(self.peer_ip),
-                    forwarded=self.snapshot.config.forwarded_header,
-                    traced=trace is not None,
-                    tracestate=None if trace is None else trace.state,
-                ),
+                self.upstream_headers(),
                 body,
                 self.headers.get("Host") if route.preserve_host else None,
             )

@@ -20,15 +20,14 @@ proxy's modules.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from .chain import Fetched, UpstreamRequest
 from .forward import forward
-from .headers import upstream_request_headers
 from .messages import Response, StreamedResponse
 
 if TYPE_CHECKING:
-    from tornado.httpserver import _HTTPRequestContext as HTTPRequestContext
+    pass
 
 __all__ = ["Replay"]
 
@@ -86,19 +85,9 @@ async def _fetch(view: Replay, exchange: Any, max_bytes: int) -> Fetched | None:
     match = exchange.match
     assert match is not None
     route = exchange.snapshot.routes[match.route.index]
-    context = cast("HTTPRequestContext", exchange.conn.context)
     trace = exchange.trace
     target = match.upstream_path
-    headers = upstream_request_headers(
-        exchange.headers,
-        client_ip=exchange.peer_ip,
-        proto=context.protocol,
-        request_id=exchange.request_id,
-        trust_forwarded=exchange.snapshot.is_trusted_proxy(exchange.peer_ip),
-        forwarded=exchange.snapshot.config.forwarded_header,
-        traced=trace is not None,
-        tracestate=None if trace is None else trace.state,
-    )
+    headers = exchange.upstream_headers()
     upstream = UpstreamRequest(
         f"{target}?{exchange.query}" if exchange.query else target,
         [(n, v) for n, v in headers if n.lower() not in _CLIENT_ONLY],

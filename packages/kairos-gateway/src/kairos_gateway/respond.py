@@ -29,6 +29,7 @@ from .headers import (
     client_response_headers,
     client_response_pairs,
     complete_response_headers,
+    upstream_request_headers,
 )
 from .http1 import StrictHTTP1Connection
 from .messages import (
@@ -244,6 +245,22 @@ class Responder(httputil.HTTPMessageDelegate):
     def backend(self) -> str:
         attempt = self._attempt
         return "" if attempt is None else attempt.state.address
+
+    def upstream_headers(self, *, propagate: bool = True) -> list[tuple[str, str]]:
+        """The client's headers as a backend gets them (`headers.upstream_request_headers`
+        for this exchange; with ``propagate``, the trace context when there is one)."""
+        trace = self.trace if propagate else None
+        snapshot = self.snapshot
+        return upstream_request_headers(
+            self.headers,
+            client_ip=self.peer_ip,
+            proto=cast("HTTPRequestContext", self.conn.context).protocol,
+            request_id=self.request_id,
+            trust_forwarded=snapshot.is_trusted_proxy(self.peer_ip),
+            forwarded=snapshot.config.forwarded_header,
+            traced=trace is not None,
+            tracestate=None if trace is None else trace.state,
+        )
 
     def replay(self, state: dict[str, Any]) -> Replay | None:
         if self.match is None or self._route is None:

@@ -44,7 +44,7 @@ from tornado.iostream import StreamClosedError
 
 from .chain import Policy, PolicyFailed, ResponseHead, UpstreamRequest
 from .forward import Attempt, Tries
-from .headers import client_response_pairs, upstream_request_headers
+from .headers import client_response_pairs
 from .messages import Response
 from .respond import CLIENT_CLOSED, Responder
 from .upstream import UpstreamError as UpstreamFailure
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
     from asyncio import Future
 
     from kairos_core import CompiledRoute, WebSocketConfig
-    from tornado.httpserver import _HTTPRequestContext as HTTPRequestContext
     from tornado.httputil import HTTPHeaders
     from tornado.iostream import IOStream
 
@@ -224,15 +223,7 @@ async def _upgrade(exchange: Responder) -> None:
 def _upstream_request(exchange: Responder, route: RouteRuntime, target: str) -> UpstreamRequest:
     """The upgrade request for the backend: the usual forwarded headers, hop-by-hop
     ones dropped, then the upgrade's own (Sec-WebSocket-* pass as end-to-end)."""
-    context = cast("HTTPRequestContext", exchange.conn.context)
-    headers = upstream_request_headers(
-        exchange.headers,
-        client_ip=exchange.peer_ip,
-        proto=context.protocol,
-        request_id=exchange.request_id,
-        trust_forwarded=exchange.snapshot.is_trusted_proxy(exchange.peer_ip),
-        forwarded=exchange.snapshot.config.forwarded_header,
-    )
+    headers = exchange.upstream_headers(propagate=False)
     headers += [("Connection", "Upgrade"), ("Upgrade", "websocket")]
     return UpstreamRequest(
         f"{target}?{exchange.query}" if exchange.query else target,
