@@ -16,17 +16,13 @@ from typing import Any
 
 import pytest
 from kairos_gateway import __version__
-from kairos_gateway.tracing.otlp import encode, encode_attributes
+from kairos_gateway.tracing import otlp
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags
-from opentelemetry.trace import Status as SdkStatus
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
@@ -363,32 +359,31 @@ async def test_with_the_sdk_disabled_by_its_variable_the_gateway_only_propagates
 
 def test_the_encoding_is_what_opentelemetry_proto_reads() -> None:
     resource = {"service.name": "gw", "kairos.worker": 3}
-    parent = SpanContext(int(TRACE, 16), int(SPAN, 16), True, TraceFlags(1))
-    span = ReadableSpan(
-        "GET /users/{id}",
-        SpanContext(int(TRACE, 16), 0x1122334455667788, False, TraceFlags(1)),
-        parent,
-        Resource.create(resource),
-        {"s": "ünïcode", "i": 7, "neg": -2, "big": 2**62, "b": True, "f": 0.25, "kairos.worker": 3},
-        (
-            Event(
-                "exception",
-                {"exception.message": "boom", "i": 7},
-                timestamp=1_700_000_000_000_000_001,
-            ),
-        ),
-        (),
-        SpanKind.CLIENT,
-        None,
-        SdkStatus(StatusCode.ERROR, "connect"),
+    typed = {"s": "ünïcode", "i": 7, "neg": -2, "big": 2**62, "b": True, "f": 0.25}
+    # String values written one by one, either side of the one-byte length limit.
+    strings = {"short": "/ü", "edge": "y" * 125, "over": "z" * 126, "long": "é" * 300}
+    span = otlp.span(
+        bytes.fromhex(TRACE),
+        bytes.fromhex("1122334455667788"),
+        bytes.fromhex(SPAN),
+        True,
+        otlp.name_kind("GET /users/{id}", otlp.CLIENT),
         1_700_000_000_000_000_000,
         1_700_000_000_123_456_789,
+        otlp.attributes({**typed, "kairos.worker": 3})
+        + b"".join(otlp.string_attribute(otlp.key(k), v) for k, v in strings.items())
+        + otlp.event("exception", 1_700_000_000_000_000_001, {"exception.message": "boom", "i": 7})
+        + otlp.status(True, "connect"),
     )
+    scope = otlp.scope("kairos-gateway", "9.9")
+    resource_bytes = otlp.attributes(resource, otlp.RESOURCE_ATTRIBUTE)
     request = ExportTraceServiceRequest()
-    request.ParseFromString(encode([span, span], encode_attributes(b"\x0a", resource), b""))
+    request.ParseFromString(otlp.export_request([span, span], resource_bytes, scope))
     (resource_spans,) = request.resource_spans
     assert attributes(resource_spans.resource.attributes) == resource
-    decoded = resource_spans.scope_spans[0].spans
+    (scope_spans,) = resource_spans.scope_spans
+    assert (scope_spans.scope.name, scope_spans.scope.version) == ("kairos-gateway", "9.9")
+    decoded = scope_spans.spans
     assert len(decoded) == 2
     got = decoded[0]
     assert (got.trace_id.hex(), got.span_id.hex(), got.parent_span_id.hex()) == (
@@ -409,6 +404,7 @@ def test_the_encoding_is_what_opentelemetry_proto_reads() -> None:
         "b": True,
         "f": 0.25,
         "kairos.worker": 3,  # as in the resource: each kept in its own place
+        **strings,
     }
     assert attributes(decoded[1].attributes) == attributes(got.attributes)
     (event,) = got.events
