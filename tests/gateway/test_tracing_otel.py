@@ -9,6 +9,7 @@ gateway actually sent over the wire.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -74,6 +75,10 @@ class OtlpReceiver:
     spans: list[Received] = field(default_factory=list)
     requests: int = 0
     content_types: set[str] = field(default_factory=set)
+    #: When set, each export waits for it before being answered (a slow collector).
+    gate: asyncio.Event | None = None
+    #: Exports that arrived (answered or waiting for the gate).
+    arrived: int = 0
     port: int = 0
     _server: HTTPServer | None = None
 
@@ -85,7 +90,10 @@ class OtlpReceiver:
         receiver = self
 
         class Traces(web.RequestHandler):
-            def post(self) -> None:
+            async def post(self) -> None:
+                receiver.arrived += 1
+                if receiver.gate is not None:
+                    await receiver.gate.wait()
                 receiver.requests += 1
                 receiver.content_types.add(self.request.headers.get("Content-Type", ""))
                 message = ExportTraceServiceRequest()
@@ -355,6 +363,85 @@ async def test_with_the_sdk_disabled_by_its_variable_the_gateway_only_propagates
     assert sent_traceparent(backend)[0] not in (TRACE, "0" * 32)
     await gw.gateway.stop()  # would send anything queued
     assert receiver.requests == 0
+
+
+async def test_a_stuck_collector_costs_spans_beyond_the_queue_not_requests(
+    backend: EchoBackend,
+    receiver: OtlpReceiver,
+    gateway_factory: GatewayFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="kairos.gateway")
+    receiver.gate = asyncio.Event()
+    gw = await gateway_factory(
+        cfg(
+            receiver,
+            route("/x", "/x", [backend]),
+            max_queue=2,
+            max_export_batch=2,
+            export_interval_ms=60_000,
+        )
+    )
+    # The first request's two spans fill a batch: the export thread sends them and
+    # waits on the collector; the second request's spans fill the queue; the other
+    # eight requests' spans are dropped, and the requests do not wait.
+    assert (await raw_request(gw.port, "/x")).status == 200
+    await eventually(lambda: receiver.arrived == 1)
+    for _ in range(9):
+        assert (await raw_request(gw.port, "/x")).status == 200
+    receiver.gate.set()
+    await eventually(lambda: len(receiver.spans) == 4)
+
+    def dropped() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage() == "span queue full; spans dropped"]
+
+    await eventually(dropped)
+    (record,) = dropped()
+    assert record.fields == {"spans": 16, "max_queue": 2}  # type: ignore[attr-defined]
+    await gw.gateway.stop()
+    assert len(receiver.spans) == 4
+    assert len(receiver.server_spans()) == 2
+
+
+async def test_a_failing_export_is_logged_once_and_requests_go_on(
+    backend: EchoBackend,
+    gateway_factory: GatewayFactory,
+    dead: ResettingServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="kairos.gateway")
+    config = {
+        "version": 1,
+        "routers": [route("/x", "/x", [backend])],
+        "tracing": {"exporter": "otlp", "endpoint": f"{dead.url}/v1/traces", "max_export_batch": 2},
+    }
+    gw = await gateway_factory(config)
+    for _ in range(3):
+        assert (await raw_request(gw.port, "/x")).status == 200
+    await eventually(lambda: dead.accepted >= 3)  # one export per request's two spans
+
+    def failures() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage() == "span export failed; spans dropped"]
+
+    assert len(failures()) == 1  # the first of a streak; then once a minute
+    assert failures()[0].fields["endpoint"] == f"{dead.url}/v1/traces"  # type: ignore[attr-defined]
+
+
+async def test_the_sdk_resource_variables_add_attributes_under_the_gateway_own(
+    backend: EchoBackend,
+    receiver: OtlpReceiver,
+    gateway_factory: GatewayFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=staging,kairos.worker=9")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
+    gw = await gateway_factory(cfg(receiver, route("/x", "/x", [backend]), service_name="edge"))
+    await raw_request(gw.port, "/x", headers=[("traceparent", f"00-{TRACE}-{SPAN}-01")])
+    server, _client = await spans_of(receiver, TRACE, 2)
+    assert server.resource["deployment.environment"] == "staging"
+    assert server.resource["telemetry.sdk.language"] == "python"
+    # The configuration's values win over the variables'.
+    assert (server.resource["service.name"], server.resource["kairos.worker"]) == ("edge", 0)
 
 
 def test_the_encoding_is_what_opentelemetry_proto_reads() -> None:
