@@ -447,8 +447,9 @@ async def test_the_sdk_resource_variables_add_attributes_under_the_gateway_own(
 def test_the_encoding_is_what_opentelemetry_proto_reads() -> None:
     resource = {"service.name": "gw", "kairos.worker": 3}
     typed = {"s": "ünïcode", "i": 7, "neg": -2, "big": 2**62, "b": True, "f": 0.25}
-    # String values written one by one, either side of the one-byte length limit.
-    strings = {"short": "/ü", "edge": "y" * 125, "over": "z" * 126, "long": "é" * 300}
+    # String values written one by one, either side of 127 bytes of KeyValue (the
+    # largest whose lengths all fit one byte, with a key of 4 characters).
+    strings = {"short": "/ü", "edge": "y" * 117, "over": "z" * 118, "long": "é" * 300}
     span = otlp.span(
         bytes.fromhex(TRACE),
         bytes.fromhex("1122334455667788"),

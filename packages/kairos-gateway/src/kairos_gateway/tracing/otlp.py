@@ -102,10 +102,21 @@ def string_attribute(encoded_key: bytes, value: str) -> bytes:
     attributes that differ from request to request (a path, a request id)."""
     data = value.encode("utf-8", "replace")
     size = len(data)
-    if size < 0x7E:  # the AnyValue's and the value's lengths both fit one byte
-        pair = b"%b\x12%b\x0a%b%b" % (encoded_key, _SHORT[size + 2], _SHORT[size], data)
-    else:
-        pair = encoded_key + _field(b"\x12", _field(b"\x0a", data))
+    total = len(encoded_key) + size + 4  # the KeyValue: key, then an AnyValue of 2 + size
+    if total < 0x80:  # every length fits one byte: one join, no intermediate bytes
+        return b"".join(
+            (
+                SPAN_ATTRIBUTE,
+                _SHORT[total],
+                encoded_key,
+                b"\x12",
+                _SHORT[size + 2],
+                b"\x0a",
+                _SHORT[size],
+                data,
+            )
+        )
+    pair = encoded_key + _field(b"\x12", _field(b"\x0a", data))
     return SPAN_ATTRIBUTE + _varint(len(pair)) + pair
 
 
