@@ -149,11 +149,9 @@ class SpanExport:
         while len(queue) >= batch or (everything and queue):
             records = [popleft() for _ in range(min(len(queue), batch))]
             try:
-                spans = [record[0](record) for record in records]
-            except Exception:  # a bug: lose this batch, keep the thread
-                log.exception("span encoding failed; spans dropped")
-                continue
-            self._sender.send(spans)
+                self._sender.send([record[0](record) for record in records])
+            except Exception:  # a bug (the sender catches I/O errors): keep the thread
+                log.exception("span export failed unexpectedly; spans dropped")
 
     def _report_dropped(self) -> None:
         now = time.monotonic()
