@@ -21,12 +21,16 @@ from typing import Any
 
 __all__ = [
     "CLIENT",
+    "EVENT_ATTRIBUTE",
+    "RESOURCE_ATTRIBUTE",
     "SERVER",
+    "SPAN_ATTRIBUTE",
     "attributes",
     "event",
     "export_request",
     "key",
     "name_kind",
+    "scope",
     "span",
     "status",
     "string_attribute",
