@@ -11,7 +11,7 @@ working tree with the same route `/users/{id}`:
 * **propagation**: the default (W3C trace context: a trace id per request in the access
   log, a ``traceparent`` per try upstream), nothing recorded;
 * **exported**: ``exporter: otlp`` at ``sample_ratio: 1`` (a server and a client span
-  per request through the OpenTelemetry SDK, batched to the sink);
+  per request, batched to the sink by the gateway's export thread);
 * **sampled_10**: the same at ``sample_ratio: 0.1`` (for information: a common setting).
 
 wrk -t1 -c50 in rounds alternating the order of the three (see bench/chain.py), req/s

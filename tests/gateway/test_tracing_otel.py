@@ -9,6 +9,7 @@ gateway actually sent over the wire.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,17 +17,13 @@ from typing import Any
 
 import pytest
 from kairos_gateway import __version__
-from kairos_gateway.tracing.otlp import encode, encode_attributes
+from kairos_gateway.tracing import otlp
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags
-from opentelemetry.trace import Status as SdkStatus
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
@@ -78,6 +75,10 @@ class OtlpReceiver:
     spans: list[Received] = field(default_factory=list)
     requests: int = 0
     content_types: set[str] = field(default_factory=set)
+    #: When set, each export waits for it before being answered (a slow collector).
+    gate: asyncio.Event | None = None
+    #: Exports that arrived (answered or waiting for the gate).
+    arrived: int = 0
     port: int = 0
     _server: HTTPServer | None = None
 
@@ -89,7 +90,10 @@ class OtlpReceiver:
         receiver = self
 
         class Traces(web.RequestHandler):
-            def post(self) -> None:
+            async def post(self) -> None:
+                receiver.arrived += 1
+                if receiver.gate is not None:
+                    await receiver.gate.wait()
                 receiver.requests += 1
                 receiver.content_types.add(self.request.headers.get("Content-Type", ""))
                 message = ExportTraceServiceRequest()
@@ -361,34 +365,113 @@ async def test_with_the_sdk_disabled_by_its_variable_the_gateway_only_propagates
     assert receiver.requests == 0
 
 
+async def test_a_stuck_collector_costs_spans_beyond_the_queue_not_requests(
+    backend: EchoBackend,
+    receiver: OtlpReceiver,
+    gateway_factory: GatewayFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="kairos.gateway")
+    receiver.gate = asyncio.Event()
+    gw = await gateway_factory(
+        cfg(
+            receiver,
+            route("/x", "/x", [backend]),
+            max_queue=2,
+            max_export_batch=2,
+            export_interval_ms=60_000,
+        )
+    )
+    # The first request's two spans fill a batch: the export thread sends them and
+    # waits on the collector; the second request's spans fill the queue; the other
+    # eight requests' spans are dropped, and the requests do not wait.
+    assert (await raw_request(gw.port, "/x")).status == 200
+    await eventually(lambda: receiver.arrived == 1)
+    for _ in range(9):
+        assert (await raw_request(gw.port, "/x")).status == 200
+    receiver.gate.set()
+    await eventually(lambda: len(receiver.spans) == 4)
+
+    def dropped() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage() == "span queue full; spans dropped"]
+
+    await eventually(dropped)
+    (record,) = dropped()
+    assert record.fields == {"spans": 16, "max_queue": 2}  # type: ignore[attr-defined]
+    await gw.gateway.stop()
+    assert len(receiver.spans) == 4
+    assert len(receiver.server_spans()) == 2
+
+
+async def test_a_failing_export_is_logged_once_and_requests_go_on(
+    backend: EchoBackend,
+    gateway_factory: GatewayFactory,
+    dead: ResettingServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="kairos.gateway")
+    config = {
+        "version": 1,
+        "routers": [route("/x", "/x", [backend])],
+        "tracing": {"exporter": "otlp", "endpoint": f"{dead.url}/v1/traces", "max_export_batch": 2},
+    }
+    gw = await gateway_factory(config)
+    for _ in range(3):
+        assert (await raw_request(gw.port, "/x")).status == 200
+    await eventually(lambda: dead.accepted >= 3)  # one export per request's two spans
+
+    def failures() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage() == "span export failed; spans dropped"]
+
+    assert len(failures()) == 1  # the first of a streak; then once a minute
+    assert failures()[0].fields["endpoint"] == f"{dead.url}/v1/traces"  # type: ignore[attr-defined]
+
+
+async def test_the_sdk_resource_variables_add_attributes_under_the_gateway_own(
+    backend: EchoBackend,
+    receiver: OtlpReceiver,
+    gateway_factory: GatewayFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=staging,kairos.worker=9")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
+    gw = await gateway_factory(cfg(receiver, route("/x", "/x", [backend]), service_name="edge"))
+    await raw_request(gw.port, "/x", headers=[("traceparent", f"00-{TRACE}-{SPAN}-01")])
+    server, _client = await spans_of(receiver, TRACE, 2)
+    assert server.resource["deployment.environment"] == "staging"
+    assert server.resource["telemetry.sdk.language"] == "python"
+    # The configuration's values win over the variables'.
+    assert (server.resource["service.name"], server.resource["kairos.worker"]) == ("edge", 0)
+
+
 def test_the_encoding_is_what_opentelemetry_proto_reads() -> None:
     resource = {"service.name": "gw", "kairos.worker": 3}
-    parent = SpanContext(int(TRACE, 16), int(SPAN, 16), True, TraceFlags(1))
-    span = ReadableSpan(
-        "GET /users/{id}",
-        SpanContext(int(TRACE, 16), 0x1122334455667788, False, TraceFlags(1)),
-        parent,
-        Resource.create(resource),
-        {"s": "ünïcode", "i": 7, "neg": -2, "big": 2**62, "b": True, "f": 0.25, "kairos.worker": 3},
-        (
-            Event(
-                "exception",
-                {"exception.message": "boom", "i": 7},
-                timestamp=1_700_000_000_000_000_001,
-            ),
-        ),
-        (),
-        SpanKind.CLIENT,
-        None,
-        SdkStatus(StatusCode.ERROR, "connect"),
+    typed = {"s": "ünïcode", "i": 7, "neg": -2, "big": 2**62, "b": True, "f": 0.25}
+    # String values written one by one, either side of 127 bytes of KeyValue (the
+    # largest whose lengths all fit one byte, with a key of 4 characters).
+    strings = {"short": "/ü", "edge": "y" * 117, "over": "z" * 118, "long": "é" * 300}
+    span = otlp.span(
+        bytes.fromhex(TRACE),
+        bytes.fromhex("1122334455667788"),
+        bytes.fromhex(SPAN),
+        True,
+        otlp.name_kind("GET /users/{id}", otlp.CLIENT),
         1_700_000_000_000_000_000,
         1_700_000_000_123_456_789,
+        otlp.attributes({**typed, "kairos.worker": 3})
+        + b"".join(otlp.string_attribute(otlp.key(k), v) for k, v in strings.items())
+        + otlp.event("exception", 1_700_000_000_000_000_001, {"exception.message": "boom", "i": 7})
+        + otlp.status(True, "connect"),
     )
+    scope = otlp.scope("kairos-gateway", "9.9")
+    resource_bytes = otlp.attributes(resource, otlp.RESOURCE_ATTRIBUTE)
     request = ExportTraceServiceRequest()
-    request.ParseFromString(encode([span, span], encode_attributes(b"\x0a", resource), b""))
+    request.ParseFromString(otlp.export_request([span, span], resource_bytes, scope))
     (resource_spans,) = request.resource_spans
     assert attributes(resource_spans.resource.attributes) == resource
-    decoded = resource_spans.scope_spans[0].spans
+    (scope_spans,) = resource_spans.scope_spans
+    assert (scope_spans.scope.name, scope_spans.scope.version) == ("kairos-gateway", "9.9")
+    decoded = scope_spans.spans
     assert len(decoded) == 2
     got = decoded[0]
     assert (got.trace_id.hex(), got.span_id.hex(), got.parent_span_id.hex()) == (
@@ -409,6 +492,7 @@ def test_the_encoding_is_what_opentelemetry_proto_reads() -> None:
         "b": True,
         "f": 0.25,
         "kairos.worker": 3,  # as in the resource: each kept in its own place
+        **strings,
     }
     assert attributes(decoded[1].attributes) == attributes(got.attributes)
     (event,) = got.events

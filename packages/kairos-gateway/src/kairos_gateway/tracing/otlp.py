@@ -1,35 +1,51 @@
-"""OTLP/HTTP export of finished spans: the protobuf encoding and the POST.
+"""The OTLP protobuf of the gateway's spans, written byte by byte.
 
-`encode` writes an ``ExportTraceServiceRequest`` (opentelemetry-proto's
-``collector/trace/v1``) for a batch of the SDK's `ReadableSpan`s byte by byte: the
-gateway's spans have a fixed shape (string, integer, boolean and float attributes,
-exception events, a status), and writing it directly costs a fraction of building the
-generic message objects (the SDK's encoder spends about 40 us per span on that, more
-than the request it describes). `tests/gateway/test_tracing_otel.py` decodes what the
-gateway sends with opentelemetry-proto.
-
-`OtlpHttpExporter` is the SDK `SpanExporter` the `BatchSpanProcessor` calls from its own
-thread: one POST per batch, ``application/x-protobuf``, the configured headers.
+An ``ExportTraceServiceRequest`` (opentelemetry-proto's ``collector/trace/v1``) is one
+resource, one scope and a list of spans. The gateway's spans have a fixed shape (string,
+integer, boolean and float attributes, exception events, a status), so each is written
+directly: `span` frames one span as an element of ``ScopeSpans.spans`` from parts the
+caller encodes with `name_kind`, `attributes`, `string_attribute`, `event` and
+`status`, and `export_request` wraps a batch of them. Writing the bytes directly costs
+a fraction of building the generic message objects (the SDK's encoder spends about
+40 us per span on that, more than the request it describes), and parts that repeat
+from span to span (a route's name and attributes) can be encoded once by the caller.
+`tests/gateway/test_tracing_otel.py` decodes what the gateway sends with
+opentelemetry-proto.
 """
 
 from __future__ import annotations
 
-import logging
 import struct
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
-from http.client import HTTPException
+from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+__all__ = [
+    "CLIENT",
+    "EVENT_ATTRIBUTE",
+    "RESOURCE_ATTRIBUTE",
+    "SERVER",
+    "SPAN_ATTRIBUTE",
+    "attributes",
+    "event",
+    "export_request",
+    "key",
+    "name_kind",
+    "scope",
+    "span",
+    "status",
+    "string_attribute",
+]
 
-__all__ = ["OtlpHttpExporter", "encode", "encode_attributes"]
-
-log = logging.getLogger("kairos.gateway")
-
+#: ``Span.kind`` as OTLP numbers it.
+SERVER = 2
+CLIENT = 3
+#: ``Span.attributes`` is field 9, ``Event.attributes`` field 3, ``Resource.attributes``
+#: field 1: the tag of each repeated ``KeyValue``.
+SPAN_ATTRIBUTE = b"\x4a"
+EVENT_ATTRIBUTE = b"\x1a"
+RESOURCE_ATTRIBUTE = b"\x0a"
+#: Span.start_time_unix_nano and end_time_unix_nano (fixed64 fields 7 and 8).
+_TIMES = struct.Struct("<BQBQ")
 _FIXED64 = struct.Struct("<Q")
 _DOUBLE = struct.Struct("<d")
 _INT64 = 0xFFFFFFFFFFFFFFFF
@@ -37,19 +53,13 @@ _INT64 = 0xFFFFFFFFFFFFFFFF
 #: plus bit 9 when the parent is remote.
 _FLAGS_LOCAL = b"\x85\x01" + struct.pack("<I", 0x101)
 _FLAGS_REMOTE = b"\x85\x01" + struct.pack("<I", 0x301)
-_KEYS: dict[str, bytes] = {}
-#: Encoded ``KeyValue`` messages of attributes whose values repeat (method, route,
-#: addresses, statuses...): most of a span's attributes are one lookup. Bounded; the
-#: attributes that differ per request are never kept.
-_PAIRS: dict[tuple[bytes, str, object, type], bytes] = {}
-_MAX_PAIRS = 4096
-_UNIQUE = frozenset({"url.path", "url.full", "kairos.request_id", "user_agent.original"})
-_SCALARS = frozenset({str, int, bool, float})
+#: A varint of one byte for each length below 128 (most fields here).
+_SHORT = [bytes((n,)) for n in range(0x80)]
 
 
 def _varint(value: int) -> bytes:
     if value < 0x80:
-        return bytes((value,))
+        return _SHORT[value]
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -63,12 +73,9 @@ def _field(tag: bytes, payload: bytes) -> bytes:
     return tag + _varint(len(payload)) + payload
 
 
-def _key(name: str) -> bytes:
-    """``KeyValue.key`` of ``name`` (the few attribute names are encoded once)."""
-    encoded = _KEYS.get(name)
-    if encoded is None:
-        encoded = _KEYS[name] = _field(b"\x0a", name.encode())
-    return encoded
+def key(name: str) -> bytes:
+    """``KeyValue.key`` of an attribute called ``name``."""
+    return _field(b"\x0a", name.encode())
 
 
 def _value(value: Any) -> bytes:
@@ -85,128 +92,107 @@ def _value(value: Any) -> bytes:
     return _field(b"\x0a", str(value).encode("utf-8", "replace"))
 
 
-def _pair(name: str, value: Any) -> bytes:
-    """A ``KeyValue`` message."""
-    return _key(name) + _field(b"\x12", _value(value))
-
-
-def encode_attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
-    """Repeated ``KeyValue`` fields under ``tag``."""
-    if not attributes:
+def attributes(values: Mapping[str, Any] | None, tag: bytes = SPAN_ATTRIBUTE) -> bytes:
+    """Repeated ``KeyValue`` fields under ``tag`` (a span's attributes by default)."""
+    if not values:
         return b""
-    parts = []
-    pairs = _PAIRS
-    for name, value in attributes.items():
-        kind = value.__class__
-        if name in _UNIQUE or kind not in _SCALARS:
-            parts.append(_field(tag, _pair(name, value)))
-            continue
-        cached = (tag, name, value, kind)
-        encoded = pairs.get(cached)
-        if encoded is None:
-            encoded = _field(tag, _pair(name, value))
-            if len(pairs) < _MAX_PAIRS:
-                pairs[cached] = encoded
-        parts.append(encoded)
-    return b"".join(parts)
+    return b"".join(
+        _field(tag, key(name) + _field(b"\x12", _value(value))) for name, value in values.items()
+    )
 
 
-def _span(span: ReadableSpan) -> bytes:
-    context = span.context
-    assert context is not None
-    parent = span.parent
-    parts = [
-        b"\x0a\x10",
-        context.trace_id.to_bytes(16, "big"),
-        b"\x12\x08",
-        context.span_id.to_bytes(8, "big"),
-    ]
-    if parent is not None:
-        parts += [b"\x22\x08", parent.span_id.to_bytes(8, "big")]
-    parts += [
-        _field(b"\x2a", span.name.encode("utf-8", "replace")),
-        b"\x30",
-        _varint(span.kind.value + 1),  # the API's INTERNAL is 0, OTLP's is 1
-        b"\x39",
-        _FIXED64.pack(span.start_time or 0),
-        b"\x41",
-        _FIXED64.pack(span.end_time or 0),
-        encode_attributes(b"\x4a", span.attributes),
-    ]
-    for event in span.events:
-        body = (
-            b"\x09"
-            + _FIXED64.pack(event.timestamp)
-            + _field(b"\x12", event.name.encode())
-            + encode_attributes(b"\x1a", event.attributes)
+def string_attribute(encoded_key: bytes, value: str) -> bytes:
+    """One span attribute with a string value, its key given encoded (`key`): the
+    attributes that differ from request to request (a path, a request id)."""
+    data = value.encode("utf-8", "replace")
+    size = len(data)
+    total = len(encoded_key) + size + 4  # the KeyValue: key, then an AnyValue of 2 + size
+    if total < 0x80:  # every length fits one byte: one join, no intermediate bytes
+        return b"".join(
+            (
+                SPAN_ATTRIBUTE,
+                _SHORT[total],
+                encoded_key,
+                b"\x12",
+                _SHORT[size + 2],
+                b"\x0a",
+                _SHORT[size],
+                data,
+            )
         )
-        parts.append(_field(b"\x5a", body))
-    status = span.status
-    code = status.status_code.value  # UNSET 0, OK 1, ERROR 2: as OTLP numbers them
-    if code:
-        body = b"\x18" + _varint(code)
-        if status.description:
-            body = _field(b"\x12", status.description.encode("utf-8", "replace")) + body
-        parts.append(_field(b"\x7a", body))
-    parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
-    return b"".join(parts)
+    pair = encoded_key + _field(b"\x12", _field(b"\x0a", data))
+    return SPAN_ATTRIBUTE + _varint(len(pair)) + pair
 
 
-def encode(spans: Iterable[ReadableSpan], resource: bytes, scope: bytes) -> bytes:
-    """An ``ExportTraceServiceRequest`` of ``spans``, all of one resource and scope
-    (given encoded: `encode_attributes` of the resource, the scope message)."""
-    body = b"".join(_field(b"\x12", _span(span)) for span in spans)
-    scope_spans = _field(b"\x0a", scope) + body
-    resource_spans = _field(b"\x0a", resource) + _field(b"\x12", scope_spans)
-    return _field(b"\x0a", resource_spans)
+def name_kind(name: str, kind: int) -> bytes:
+    """``Span.name`` and ``Span.kind`` (`SERVER`, `CLIENT`)."""
+    return _field(b"\x2a", name.encode("utf-8", "replace")) + b"\x30" + _varint(kind)
 
 
-class OtlpHttpExporter(SpanExporter):
-    """POSTs each batch to an OTLP/HTTP traces endpoint (protobuf)."""
+def status(error: bool, message: str | None = None) -> bytes:
+    """``Span.status``: nothing for UNSET, else ERROR with ``message``."""
+    if not error:
+        return b""
+    body = b"\x18\x02"  # code: ERROR
+    if message:
+        body = _field(b"\x12", message.encode("utf-8", "replace")) + body
+    return _field(b"\x7a", body)
 
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        resource: Mapping[str, Any],
-        scope: tuple[str, str],
-        headers: Mapping[str, str],
-        timeout_s: float,
-    ) -> None:
-        self._endpoint = endpoint
-        self._resource = encode_attributes(b"\x0a", resource)
-        self._scope = _field(b"\x0a", scope[0].encode()) + _field(b"\x12", scope[1].encode())
-        self._headers = {"Content-Type": "application/x-protobuf", **headers}
-        self._timeout_s = timeout_s
-        self._failing_since = 0.0
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        data = encode(spans, self._resource, self._scope)
-        request = urllib.request.Request(  # noqa: S310 (the configured http(s) endpoint)
-            self._endpoint, data=data, headers=self._headers, method="POST"
+def event(name: str, time_ns: int, values: Mapping[str, Any]) -> bytes:
+    """One ``Span.events`` entry."""
+    body = (
+        b"\x09"
+        + _FIXED64.pack(time_ns)
+        + _field(b"\x12", name.encode())
+        + attributes(values, EVENT_ATTRIBUTE)
+    )
+    return _field(b"\x5a", body)
+
+
+def span(
+    trace_id: bytes,
+    span_id: bytes,
+    parent_id: bytes | None,
+    remote_parent: bool,
+    head: bytes,
+    start_ns: int,
+    end_ns: int,
+    body: bytes,
+) -> bytes:
+    """One span as an element of ``ScopeSpans.spans``: ``trace_id`` (16 bytes),
+    ``span_id`` and ``parent_id`` (8), ``head`` from `name_kind`, and ``body`` the
+    span's attributes, then its events, then its status."""
+    parts = b"".join(
+        (
+            b"\x0a\x10",
+            trace_id,
+            b"\x12\x08",
+            span_id,
+            b"" if parent_id is None else b"\x22\x08" + parent_id,
+            head,
+            _TIMES.pack(0x39, start_ns, 0x41, end_ns),
+            body,
+            _FLAGS_REMOTE if remote_parent else _FLAGS_LOCAL,
         )
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:  # noqa: S310
-                response.read()
-        except (OSError, HTTPException, ValueError) as exc:
-            self._failed(len(spans), exc)
-            return SpanExportResult.FAILURE
-        if self._failing_since:
-            self._failing_since = 0.0
-            log.info("span export works again", extra={"fields": {"endpoint": self._endpoint}})
-        return SpanExportResult.SUCCESS
+    )
+    return b"\x12" + _varint(len(parts)) + parts
 
-    def _failed(self, count: int, exc: BaseException) -> None:
-        """Log the first failure of a streak, then once a minute."""
-        now = time.monotonic()
-        if self._failing_since and now - self._failing_since < 60:
-            return
-        self._failing_since = now
-        reason = f"HTTP {exc.code}" if isinstance(exc, urllib.error.HTTPError) else str(exc)
-        log.warning(
-            "span export failed; spans dropped",
-            extra={"fields": {"endpoint": self._endpoint, "spans": count, "error": reason}},
-        )
 
-    def shutdown(self) -> None:
-        return None
+def scope(name: str, version: str) -> bytes:
+    """An ``InstrumentationScope`` message."""
+    return _field(b"\x0a", name.encode()) + _field(b"\x12", version.encode())
+
+
+def export_request(spans: list[bytes], resource: bytes, scope: bytes) -> bytes:
+    """An ``ExportTraceServiceRequest`` of ``spans`` (each from `span`), all of one
+    resource and scope (given encoded: the resource's `attributes` under
+    `RESOURCE_ATTRIBUTE`, the `scope` message). The spans are copied once: the
+    enclosing messages' lengths are added up rather than each message built."""
+    scope_field = _field(b"\x0a", scope)
+    scope_spans = len(scope_field) + sum(map(len, spans))
+    scope_spans_head = b"\x12" + _varint(scope_spans)
+    resource_field = _field(b"\x0a", resource)
+    resource_spans = len(resource_field) + len(scope_spans_head) + scope_spans
+    head = b"\x0a" + _varint(resource_spans) + resource_field + scope_spans_head + scope_field
+    return b"".join([head, *spans])
