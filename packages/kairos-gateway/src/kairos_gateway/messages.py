@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -29,7 +30,16 @@ __all__ = [
     "Response",
     "StreamedResponse",
     "UnsupportedMediaType",
+    "reason_phrase",
 ]
+
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
+
+
+def reason_phrase(status: int) -> str:
+    """The reason phrase of ``status`` ("" for a code without one)."""
+    return _PHRASES.get(status, "")
+
 
 #: Largest request body the management API accepts (413 beyond).
 MAX_API_BODY = 1024 * 1024

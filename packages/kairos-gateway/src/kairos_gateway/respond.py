@@ -14,7 +14,6 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable, Mapping, Sequence
-from http import HTTPStatus
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -38,6 +37,7 @@ from .messages import (
     OpsHandler,
     Response,
     StreamedResponse,
+    reason_phrase,
 )
 from .metrics import UNMATCHED, RouteStats
 from .refetch import Replay
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from .snapshot import RouteRuntime, Snapshot
     from .tracing import RequestTrace, Tracer
 
-__all__ = ["CLIENT_CLOSED", "Host", "Responder", "body_too_large", "reason_phrase"]
+__all__ = ["CLIENT_CLOSED", "Host", "Responder", "body_too_large"]
 
 log = logging.getLogger("kairos.gateway")
 
@@ -90,12 +90,6 @@ class Host(Protocol):
 #: Statuses whose responses carry no content and, from the gateway, no Content-Length
 #: (a 304's would have to be the stored 200's length, RFC 9110 8.6).
 _NO_CONTENT = frozenset({204, 304})
-_PHRASES = {status.value: status.phrase for status in HTTPStatus}
-
-
-def reason_phrase(status: int) -> str:
-    """The reason phrase of ``status`` ("" for a code without one)."""
-    return _PHRASES.get(status, "")
 
 
 def body_too_large(limit: int) -> PayloadTooLarge:

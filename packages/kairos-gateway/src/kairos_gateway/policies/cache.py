@@ -26,7 +26,6 @@ import hashlib
 import time
 from collections.abc import Awaitable, Coroutine, Iterable, Mapping
 from dataclasses import replace
-from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import unquote_plus
 
@@ -45,7 +44,7 @@ from ..cache.rfc import (
     vary_names,
 )
 from ..chain import Policy, Replayed, Request, ResponseHead, UpstreamRequest
-from ..messages import Response
+from ..messages import Response, reason_phrase
 
 __all__ = ["CachePolicy", "cache_policy"]
 
@@ -100,13 +99,6 @@ class _State:
         self.captured = 0
         self.size: int | None = None
         self.ended = False
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
 
 
 def _pairs(headers: Mapping[str, str], name: str) -> list[str]:
@@ -467,7 +459,7 @@ class CachePolicy(Policy):
     ) -> None:
         self.stats.stale += 1
         response.status = entry.status
-        response.reason = _phrase(entry.status)
+        response.reason = reason_phrase(entry.status)
         response.headers = [
             *entry.headers,
             ("Age", str(int(entry.age(now)))),
@@ -496,7 +488,7 @@ class CachePolicy(Policy):
             state.answer = b""
             return
         response.status = fresh.status
-        response.reason = _phrase(fresh.status)
+        response.reason = reason_phrase(fresh.status)
         response.headers = [
             *headers,
             ("Content-Length", str(len(fresh.body))),

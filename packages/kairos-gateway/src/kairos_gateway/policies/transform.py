@@ -20,7 +20,6 @@ import json
 import os
 import re
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import quote, unquote_plus
 
@@ -34,6 +33,7 @@ from kairos_core.transform import (
 )
 
 from ..chain import Policy, Request, ResponseHead, UpstreamRequest
+from ..messages import reason_phrase
 
 __all__ = [
     "BackendStatus",
@@ -338,7 +338,7 @@ class _Compiled(Policy):
         )
         self.statuses: dict[int, tuple[int, str, type[BackendStatus] | None]] = {}
         for mapping in () if response is None else response.status:
-            phrase = _phrase(mapping.to)
+            phrase = reason_phrase(mapping.to)
             problem = (
                 type(
                     f"BackendStatus{mapping.to}",
@@ -446,10 +446,3 @@ def transform_policy(config: TransformConfig) -> Policy:
     if changes_response:
         return TransformResponse(config)
     return TransformRequest(config)
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
