@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from kairos_ui.route_table import PAGE_SIZES
 from nicegui.testing import Screen
+from selenium.common.exceptions import ElementClickInterceptedException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
@@ -135,6 +136,20 @@ def crowded(tmp_path: Path, ui_env: Any) -> Iterator[LiveStack]:
         yield stack
 
 
+def _click(screen: Screen, css: str) -> None:
+    """Click ``css`` once it takes the click: a dialog's buttons are covered while it
+    fades in (300 ms), and a click then lands on what is in front of them."""
+
+    def clicked() -> bool:
+        try:
+            screen.find_by_css(css).click()
+        except ElementClickInterceptedException:
+            return False
+        return True
+
+    screen.wait_for(clicked)
+
+
 def _paths(screen: Screen) -> list[str]:
     found = screen.selenium.find_elements(By.CSS_SELECTOR, '[data-testid="route-path"]')
     return [e.text for e in found]
@@ -182,7 +197,7 @@ def test_routes_page_at_500_routes(
     screen.wait_for(lambda: "(20)" in screen.find_by_css('[data-testid="bulk-delete"]').text)
     screen.find_by_css('[data-testid="bulk-delete"]').click()
     screen.should_contain("Delete 20 routes?")
-    screen.find_by_css('[data-testid="cancel-bulk-delete"]').click()
+    _click(screen, '[data-testid="cancel-bulk-delete"]')
     # The dialog fades out (300 ms); its backdrop takes clicks until it is gone.
     screen.wait_for(
         lambda: not screen.selenium.find_elements(By.CSS_SELECTOR, ".q-dialog__backdrop")
@@ -190,7 +205,7 @@ def test_routes_page_at_500_routes(
     assert len(crowded.get("/api/routes")[1]["routes"]) == MANY
     screen.find_by_css('[data-testid="bulk-delete"]').click()
     screen.should_contain("Delete 20 routes?")
-    screen.find_by_css('[data-testid="confirm-bulk-delete"]').click()
+    _click(screen, '[data-testid="confirm-bulk-delete"]')
     screen.wait_for(lambda: _cell(screen, "route-count") == f"0 of {MANY - 20} routes")
     left = {r["external_path"] for r in crowded.get("/api/routes")[1]["routes"]}
     assert len(left) == MANY - 20
